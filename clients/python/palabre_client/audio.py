@@ -1,0 +1,59 @@
+"""Audio files in, the server's native format out: float32 mono samples and 16-bit PCM bytes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_SAMPLE_RATE = 16000
+"""The rate the client sends at unless told otherwise (what Palabre's models run at)."""
+
+
+def load_audio(
+    path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_RATE
+) -> npt.NDArray[np.float32]:
+    """Decode the first audio stream of a file (wav, flac, mp3, opus, ogg, …) to mono float32.
+
+    Decoding and resampling are done by FFmpeg through PyAV: every channel is mixed down and the
+    audio is converted to 16-bit mono at `sample_rate`, then scaled to [-1, 1).
+
+    Raises `FileNotFoundError` (or another `OSError`) when the file cannot be opened, and
+    `ValueError` when it holds no audio or cannot be decoded.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    chunks: list[npt.NDArray[Any]] = []
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+            for frame in container.decode(stream):
+                frame.pts = None  # let the resampler follow its own clock across timestamp gaps
+                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise ValueError(f"{path}: cannot decode audio: {exc}") from exc
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32) / np.float32(32768.0)
+
+
+def to_pcm16(samples: npt.ArrayLike) -> bytes:
+    """Little-endian signed 16-bit PCM (`pcm_s16le`) of mono samples.
+
+    Floating-point samples are taken as [-1, 1] and clipped; int16 samples are passed through.
+    """
+    array = np.asarray(samples)
+    if array.dtype == np.int16:
+        return array.astype("<i2", copy=False).tobytes()
+    scaled = np.clip(array.astype(np.float32, copy=False), -1.0, 1.0) * 32767.0
+    return np.round(scaled).astype("<i2").tobytes()

@@ -1,0 +1,156 @@
+"""The `palabre-client` command: `palabre-client stream FILE` prints a file's transcript as it streams.
+
+Options fall back to the environment, read once here: `PALABRE_URL` for `--url` and
+`PALABRE_TOKEN` for `--token`. Exit status: 0 on success, 1 when the server reports an error or
+the connection fails (the message goes to stderr), 2 on a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TextIO
+
+from palabre_client.client import DEFAULT_URL, Event, PalabreError, stream_file
+
+PROG = "palabre-client"
+_CLEAR_LINE = "\r\x1b[K"
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per action, defaults taken from `env`."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Client for the Palabre speech server.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=env.get("PALABRE_URL", DEFAULT_URL),
+        help="server stream endpoint (default: $PALABRE_URL or %(default)s)",
+    )
+    common.add_argument(
+        "--token",
+        default=env.get("PALABRE_TOKEN"),
+        help="bearer token sent as `Authorization: Bearer …` (default: $PALABRE_TOKEN)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    stream = commands.add_parser(
+        "stream",
+        parents=[common],
+        help="stream an audio file and print its transcript",
+        description="Stream an audio file (wav, flac, mp3, opus, ogg, …) as live audio and print "
+        "finals as `[start-end] text`; on a terminal, partials overwrite the current line.",
+    )
+    stream.add_argument("file", metavar="FILE", help="audio file to stream")
+    stream.add_argument(
+        "--language", default="en", help="language code, or `auto` to detect it (default: %(default)s)"
+    )
+    stream.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="times real time; 0 or inf sends as fast as possible (default: %(default)s)",
+    )
+    stream.add_argument("--conversation-id", help="add this session to an existing conversation")
+    stream.add_argument("--json", action="store_true", help="print every server event as one JSON line")
+    stream.set_defaults(run=_run_stream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `palabre-client` console script; returns the exit status."""
+    parser = build_parser(os.environ)
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return run(args)
+
+
+class EventPrinter:
+    """Writes events as they arrive: JSON lines, or a transcript with partials on a live line."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, json_lines: bool, tty: bool) -> None:
+        self.out = out
+        self.err = err
+        self.json_lines = json_lines
+        self.tty = tty
+        self._line_open = False
+        """Whether a partial is on screen, to be cleared before anything else is written."""
+
+    def __call__(self, event: Event) -> None:
+        kind = event.get("type")
+        if self.json_lines:
+            self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self.out.flush()
+        if kind == "error":
+            self.report(f"{event.get('code')}: {event.get('message')}")
+        if self.json_lines:
+            return
+        if kind == "partial" and self.tty:
+            self.out.write(_CLEAR_LINE + _fit(str(event.get("text", ""))))
+            self.out.flush()
+            self._line_open = True
+        elif kind == "final" and str(event.get("text", "")).strip():
+            self.finish()
+            self.out.write(f"[{event['start']:.2f}-{event['end']:.2f}] {event['text']}\n")
+            self.out.flush()
+
+    def report(self, message: str) -> None:
+        """Write an error message on stderr, below any partial."""
+        self.finish()
+        self.err.write(f"{PROG}: {message}\n")
+        self.err.flush()
+
+    def finish(self) -> None:
+        """Clear a partial left on the current line."""
+        if self._line_open:
+            self.out.write(_CLEAR_LINE)
+            self.out.flush()
+            self._line_open = False
+
+
+def _fit(text: str) -> str:
+    """The end of `text`, cut to fit on one terminal line so `\\r` can overwrite it."""
+    width = shutil.get_terminal_size().columns - 1
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _run_stream(args: argparse.Namespace) -> int:
+    printer = EventPrinter(sys.stdout, sys.stderr, json_lines=args.json, tty=sys.stdout.isatty())
+    language = None if args.language == "auto" else args.language
+    try:
+        events = asyncio.run(
+            stream_file(
+                args.url,
+                args.file,
+                language=language,
+                speed=args.speed,
+                token=args.token,
+                conversation_id=args.conversation_id,
+                on_event=printer,
+            )
+        )
+    except PalabreError as exc:
+        if exc.event is not None:
+            printer(exc.event)  # the server's error answer to `start`
+        else:
+            printer.report(str(exc))
+        return 1
+    except (OSError, ValueError) as exc:
+        printer.report(str(exc))  # an unreadable file, a bad option value
+        return 1
+    except KeyboardInterrupt:
+        printer.finish()
+        return 130
+    printer.finish()
+    return 1 if any(event.get("type") == "error" for event in events) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

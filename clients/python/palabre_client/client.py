@@ -1,0 +1,331 @@
+"""The streaming client: one `StreamSession` per WebSocket connection to `/v1/stream`.
+
+A session sends `start`, waits for `ready`, then lets the caller send audio and read events at
+the same time: a background task receives every server event into a queue, and iterating the
+session drains that queue. Events are the server's JSON objects as plain dicts (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Final, Self
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from palabre_client.audio import DEFAULT_SAMPLE_RATE, load_audio, to_pcm16
+
+DEFAULT_URL: Final = "ws://127.0.0.1:8765/v1/stream"
+
+Event = dict[str, Any]
+"""A server event: the JSON object as received, `type` first."""
+
+
+class ClientErrorCode(StrEnum):
+    """Codes of failures the client detects itself (the server's codes are in docs/protocol.md)."""
+
+    CONNECTION_FAILED = "connection_failed"
+    """The WebSocket could not be opened (refused, unreachable, rejected handshake)."""
+    CONNECTION_CLOSED = "connection_closed"
+    """The connection ended before the server said `ready` or `closed`."""
+    TIMEOUT = "timeout"
+    """The server did not answer `start` within `open_timeout`."""
+    BAD_EVENT = "bad_event"
+    """The server sent something that is not a protocol event."""
+
+
+class PalabreError(Exception):
+    """A failure with a stable code: a server `error` event, or one of `ClientErrorCode`."""
+
+    def __init__(self, code: str, message: str, *, event: Event | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.event = event
+        """The server's `error` event, when the error came from one."""
+
+    @classmethod
+    def from_event(cls, event: Event) -> PalabreError:
+        """The error a server `error` event reports."""
+        return cls(str(event.get("code", "unknown")), str(event.get("message", "")), event=event)
+
+
+class _End:
+    """Queue marker: no more events will arrive."""
+
+
+_END: Final = _End()
+
+
+class StreamSession:
+    """One streaming session. Create it with `await StreamSession.open(...)`.
+
+    >>> async with await StreamSession.open(url, language="en") as session:
+    ...     await session.send_audio(pcm)
+    ...     await session.stop()
+    ...     async for event in session:
+    ...         print(event)
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        """Wrap an open connection; use `open()` instead, which also does the `start` handshake."""
+        self._ws = ws
+        self._queue: asyncio.Queue[Event | BaseException | _End] = asyncio.Queue()
+        self._receiver = asyncio.create_task(self._receive(), name="palabre-client-receive")
+        self.ready: Event = {}
+        """The server's `ready` event."""
+        self.finals: list[Event] = []
+        """Every `final` event received so far, in order (whether or not it was iterated yet)."""
+
+    @classmethod
+    async def open(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        language: str | None = "en",
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        encoding: str = "pcm_s16le",
+        conversation_id: str | None = None,
+        partials: bool = True,
+        token: str | None = None,
+        track: str | None = None,
+        open_timeout: float = 30.0,
+    ) -> StreamSession:
+        """Connect, send `start` and wait for `ready`.
+
+        `language` None means automatic detection ("auto"). `token`, when given, is sent as
+        `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
+        answers `start` with an `error` event, with a `ClientErrorCode` when the connection fails,
+        closes or times out.
+        """
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            ws = await connect(url, additional_headers=headers, open_timeout=open_timeout)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise PalabreError(
+                ClientErrorCode.CONNECTION_FAILED.value, f"{url} rejected the connection: HTTP {status}"
+            ) from exc
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise PalabreError(
+                ClientErrorCode.CONNECTION_FAILED.value, f"cannot connect to {url}: {exc}"
+            ) from exc
+
+        session = cls(ws)
+        start: dict[str, Any] = {
+            "type": "start",
+            "sample_rate": sample_rate,
+            "encoding": encoding,
+            "language": language or "auto",
+            "partials": partials,
+        }
+        if conversation_id is not None:
+            start["conversation_id"] = conversation_id
+        if track is not None:
+            start["track"] = track
+        try:
+            await session._send(json.dumps(start))
+            async with asyncio.timeout(open_timeout):
+                event = await anext(session, None)
+            if event is None:
+                raise session._closed_error("before `ready`")
+            if event.get("type") == "error":
+                raise PalabreError.from_event(event)
+            if event.get("type") != "ready":
+                raise PalabreError(
+                    ClientErrorCode.BAD_EVENT.value, f"expected `ready`, got {event.get('type')!r}"
+                )
+        except TimeoutError as exc:
+            await session.close()
+            raise PalabreError(
+                ClientErrorCode.TIMEOUT.value, f"no answer to `start` within {open_timeout} s"
+            ) from exc
+        except BaseException:
+            await session.close()
+            raise
+        session.ready = event
+        return session
+
+    @property
+    def conversation_id(self) -> str:
+        """The conversation this session's utterances belong to (chosen by the server if not given)."""
+        return str(self.ready.get("conversation_id", ""))
+
+    @property
+    def session_id(self) -> str:
+        """The server's id for this connection."""
+        return str(self.ready.get("session_id", ""))
+
+    @property
+    def close_code(self) -> int | None:
+        """The WebSocket close code once the connection is closed, else None."""
+        return self._ws.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The WebSocket close reason once the connection is closed, else None."""
+        return self._ws.close_reason
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Send one binary frame of audio in the encoding announced in `start`."""
+        await self._send(pcm)
+
+    async def stop(self) -> None:
+        """Say the audio is over; the server then sends the remaining finals and `closed`."""
+        await self._send(json.dumps({"type": "stop"}))
+
+    async def close(self) -> None:
+        """Close the connection (idempotent). Iteration ends once queued events are drained."""
+        await self._ws.close()
+        if not self._receiver.done():
+            self._receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._receiver
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event; the iteration ends after `closed` or when the connection ends."""
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # every later call ends too
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed as exc:
+            raise self._closed_error("while sending") from exc
+
+    def _closed_error(self, when: str) -> PalabreError:
+        reason = f" ({self.close_reason})" if self.close_reason else ""
+        return PalabreError(
+            ClientErrorCode.CONNECTION_CLOSED.value,
+            f"connection closed {when}: code {self.close_code}{reason}",
+        )
+
+    async def _receive(self) -> None:
+        """Move every server event into the queue until `closed` or the end of the connection."""
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    raise PalabreError(ClientErrorCode.BAD_EVENT.value, "unexpected binary message")
+                try:
+                    event = json.loads(message)
+                except json.JSONDecodeError as exc:
+                    raise PalabreError(
+                        ClientErrorCode.BAD_EVENT.value, f"not JSON: {message[:80]!r}"
+                    ) from exc
+                if not isinstance(event, dict):
+                    raise PalabreError(ClientErrorCode.BAD_EVENT.value, f"not an object: {message[:80]!r}")
+                if event.get("type") == "final":
+                    self.finals.append(event)
+                self._queue.put_nowait(event)
+                if event.get("type") == "closed":
+                    return
+        except ConnectionClosed:
+            pass  # an abnormal closure; `close_code` tells which
+        except PalabreError as exc:
+            self._queue.put_nowait(exc)
+        finally:
+            self._queue.put_nowait(_END)
+
+
+async def stream_file(
+    url: str,
+    path: str | os.PathLike[str],
+    *,
+    language: str | None = "en",
+    speed: float = 1.0,
+    frame_ms: int = 20,
+    token: str | None = None,
+    conversation_id: str | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> list[Event]:
+    """Stream an audio file as a live source would and return every server event, `ready` first.
+
+    The file is decoded to 16 kHz mono and sent in `frame_ms` frames at `speed` times real time
+    (0 or infinity: as fast as the connection takes them). Each frame leaves when its last sample
+    would have been recorded, on a schedule counted from one monotonic start, so pacing does not
+    drift. Then `stop` is sent and events are collected until `closed`. `on_event` is called with
+    each event as it arrives.
+
+    A server `error` event does not raise: it is among the returned events. Raises `PalabreError`
+    when the session cannot be opened, and when the connection ends before `closed` without an
+    `error` event to explain it.
+    """
+    if math.isnan(speed) or speed < 0:
+        raise ValueError(f"speed must be >= 0, got {speed}")
+    if frame_ms <= 0:
+        raise ValueError(f"frame_ms must be positive, got {frame_ms}")
+    samples = await asyncio.to_thread(load_audio, path, DEFAULT_SAMPLE_RATE)
+    pcm = to_pcm16(samples)
+    bytes_per_second = DEFAULT_SAMPLE_RATE * 2
+    frame_bytes = bytes_per_second * frame_ms // 1000
+    seconds_per_byte = 0.0 if speed == 0 or math.isinf(speed) else 1.0 / (bytes_per_second * speed)
+
+    events: list[Event] = []
+
+    def seen(event: Event) -> None:
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    async with await StreamSession.open(
+        url, language=language, token=token, conversation_id=conversation_id
+    ) as session:
+        seen(session.ready)
+        sender = asyncio.create_task(_send_paced(session, pcm, frame_bytes, seconds_per_byte))
+        try:
+            async for event in session:
+                seen(event)
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        if events[-1].get("type") != "closed" and not any(e.get("type") == "error" for e in events):
+            raise session._closed_error("before `closed`")
+    return events
+
+
+async def _send_paced(session: StreamSession, pcm: bytes, frame_bytes: int, seconds_per_byte: float) -> None:
+    """Send `pcm` in frames, frame k once `seconds_per_byte` x (bytes up to its end) has passed."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        for offset in range(0, len(pcm), frame_bytes):
+            frame = pcm[offset : offset + frame_bytes]
+            if seconds_per_byte:
+                delay = start + (offset + len(frame)) * seconds_per_byte - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await session.send_audio(frame)
+        await session.stop()
+    except PalabreError:
+        pass  # the connection closed: the receiver ends the iteration, with whatever the server said
+    except Exception:
+        await session.close()  # end the iteration so the caller sees this error instead of waiting
+        raise

@@ -1,0 +1,245 @@
+"""Whisper on CTranslate2 (CPU or CUDA), length-aware: the cost follows the speech, not a 30 s window.
+
+faster-whisper's `WhisperModel.transcribe` always encodes a full 30 s window. Here each batch is
+padded with silence only to its longest input plus `pad_seconds` (5 s by default), which keeps the
+accuracy of the full window at a fraction of the encoder cost (see docs in MEASURED.md and
+bench/asr_padding.py). A short window can make the decoder repeat itself past the end of the
+speech; a guard detects that (repeated words at the end, a high compression ratio, or a decode
+that ran out of tokens) and re-decodes that input in the full 30 s window.
+
+The pipeline, in `CTranslate2Whisper.transcribe_batch`:
+    audio → log-mel features (batch padded to one length) → encoder (once)
+          → language detection on the encoder output (multilingual models, language=None)
+          → greedy decoding, one `generate` call per (language, task, with prompt or not)
+          → repetition guard → full-window re-decode of the suspects → non-speech rule → outputs
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import numpy.typing as npt
+import tokenizers
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
+
+from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput, Audio
+
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+"""Whisper's full input window (30 s); longer inputs are cut to it."""
+HOP_SAMPLES = 160
+"""Samples per log-mel frame; the encoder halves the frame count, so windows are multiples of 320."""
+MAX_DECODER_POSITIONS = 448
+"""Whisper's text context (prompt + generated tokens)."""
+MAX_PREVIOUS_TOKENS = MAX_DECODER_POSITIONS // 2 - 1
+"""At most this many tokens of previous text are given as a prompt (faster-whisper's limit)."""
+TOKENS_PER_SECOND = 6.0
+EXTRA_TOKENS = 10
+"""Decoding budget: `TOKENS_PER_SECOND` per second of speech + `EXTRA_TOKENS`; hitting it counts as a loop."""
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+"""faster-whisper's non-speech rule: both exceeded means the text is a hallucination on silence."""
+COMPRESSION_RATIO_THRESHOLD = 2.4
+REPEATED_NGRAM = 3
+"""The last this-many words occurring earlier in the text marks a decoder loop."""
+SILENCE_PEAK = 10 ** (-60 / 20)
+"""Inputs whose peak stays below -60 dBFS are returned empty without decoding."""
+Features = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """One `generate` result, read."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    hit_max_length: bool
+
+    @property
+    def is_silence(self) -> bool:
+        return self.no_speech_prob > NO_SPEECH_THRESHOLD and self.avg_logprob < LOG_PROB_THRESHOLD
+
+    @property
+    def looks_looped(self) -> bool:
+        return (self.hit_max_length or compression_ratio(self.text) > COMPRESSION_RATIO_THRESHOLD
+                or repeats_at_end(self.text))
+
+
+_SILENCE = _Decoded(text="", avg_logprob=0.0, no_speech_prob=1.0, hit_max_length=False)
+
+
+class CTranslate2Whisper:
+    """A Whisper `AsrEngine` on CTranslate2, for CPU and CUDA alike (the device is an argument).
+
+    Safe to call from `concurrency` threads at once: CTranslate2 runs up to `num_workers` calls in
+    parallel, and everything else here is read-only after construction.
+    """
+
+    def __init__(self, model_path: str | Path, *, name: str | None = None, device: str = "cpu",
+                 compute_type: str = "int8", cpu_threads: int = 0, num_workers: int = 1,
+                 pad_seconds: float = 5.0, beam_size: int = 1) -> None:
+        """Load the CTranslate2 Whisper directory `model_path`.
+
+        `cpu_threads` is CTranslate2's `intra_threads` (0: its default), `num_workers` its
+        `inter_threads` (the number of concurrent calls). `pad_seconds` of silence are added after
+        the longest input of a batch (capped at 30 s in all); `beam_size` 1 is greedy decoding.
+        """
+        path = Path(model_path)
+        self.model = ctranslate2.models.Whisper(str(path), device=device, compute_type=compute_type,
+                                                intra_threads=cpu_threads, inter_threads=num_workers)
+        self.name = name or path.name
+        self.device = device
+        self.compute_type = compute_type
+        self.multilingual: bool = bool(self.model.is_multilingual)
+        self.concurrency = num_workers
+        self.pad_seconds = pad_seconds
+        self.beam_size = beam_size
+        self.supported_languages: tuple[str, ...] = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
+        self._features = FeatureExtractor(feature_size=self.model.n_mels)
+        self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def warmup(self) -> None:
+        """Run one short decode (with language detection if multilingual) so the first request is fast."""
+        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+        tone = (0.1 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)
+        self.transcribe_batch([AsrInput(audio=tone, language=None)])
+
+    def transcribe_batch(self, inputs: Sequence[AsrInput]) -> list[AsrOutput]:
+        """Transcribe `inputs` together; one output per input, in order.
+
+        Digital silence (peak below -60 dBFS) is not decoded: its text is empty and its language the
+        one asked for, or "" when none was. Raises ValueError for a language the model does not know
+        (see `supported_languages`).
+        """
+        audios = [np.asarray(x.audio, dtype=np.float32).reshape(-1)[:WINDOW_SAMPLES] for x in inputs]
+        audible = [i for i, a in enumerate(audios) if a.size and float(np.abs(a).max()) >= SILENCE_PEAK]
+        languages: dict[int, tuple[str, float]] = {}
+        decoded: dict[int, _Decoded] = {}
+        fallback: set[int] = set()
+        if audible:
+            longest = max(len(audios[i]) for i in audible)
+            window = min(WINDOW_SAMPLES, longest + round(self.pad_seconds * SAMPLE_RATE))
+            decoded = self._decode(inputs, audios, audible, window, languages)
+            # The repetition guard: a decode looping past the end of the speech is redone in the full window.
+            suspects = [i for i in audible
+                        if window < WINDOW_SAMPLES and decoded[i].looks_looped and not decoded[i].is_silence]
+            if suspects:
+                decoded.update(self._decode(inputs, audios, suspects, WINDOW_SAMPLES, languages))
+                fallback.update(suspects)
+
+        outputs = []
+        for i, x in enumerate(inputs):
+            d = decoded.get(i, _SILENCE)
+            language, probability = languages.get(i, (x.language or ("" if self.multilingual else "en"), 1.0))
+            outputs.append(AsrOutput(text="" if d.is_silence else d.text, language=language,
+                                     language_probability=probability, no_speech_probability=d.no_speech_prob,
+                                     avg_logprob=d.avg_logprob, fallback=i in fallback))
+        return outputs
+
+    def _decode(self, inputs: Sequence[AsrInput], audios: Sequence[Audio], rows: Sequence[int], window: int,
+                languages: dict[int, tuple[str, float]]) -> dict[int, _Decoded]:
+        """Encode inputs `rows` padded to `window` samples, detect missing languages (filling
+        `languages`), then greedy-decode them: one `generate` call per (language, task, prompted)."""
+        features = self._log_mel([audios[i] for i in rows], window)
+        encoded = self.model.encode(ctranslate2.StorageView.from_array(features))
+        position = {i: k for k, i in enumerate(rows)}
+
+        for i in rows:
+            if i not in languages and not self.multilingual:
+                languages[i] = ("en", 1.0)  # an English-only model ignores the language asked for
+            elif i not in languages and inputs[i].language:
+                languages[i] = (str(inputs[i].language), 1.0)
+        undetected = [i for i in rows if i not in languages]
+        if undetected:
+            rows_encoded = self._take(encoded, features, [position[i] for i in undetected])
+            found = self.model.detect_language(rows_encoded)
+            for i, ranked in zip(undetected, found, strict=True):
+                token, probability = ranked[0]  # ("<|fr|>", 0.93), most probable first
+                languages[i] = (token[2:-2], float(probability))
+
+        previous: dict[int, list[int]] = {}
+        groups: dict[tuple[str, str, bool], list[int]] = {}
+        for i in rows:
+            language = languages[i][0]
+            task: str = inputs[i].task if self.multilingual else "transcribe"
+            prompt_text = (inputs[i].prompt or "").strip()
+            tokens = self._tokenizer(language, task).encode(" " + prompt_text) if prompt_text else []
+            previous[i] = tokens[-MAX_PREVIOUS_TOKENS:]
+            groups.setdefault((language, task, bool(tokens)), []).append(i)
+
+        results: dict[int, _Decoded] = {}
+        for (language, task, _), group in groups.items():
+            tokenizer = self._tokenizer(language, task)
+            # CTranslate2 needs <|startoftranscript|> at the same position in every prompt of a call:
+            # previous texts are cut to the shortest one of the group (keeping their most recent tokens).
+            keep = min(len(previous[i]) for i in group)
+            prompts = [([tokenizer.sot_prev, *previous[i][len(previous[i]) - keep:]] if keep else [])
+                       + [*tokenizer.sot_sequence, tokenizer.no_timestamps] for i in group]
+            start_step = len(prompts[0]) - 1
+            if window >= WINDOW_SAMPLES:
+                budget = MAX_DECODER_POSITIONS // 2
+            else:
+                speech_seconds = max(len(audios[i]) for i in group) / SAMPLE_RATE
+                budget = int(TOKENS_PER_SECOND * speech_seconds) + EXTRA_TOKENS
+            budget = min(budget, MAX_DECODER_POSITIONS // 2, MAX_DECODER_POSITIONS - start_step)
+            # CTranslate2 decodes at most min(max_length / 2, max_length - start_step) tokens.
+            max_length = max(2 * budget, budget + start_step)
+            found = self.model.generate(self._take(encoded, features, [position[i] for i in group]), prompts,
+                                        beam_size=self.beam_size, max_length=max_length, suppress_blank=True,
+                                        return_scores=True, return_no_speech_prob=True)
+            for i, result in zip(group, found, strict=True):
+                tokens = result.sequences_ids[0]
+                # As faster-whisper: recover the summed log-probability, average over tokens + end token.
+                avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+                results[i] = _Decoded(text=tokenizer.decode(tokens).strip(), avg_logprob=float(avg_logprob),
+                                      no_speech_prob=float(result.no_speech_prob),
+                                      hit_max_length=len(tokens) >= budget)
+        return results
+
+    def _log_mel(self, audios: Sequence[Audio], window: int) -> Features:
+        """Log-mel features of each audio padded with silence to `window` samples (rounded up to 320)."""
+        window = min(WINDOW_SAMPLES, -(-window // (2 * HOP_SAMPLES)) * 2 * HOP_SAMPLES)
+        frames = window // HOP_SAMPLES
+        return np.stack([self._features(np.pad(a, (0, window - len(a))))[:, :frames] for a in audios])
+
+    def _take(self, encoded: ctranslate2.StorageView, features: Features,
+              positions: list[int]) -> ctranslate2.StorageView:
+        """The encoder output of the batch rows at `positions` (re-encoded on GPU, where it is not sliced)."""
+        if positions == list(range(features.shape[0])):
+            return encoded
+        if self.device == "cpu":
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[positions]))
+        return self.model.encode(ctranslate2.StorageView.from_array(features[positions]))
+
+    def _tokenizer(self, language: str, task: str) -> Tokenizer:
+        key = (language, task)
+        with self._lock:
+            if key not in self._tokenizers:
+                self._tokenizers[key] = Tokenizer(self._hf_tokenizer, self.multilingual, task=task,
+                                                  language=language)
+            return self._tokenizers[key]
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of `text` over bytes of its zlib compression (high means repetitive)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def repeats_at_end(text: str, n: int = REPEATED_NGRAM) -> bool:
+    """True when the last `n` words of `text` (case and punctuation ignored) also occur earlier in it."""
+    words = re.findall(r"\w+(?:'\w+)*", text.lower())
+    if len(words) <= n:
+        return False
+    tail = words[-n:]
+    return any(words[i:i + n] == tail for i in range(len(words) - n))

@@ -1,0 +1,1 @@
+"""The I/O shell of Palabre: transports, HTTP routes, storage, wiring."""

@@ -1,0 +1,250 @@
+"""Start-up wiring: load the models, open the store, start the services and the listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import os
+import resource
+import signal
+import time
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from server.asr_service import AsrService
+from server.config import ServerConfig
+from server.http import HttpResponse, Router, json_response
+from server.live import LiveSession, SessionServices
+from server.store import AsyncStore
+from server.transports.ws import handle_stream
+from stream.errors import CloseCode
+from stream.scheduler import Scheduler
+from stream.session import AsrJob
+
+log = logging.getLogger("palabre")
+
+
+class App:
+    """The running server: shared services, live sessions, routes."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.services: SessionServices | None = None
+        self.sessions: dict[str, LiveSession] = {}
+        self.router = Router()
+        self.router.add("/healthz", self._healthz)
+        self.router.add("/v1/stats", self._stats)
+        self.started_at = time.monotonic()
+        self.batch_sizes: dict[int, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load models (in a thread: it takes seconds) and open the store."""
+        from models.vad_silero import SileroVad
+
+        from models.registry import load_asr
+
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await AsyncStore.open(cfg.database_path)
+        await store.ensure_tenant(cfg.tenant)
+
+        def load_models() -> tuple[Any, Any]:
+            from models.registry import choose_device
+
+            device, _ = choose_device(cfg.device, cfg.compute_type)
+            workers = cfg.asr_workers or (2 if device == "cpu" else 1)
+            threads = cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers)
+            engine = load_asr(
+                cfg.model,
+                device=cfg.device,
+                compute_type=cfg.compute_type,
+                cpu_threads=threads,
+                num_workers=workers,
+                cache_dir=cfg.data_dir / "models",
+            )
+            engine.warmup()
+            return engine, SileroVad()
+
+        engine, vad = await asyncio.to_thread(load_models)
+        mode = cfg.scheduler
+        if cfg.scheduler_mode == "sequential":
+            from dataclasses import replace
+
+            mode = replace(mode, sequential=True)
+        asr = AsrService(engine, Scheduler[AsrJob](mode))
+        asr.on_batch = lambda record: self.batch_sizes.__setitem__(
+            record.size, self.batch_sizes.get(record.size, 0) + 1
+        )
+        asr.start()
+        self.services = SessionServices(
+            asr=asr,
+            vad=vad,
+            store=store,
+            model_name=engine.name,
+            multilingual=engine.multilingual,
+            session_config=cfg.session,
+            tenant_id=cfg.tenant,
+        )
+        log.info(
+            "ready: model %s on %s (%d workers), data in %s",
+            engine.name,
+            engine.device,
+            engine.concurrency,
+            cfg.data_dir,
+        )
+
+    async def close(self) -> None:
+        for live in list(self.sessions.values()):
+            await live.abort()
+        if self.services is not None:
+            await self.services.asr.close()
+            await self.services.store.close()
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def new_session(self) -> LiveSession:
+        assert self.services is not None
+        return LiveSession(self.services)
+
+    def register(self, live: LiveSession) -> None:
+        self.sessions[live.session_id] = live
+        live.outbox.closed_callback = lambda: self._session_closed(live)
+
+    def _session_closed(self, live: LiveSession) -> None:
+        self.sessions.pop(live.session_id, None)
+        if self.services is not None:
+            asyncio.get_running_loop().create_task(self.services.store.end_conversation(live.conversation_id))
+
+    def active_sessions(self) -> int:
+        return len(self.sessions)
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _healthz(self, _query: dict[str, str]) -> HttpResponse:
+        if self.services is None:
+            return json_response(503, {"status": "loading"})
+        return json_response(200, {"status": "ok", "model": self.services.model_name})
+
+    def stats(self) -> dict[str, Any]:
+        """Server figures: sessions, scheduler, process (also for the dashboard later)."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out: dict[str, Any] = {
+            "sessions": len(self.sessions),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "process": {
+                "rss_bytes": _current_rss(),
+                "max_rss_bytes": usage.ru_maxrss * 1024,
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            },
+        }
+        if self.services is not None:
+            asr = self.services.asr
+            st = asr.scheduler.stats
+            waits = sorted(st.queue_wait_s)
+            out["scheduler"] = {
+                "asr": {
+                    "batches": st.batches,
+                    "batch_sizes": {str(k): v for k, v in sorted(st.batch_sizes.items())},
+                    "requests": dict(st.submitted),
+                    "replaced_partials": st.replaced_partials,
+                    "dropped_partials": st.dropped_partials,
+                    "pending": asr.scheduler.pending,
+                    "busy_workers": asr.busy_workers,
+                    "workers": asr.workers,
+                    "queue_wait_ms_p50": _percentile_ms(waits, 0.5),
+                    "queue_wait_ms_p95": _percentile_ms(waits, 0.95),
+                    "compute_seconds": round(asr.compute_seconds, 3),
+                    "audio_seconds": round(asr.audio_seconds, 3),
+                    "cost_per_audio_second": {
+                        str(b): round(c.per_audio_second, 4) for b, c in sorted(asr.scheduler.costs.items())
+                    },
+                }
+            }
+        return out
+
+    def _stats(self, _query: dict[str, str]) -> HttpResponse:
+        return json_response(200, self.stats())
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
+        path, _, query_string = request.path.partition("?")
+        if path in WEBSOCKET_PATHS:
+            if self.services is None:
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
+            return None
+        route = self.router.get(path)
+        if route is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        query = dict(p.partition("=")[::2] for p in query_string.split("&") if p)
+        result = route(query)
+        headers = Headers([("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))])
+        return Response(result.status, http.HTTPStatus(result.status).phrase, headers, result.body)
+
+    async def handler(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        path = connection.request.path.partition("?")[0]
+        if path == "/v1/stream":
+            await handle_stream(connection, self)
+        else:
+            await connection.close(CloseCode.POLICY_VIOLATION, "unknown endpoint")
+
+
+WEBSOCKET_PATHS = {"/v1/stream"}
+
+
+def _current_rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _percentile_ms(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(q * len(sorted_values)))
+    return round(sorted_values[index] * 1000, 1)
+
+
+async def run(config: ServerConfig) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    app = App(config)
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop)
+    async with serve(
+        app.handler,
+        config.host,
+        config.port,
+        process_request=app.process_request,
+        max_size=max(config.limits.max_frame_bytes, config.limits.max_text_bytes) + 1024,
+        ping_interval=20,
+        ping_timeout=20,
+    ) as server:
+        log.info("listening on ws://%s:%d", config.host, config.port)
+        loader = asyncio.create_task(app.load())
+        try:
+            await asyncio.wait([loader, stop], return_when=asyncio.FIRST_COMPLETED)
+            if loader.done() and loader.exception() is not None:
+                raise loader.exception()  # type: ignore[misc]
+            await stop
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loader
+            server.close()
+            await app.close()

@@ -1,0 +1,197 @@
+"""The native WebSocket protocol of `/v1/stream`: JSON text messages, binary audio frames.
+
+Pure parse/serialize (docs/protocol.md is the reference): `parse_client_text` turns a client's
+text message into a `stream.events` client message, `serialize_event` turns a server event into
+the text sent back. Binary frames are raw audio in the format announced by `start` and go to
+`stream.audio.AudioConverter` untouched, so they have no codec here.
+
+Message types are parsed by the functions in `PARSERS`, one per `type`; a new client message
+(e.g. `ask`, `webrtc.offer`) is a new entry there plus its dataclass in `stream.events`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
+
+from stream.audio import validate_format
+from stream.errors import CloseCode, ErrorCode, ProtocolError
+from stream.events import CONVERSATION_ID_RE, ClientMessage, Encoding, ServerEvent, Start, Stop, event_to_dict
+
+MAX_TEXT_BYTES = 65_536
+"""Default size limit of one client text message, in UTF-8 bytes."""
+MAX_DEPTH = 32
+"""Deepest nesting of JSON arrays/objects accepted in a client message."""
+
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
+MAX_TRACK_CHARS = 64
+
+JsonObject = dict[str, Any]
+Parser = Callable[[JsonObject], ClientMessage]
+
+
+def parse_client_text(text: str | bytes, max_bytes: int = MAX_TEXT_BYTES) -> ClientMessage:
+    """Parse one client text message (a JSON object with a `type`).
+
+    Raises `ProtocolError` with code FRAME_TOO_LARGE (more than `max_bytes` UTF-8 bytes; its
+    `close` is MESSAGE_TOO_BIG), BAD_JSON (not UTF-8, not JSON, not an object, nested deeper than
+    `MAX_DEPTH`), UNKNOWN_TYPE (missing or unknown `type`) or the type's own code (BAD_START).
+    """
+    obj = _load_object(text, max_bytes)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "message has no string 'type'")
+    parser = PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_show(kind)}")
+    return parser(obj)
+
+
+def serialize_event(event: ServerEvent) -> str:
+    """The compact JSON text of a server event (UTF-8 characters kept as they are)."""
+    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# --- message parsers, by type ------------------------------------------------------------------
+
+
+def parse_start(obj: JsonObject) -> Start:
+    """`{"type":"start","sample_rate":16000,"encoding":"pcm_s16le","language":"en",...}` → `Start`.
+
+    Missing optional fields (or null ones) take their defaults; unknown fields are ignored.
+    """
+    sample_rate = _integer(obj, "sample_rate", None)
+    encoding = obj.get("encoding")
+    if encoding is None:
+        encoding = "pcm_s16le"
+    elif not isinstance(encoding, str):
+        _bad_start(f"encoding must be a string, not {_show(encoding)}")
+    channels = _integer(obj, "channels", 1)
+    validate_format(encoding, sample_rate, channels)
+    partials = obj.get("partials")
+    if partials is None:
+        partials = True
+    elif not isinstance(partials, bool):
+        _bad_start(f"partials must be true or false, not {_show(partials)}")
+    return Start(
+        sample_rate=sample_rate,
+        encoding=cast(Encoding, encoding),
+        language=_language(obj.get("language")),
+        channels=channels,
+        conversation_id=_conversation_id(obj.get("conversation_id")),
+        partials=partials,
+        track=_track(obj.get("track")),
+    )
+
+
+def parse_stop(obj: JsonObject) -> Stop:
+    """`{"type":"stop"}` → `Stop`."""
+    return Stop()
+
+
+PARSERS: dict[str, Parser] = {
+    "start": parse_start,
+    "stop": parse_stop,
+}
+"""The parser of each client message `type`."""
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _load_object(text: str | bytes, max_bytes: int) -> JsonObject:
+    """Decode `text` as one JSON object within the size and depth limits."""
+    if isinstance(text, str):
+        # A str of n characters holds n to 4n UTF-8 bytes: only count when it may matter.
+        size = len(text) if len(text) * 4 <= max_bytes else len(text.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(text)
+    if size > max_bytes:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"message of {size} bytes exceeds {max_bytes}",
+            close=CloseCode.MESSAGE_TOO_BIG,
+        )
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, huge integers
+        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, f"message must be a JSON object, not {type(value).__name__}")
+    if _deeper_than(value, MAX_DEPTH):
+        raise ProtocolError(ErrorCode.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH}")
+    return value
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _deeper_than(value: JsonObject, limit: int) -> bool:
+    """Whether arrays/objects nest more than `limit` levels (the top object is level 1)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _bad_start(message: str) -> NoReturn:
+    raise ProtocolError(ErrorCode.BAD_START, message)
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A short repr of a client value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(obj: JsonObject, name: str, default: int | None) -> int:
+    """Field `name` as an int: a JSON integer or an integral number (16000.0); bools are refused."""
+    value = obj.get(name)
+    if value is None:
+        if default is None:
+            _bad_start(f"{name} is required")
+        return default
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _bad_start(f"{name} must be an integer, not {_show(value)}")
+    return value
+
+
+def _language(value: object) -> str | None:
+    """A 2-3 letter language code (lower-cased), or None for "auto" or absent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.lower() == "auto":
+            return None
+        if _LANGUAGE.fullmatch(value):
+            return value.lower()
+    _bad_start(f"language must be a 2-3 letter code or 'auto', not {_show(value)}")
+
+
+def _conversation_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CONVERSATION_ID_RE.fullmatch(value):
+        _bad_start(f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {_show(value)}")
+    return value
+
+
+def _track(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_TRACK_CHARS or not value.isprintable():
+        _bad_start(f"track must be 1-{MAX_TRACK_CHARS} printable characters, not {_show(value)}")
+    return value

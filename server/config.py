@@ -1,0 +1,46 @@
+"""The server's configuration: one typed object, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from stream.scheduler import SchedulerConfig
+from stream.session import SessionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Per-connection and per-process limits."""
+
+    max_sessions: int = 64
+    max_text_bytes: int = 65_536
+    max_frame_bytes: int = 1 << 20
+    outbox_events: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything `palabre serve` needs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = Path("data")
+    model: str = "tiny.en"
+    device: str = "auto"
+    compute_type: str = "auto"
+    asr_workers: int = 0
+    """Concurrent engine calls; 0 picks 2 on CPU (one thread each, measured faster) and 1 on GPU."""
+    cpu_threads: int = 0
+    """Threads per engine call; 0 picks (cores / workers)."""
+    scheduler_mode: Literal["batched", "sequential"] = "batched"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tenant: str = "default"
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "palabre.db"

@@ -1,0 +1,235 @@
+"""A live session in the server: a `stream.Session` wired to the ASR service and the store.
+
+Transports (the `/v1/stream` WebSocket, later WebRTC and telephony) all drive a `LiveSession`
+the same way: `open()` with the start parameters, `feed()` wire bytes, `stop()`, and read
+server events from its `Outbox`. Finals are committed to the store before they are sent.
+If the client goes away, the session still finishes its pending finals and stores them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from server.asr_service import AsrService
+from server.store import AsyncStore
+from stream.audio import AudioConverter
+from stream.errors import ErrorCode, ProtocolError
+from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent, Start
+from stream.interfaces import AsrOutput, VadModel
+from stream.scheduler import Request
+from stream.session import AsrJob, Output, Session, SessionConfig
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[ServerEvent], Awaitable[None]]
+
+
+class Outbox:
+    """The ordered outgoing events of one session.
+
+    A single writer task sends them in order; a `Final` is committed to the store before it is
+    sent. A slow consumer's queue is bounded: queued partials are dropped first, finals and
+    errors never.
+    """
+
+    def __init__(self, commit: Callable[[Final], Awaitable[None]], max_events: int = 256) -> None:
+        self._commit = commit
+        self._queue: deque[ServerEvent] = deque()
+        self._ready = asyncio.Event()
+        self.max_events = max_events
+        self.dropped_partials = 0
+        self.send: Send | None = None
+        """Where events go; None once the client is gone (finals are still committed)."""
+        self.closed = asyncio.Event()
+        self.closed_callback: Callable[[], None] | None = None
+
+    def put(self, event: ServerEvent) -> None:
+        if len(self._queue) >= self.max_events:
+            kept: deque[ServerEvent] = deque(e for e in self._queue if not isinstance(e, Partial))
+            self.dropped_partials += len(self._queue) - len(kept)
+            self._queue = kept
+            if isinstance(event, Partial):
+                self.dropped_partials += 1
+                return
+        self._queue.append(event)
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Writer loop: commit and send events in order until `Closed` is sent."""
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            event = self._queue.popleft()
+            if isinstance(event, Final):
+                await self._commit(event)
+            if self.send is not None:
+                try:
+                    await self.send(event)
+                except Exception:  # the connection is gone; keep committing what remains
+                    self.send = None
+            if isinstance(event, Closed):
+                self.closed.set()
+                if self.closed_callback is not None:
+                    self.closed_callback()
+                return
+
+
+@dataclass(slots=True)
+class SessionServices:
+    """What every live session shares in the process."""
+
+    asr: AsrService
+    vad: VadModel
+    store: AsyncStore
+    model_name: str
+    multilingual: bool
+    session_config: SessionConfig
+    tenant_id: str = "default"
+
+
+class LiveSession:
+    """One client stream in the server: bytes in, events out through `outbox`."""
+
+    def __init__(self, services: SessionServices) -> None:
+        self.services = services
+        self.session_id = uuid.uuid4().hex[:12]
+        self.outbox = Outbox(self._commit)
+        self.session: Session | None = None
+        self._converter: AudioConverter | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.conversation_id = ""
+        self.audio_seconds = 0.0
+        self.last_final: Final | None = None
+        self._close_queued = False
+
+    async def open(self, start: Start) -> Ready:
+        """Validate the start parameters, open the conversation, create the core session."""
+        svc = self.services
+        if start.language not in (None, "en") and not svc.multilingual:
+            raise ProtocolError(
+                ErrorCode.BAD_START,
+                f"model {svc.model_name} is English-only; start the server with a multilingual model "
+                f"(e.g. --model base) for language {start.language!r}",
+            )
+        self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
+        language = "en" if not svc.multilingual else start.language
+        try:
+            conversation = await svc.store.open_conversation(svc.tenant_id, start.conversation_id, language)
+        except (ValueError, LookupError) as error:
+            raise ProtocolError(ErrorCode.BAD_START, f"conversation_id: {error}") from None
+        self.conversation_id = conversation.id
+        first_seq = await svc.store.next_seq(conversation.id)
+        time_offset = 0.0
+        if first_seq > 0:
+            last = await svc.store.utterances(svc.tenant_id, conversation.id, after_seq=first_seq - 2)
+            time_offset = max((u.end for u in last), default=0.0)
+        config = svc.session_config
+        if not start.partials and config.partials:
+            config = replace(config, partials=False)
+        self.session = Session(
+            self.session_id,
+            conversation.id,
+            svc.vad.open_stream(),
+            language=language,
+            config=config,
+            first_seq=first_seq,
+            time_offset=time_offset,
+            track=start.track,
+        )
+        self._writer = asyncio.create_task(self.outbox.run(), name=f"outbox-{self.session_id}")
+        return Ready(
+            conversation_id=conversation.id,
+            session_id=self.session_id,
+            sample_rate=start.sample_rate,
+            model=svc.model_name,
+        )
+
+    def feed(self, data: bytes) -> None:
+        """Wire audio bytes in the announced encoding."""
+        if self.session is None or self._converter is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio")
+        samples = self._converter.feed(data)
+        self.audio_seconds += len(samples) / 16000
+        self._handle(self.session.feed(samples))
+
+    def stop(self) -> None:
+        """End of audio: remaining finals follow, then `closed`."""
+        if self.session is None or self.session.stopped:
+            return
+        if self._converter is not None:
+            self._handle(self.session.feed(self._converter.flush()))
+        self._handle(self.session.stop())
+        self._maybe_close()
+
+    def detach(self) -> None:
+        """The client went away: stop sending, but finish and store the pending finals."""
+        self.outbox.send = None
+        self.stop()
+
+    async def wait_closed(self) -> None:
+        if self._writer is not None:
+            await self.outbox.closed.wait()
+
+    async def abort(self) -> None:
+        """Drop everything (server shutdown)."""
+        self.services.asr.cancel(self.session_id)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _handle(self, out: Output) -> None:
+        for event in out.events:
+            self.outbox.put(event)
+        for request in out.requests:
+            self.services.asr.submit(request, self._on_result)
+
+    def _on_result(
+        self, request: Request[AsrJob], output: AsrOutput | None, error: BaseException | None
+    ) -> None:
+        session = self.session
+        assert session is not None
+        job = request.payload
+        if error is not None:
+            log.error("session %s: recognition failed: %s", self.session_id, error)
+            if job.kind == "final":
+                self.outbox.put(Error(ErrorCode.INTERNAL, f"recognition of utterance {job.seq} failed"))
+                output = AsrOutput(text="", language=job.input.language or "")
+            else:
+                self._handle(session.on_dropped(job))
+                return
+        if output is None:
+            self._handle(session.on_dropped(job))
+            return
+        self._handle(session.on_result(job, output))
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        session = self.session
+        if session is not None and session.done and not self._close_queued:
+            self._close_queued = True
+            self.outbox.put(Closed(utterances=session.utterances))
+
+    async def _commit(self, final: Final) -> None:
+        self.last_final = final
+        if not final.text:
+            return
+        await self.services.store.add_utterance(
+            self.services.tenant_id,
+            self.conversation_id,
+            final.seq,
+            final.text,
+            final.start,
+            final.end,
+            final.language,
+            track=final.track,
+        )

@@ -1,0 +1,853 @@
+"""The durable store: tenants, conversations, utterances, summaries, answers (SQLite).
+
+Every final utterance is committed here *before* its `final` event is sent, so a final a client
+has seen is never lost to a crash of the server process.
+
+Durability. The database runs in WAL mode with `synchronous=NORMAL`. A commit appends the
+transaction to the `-wal` file with write(2) before `COMMIT` returns; it is not fsync'ed (that
+happens at checkpoints). Data handed to the kernel survives `kill -9`, an OOM kill or a crash of
+the Python process, and SQLite recovers it from the WAL on the next open. What it does not
+survive is a power loss or kernel crash, which can roll back the last few transactions (the
+database itself stays consistent). Surviving those too needs `synchronous="FULL"` (an option
+of `Store.open`): an fsync per final, on the path between the ASR result and the client.
+`bench/store_write.py` measures both.
+
+Schema. `MIGRATIONS` is the history of the schema, one numbered step per entry; the database's
+`PRAGMA user_version` is the number of steps applied. `Store.open` applies the missing steps,
+each in its own transaction together with the new `user_version`, so a step is applied entirely
+or not at all. A database written by newer code (a higher version) is refused with
+`SchemaTooNew` rather than used. A released step is never edited: a change is a new step at the
+end. (A step that rebuilds a table must keep foreign keys consistent: `PRAGMA foreign_keys`
+cannot be switched off inside a transaction, and every step ends with `PRAGMA
+foreign_key_check`.)
+
+Tenancy. Every read takes the tenant's id and filters by it (except `next_seq`, called on a
+conversation `open_conversation` has already checked); a conversation of another tenant is
+reported exactly as a conversation that does not exist (`ConversationNotFound`). Utterances,
+summaries and answers reference their conversation by `(conversation_id, tenant_id)`, so the
+schema itself refuses a row whose tenant is not its conversation's. One thing does leak:
+conversation ids are global, so `open_conversation` with a client-chosen id that another tenant
+already uses fails where an unused id would be created. Server-made ids (uuid4) are unguessable;
+a client-chosen id tells another tenant only that it is taken.
+
+Threads. A `Store` is one SQLite connection, used by one thread at a time. The asyncio server
+uses `AsyncStore`, which runs every call, in order, on one dedicated thread.
+
+Times are seconds since the Unix epoch (`time.time()`, or the `clock` given to `open`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from stream.events import CONVERSATION_ID_RE, utterance_id
+
+SummaryMethod = Literal["generative", "extractive"]
+ConversationStatus = Literal["live", "ended"]
+Synchronous = Literal["NORMAL", "FULL"]
+_SYNCHRONOUS: dict[str, str] = {"NORMAL": "NORMAL", "FULL": "FULL"}
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: tenants, conversations and their utterances (the transcript).
+    (
+        """
+        CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            title TEXT,
+            language TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            ended_at REAL,
+            status TEXT NOT NULL DEFAULT 'live' CHECK (status IN ('live', 'ended')),
+            UNIQUE (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX conversations_by_tenant ON conversations (tenant_id, updated_at)",
+        # AUTOINCREMENT: an id is never reused, even after a delete, because vector indexes
+        # outside the database refer to utterances by it.
+        """
+        CREATE TABLE utterances (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            public_id TEXT NOT NULL UNIQUE,
+            conversation_id TEXT NOT NULL,
+            tenant_id TEXT NOT NULL,
+            seq INTEGER NOT NULL CHECK (seq >= 0),
+            text TEXT NOT NULL,
+            start REAL NOT NULL,
+            "end" REAL NOT NULL,
+            language TEXT,
+            speaker TEXT,
+            track TEXT,
+            entities TEXT CHECK (entities IS NULL OR json_valid(entities)),
+            created_at REAL NOT NULL,
+            UNIQUE (conversation_id, seq),
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX utterances_by_tenant ON utterances (tenant_id, id)",
+    ),
+    # 2: what is derived from a transcript: summaries and answers to questions.
+    (
+        """
+        CREATE TABLE summaries (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL,
+            tenant_id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            method TEXT NOT NULL CHECK (method IN ('generative', 'extractive')),
+            utterance_seq_upto INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX summaries_by_conversation ON summaries (conversation_id, id)",
+        """
+        CREATE TABLE answers (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            question TEXT NOT NULL,
+            text TEXT NOT NULL,
+            citations TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(citations)),
+            created_at REAL NOT NULL,
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX answers_by_conversation ON answers (conversation_id, id)",
+        "CREATE INDEX answers_by_tenant ON answers (tenant_id, id)",
+    ),
+    # 3: API tokens (only their hashes are stored).
+    (
+        """
+        CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            token_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(scopes)),
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )
+        """,
+        "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
+    ),
+)
+"""The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The `user_version` of a database this code has fully migrated."""
+
+
+_IDS_PER_QUERY = 500
+"""Ids bound into one `IN (...)` query, well below SQLite's limit on bound parameters."""
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """A request the store refuses, or a database it cannot use."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer Palabre (its schema version is above ours)."""
+
+
+class ConversationNotFound(StoreError, LookupError):
+    """No conversation with this id for this tenant.
+
+    Raised alike whether the conversation does not exist or belongs to another tenant.
+    """
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"no conversation {conversation_id!r}")
+        self.conversation_id = conversation_id
+
+
+class UtteranceConflict(StoreError):
+    """An utterance with this seq is already stored in the conversation with a different text."""
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """A conversation and how many utterances it holds."""
+
+    id: str
+    tenant_id: str
+    title: str | None
+    language: str | None
+    created_at: float
+    updated_at: float
+    """The last time it was opened, resumed, ended or given an utterance."""
+    ended_at: float | None
+    status: ConversationStatus
+    utterance_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceRow:
+    """One final utterance."""
+
+    id: int
+    """Stable integer id, never reused; the key of vector indexes."""
+    public_id: str
+    """The wire `utterance_id`: `"<conversation_id>:<seq>"`."""
+    conversation_id: str
+    tenant_id: str
+    seq: int
+    """Position in the conversation, from 0."""
+    text: str
+    start: float
+    """Seconds from conversation start."""
+    end: float
+    language: str | None
+    speaker: str | None
+    track: str | None
+    entities: list[dict[str, Any]] | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRow:
+    """A summary of a conversation's utterances with seq up to `utterance_seq_upto`."""
+
+    id: int
+    conversation_id: str
+    tenant_id: str
+    text: str
+    method: SummaryMethod
+    utterance_seq_upto: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRow:
+    """An answer to a question, about one conversation or (`conversation_id` None) all of them."""
+
+    id: int
+    conversation_id: str | None
+    tenant_id: str
+    question: str
+    text: str
+    citations: list[Any]
+    created_at: float
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of migration steps applied to the database (`PRAGMA user_version`)."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+    """Apply the steps of `migrations` the database lacks; return its version afterwards.
+
+    `conn` must be in autocommit mode (`isolation_level=None`). Each step runs in its own
+    `BEGIN IMMEDIATE` transaction, re-reads the version inside it (another process may have
+    migrated meanwhile), and commits together with the new `user_version`. A failing step is
+    rolled back and its error raised; the steps before it stay applied.
+    """
+    target = len(migrations)
+    version = schema_version(conn)
+    if version > target:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this Palabre's ({target}); "
+            "upgrade Palabre or open another database"
+        )
+    for number in range(version + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) >= number:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in migrations[number - 1]:
+                conn.execute(statement)
+            violations = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if violations:
+                raise StoreError(f"migration {number} leaves foreign keys broken: {violations[:5]}")
+            conn.execute(f"PRAGMA user_version = {number:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    version = schema_version(conn)
+    if version > target:
+        raise SchemaTooNew(f"database schema version {version} is newer than this Palabre's ({target})")
+    return version
+
+
+# --- the store ------------------------------------------------------------------------------
+
+_CONVERSATION_SELECT = """
+    SELECT c.id, c.tenant_id, c.title, c.language, c.created_at, c.updated_at, c.ended_at,
+           c.status,
+           (SELECT COUNT(*) FROM utterances AS u WHERE u.conversation_id = c.id) AS utterance_count
+    FROM conversations AS c
+"""
+
+_UTTERANCE_COLUMNS = """
+    id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
+    entities, created_at
+"""
+
+_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at"
+
+
+class Store:
+    """The durable store over one SQLite connection; use it from one thread at a time.
+
+    Writes commit before they return. Open with `Store.open`.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], float]) -> None:
+        self._conn = conn
+        self._clock = clock
+        self.path = path
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 5.0,
+        synchronous: Synchronous = "NORMAL",
+    ) -> Store:
+        """Open (creating if needed) the database file at `path` and migrate it to `SCHEMA_VERSION`.
+
+        `busy_timeout_s` is how long a statement waits for a lock held by another connection
+        (another process on the same file) before failing. `synchronous="FULL"` fsyncs every
+        commit, so that acknowledged finals also survive a power loss (see the module's notes).
+        """
+        # check_same_thread=False: AsyncStore opens the connection and uses it on its own
+        # worker thread; a Store is never used by two threads at once.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000):d}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{path}: SQLite cannot use a write-ahead log here (journal_mode={mode})")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[synchronous]}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, clock)
+
+    def close(self) -> None:
+        """Close the connection (the last one to close folds the WAL back into the database)."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # --- writes ---
+
+    def ensure_tenant(self, tenant_id: str) -> None:
+        """Create the tenant if it does not exist yet (named after its id)."""
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, self._clock())
+
+    def open_conversation(
+        self, tenant_id: str, conversation_id: str | None, language: str | None
+    ) -> ConversationRow:
+        """Create a conversation, or resume one of this tenant, and mark it live.
+
+        With `conversation_id` None a new id (a uuid4 in hex) is made. A given id that does not
+        exist yet is created under that id (it must match `CONVERSATION_ID_RE`, else
+        `ValueError`). An existing conversation of this tenant is resumed: status back to
+        `live`, `ended_at` cleared, its language kept unless it had none. An id that belongs
+        to another tenant raises `ConversationNotFound`. The tenant is created if needed.
+        """
+        if conversation_id is not None and not CONVERSATION_ID_RE.fullmatch(conversation_id):
+            raise ValueError(
+                f"invalid conversation id {conversation_id!r}: 1-128 letters, digits, '_', '.' or '-'"
+            )
+        now = self._clock()
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, now)
+            owner = None
+            if conversation_id is None:
+                conversation_id = uuid.uuid4().hex
+            else:
+                found = conn.execute(
+                    "SELECT tenant_id FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone()
+                owner = None if found is None else found[0]
+            if owner is None:
+                conn.execute(
+                    "INSERT INTO conversations (id, tenant_id, language, created_at, updated_at, status)"
+                    " VALUES (?, ?, ?, ?, ?, 'live')",
+                    (conversation_id, tenant_id, language, now, now),
+                )
+            elif owner != tenant_id:
+                raise ConversationNotFound(conversation_id)
+            else:
+                conn.execute(
+                    "UPDATE conversations SET status = 'live', ended_at = NULL, updated_at = ?,"
+                    " language = COALESCE(language, ?) WHERE id = ?",
+                    (now, language, conversation_id),
+                )
+            row = self._get_conversation(conn, tenant_id, conversation_id)
+        assert row is not None
+        return row
+
+    def next_seq(self, conversation_id: str) -> int:
+        """The seq the next utterance of the conversation gets: its highest seq + 1, or 0."""
+        seq: int = self._conn.execute(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM utterances WHERE conversation_id = ?",
+            (conversation_id,),
+        ).fetchone()[0]
+        return seq
+
+    def add_utterance(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        seq: int,
+        text: str,
+        start: float,
+        end: float,
+        language: str | None,
+        track: str | None = None,
+        speaker: str | None = None,
+        entities: Sequence[Mapping[str, Any]] | None = None,
+    ) -> UtteranceRow:
+        """Store a final utterance; it is committed when this returns.
+
+        Idempotent on `(conversation_id, seq)`: storing a seq again with the same text returns
+        the row stored first (a client resuming after a reconnect), with a different text it
+        raises `UtteranceConflict`; a stored utterance is never overwritten nor duplicated.
+        Raises `ConversationNotFound` if the conversation is not this tenant's.
+        """
+        if seq < 0:
+            raise ValueError(f"seq must be >= 0, got {seq}")
+        public_id = utterance_id(conversation_id, seq)
+        entities_list = None if entities is None else [dict(e) for e in entities]
+        entities_json = None if entities_list is None else json.dumps(entities_list, ensure_ascii=False)
+        now = self._clock()
+        with self._transaction() as conn:
+            self._require_conversation(conn, tenant_id, conversation_id)
+            cursor = conn.execute(
+                f"INSERT INTO utterances ({_UTTERANCE_COLUMNS})"
+                " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (conversation_id, seq) DO NOTHING",
+                (
+                    public_id,
+                    conversation_id,
+                    tenant_id,
+                    seq,
+                    text,
+                    start,
+                    end,
+                    language,
+                    speaker,
+                    track,
+                    entities_json,
+                    now,
+                ),
+            )
+            if cursor.rowcount == 1:
+                conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+                assert cursor.lastrowid is not None
+                stored = UtteranceRow(
+                    id=cursor.lastrowid,
+                    public_id=public_id,
+                    conversation_id=conversation_id,
+                    tenant_id=tenant_id,
+                    seq=seq,
+                    text=text,
+                    start=start,
+                    end=end,
+                    language=language,
+                    speaker=speaker,
+                    track=track,
+                    entities=entities_list,
+                    created_at=now,
+                )
+            else:
+                found = conn.execute(
+                    f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = ? AND seq = ?",
+                    (conversation_id, seq),
+                ).fetchone()
+                stored = _utterance(found)
+        if stored.text != text:
+            raise UtteranceConflict(f"utterance {public_id} is already stored with a different text")
+        return stored
+
+    def end_conversation(self, conversation_id: str) -> None:
+        """Mark a live conversation ended (it can be resumed by `open_conversation`)."""
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE conversations SET status = 'ended', ended_at = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'live'",
+                (now, now, conversation_id),
+            )
+
+    def add_summary(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        text: str,
+        method: SummaryMethod,
+        utterance_seq_upto: int,
+    ) -> SummaryRow:
+        """Store a summary of the conversation's utterances up to seq `utterance_seq_upto`."""
+        now = self._clock()
+        with self._transaction() as conn:
+            self._require_conversation(conn, tenant_id, conversation_id)
+            cursor = conn.execute(
+                "INSERT INTO summaries (conversation_id, tenant_id, text, method, utterance_seq_upto,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, tenant_id, text, method, utterance_seq_upto, now),
+            )
+        assert cursor.lastrowid is not None
+        return SummaryRow(cursor.lastrowid, conversation_id, tenant_id, text, method, utterance_seq_upto, now)
+
+    def add_answer(
+        self,
+        tenant_id: str,
+        conversation_id: str | None,
+        question: str,
+        text: str,
+        citations: Sequence[Any],
+    ) -> AnswerRow:
+        """Store an answer; `citations` is a list of JSON values (e.g. utterance public ids)."""
+        citations_list = list(citations)
+        citations_json = json.dumps(citations_list, ensure_ascii=False)
+        now = self._clock()
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, now)
+            if conversation_id is not None:
+                self._require_conversation(conn, tenant_id, conversation_id)
+            cursor = conn.execute(
+                "INSERT INTO answers (conversation_id, tenant_id, question, text, citations, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, tenant_id, question, text, citations_json, now),
+            )
+        assert cursor.lastrowid is not None
+        return AnswerRow(cursor.lastrowid, conversation_id, tenant_id, question, text, citations_list, now)
+
+    # --- reads (each filtered by tenant) ---
+
+    def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
+        """The tenant's conversation with this id, or None."""
+        return self._get_conversation(self._conn, tenant_id, conversation_id)
+
+    def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
+        """The tenant's conversations, most recently updated first."""
+        rows = self._conn.execute(
+            f"{_CONVERSATION_SELECT} WHERE c.tenant_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+            (tenant_id, limit),
+        ).fetchall()
+        return [_conversation(row) for row in rows]
+
+    def utterances(self, tenant_id: str, conversation_id: str, after_seq: int = -1) -> list[UtteranceRow]:
+        """The conversation's utterances with seq above `after_seq`, in seq order.
+
+        Empty if the conversation does not exist or is not this tenant's.
+        """
+        rows = self._conn.execute(
+            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            " WHERE conversation_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq",
+            (conversation_id, tenant_id, after_seq),
+        ).fetchall()
+        return [_utterance(row) for row in rows]
+
+    def utterances_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[UtteranceRow]:
+        """The tenant's utterances with these integer ids, in the order of `ids`, each once.
+
+        Ids that do not exist or belong to another tenant are left out.
+        """
+        wanted = list(dict.fromkeys(ids))
+        found: dict[int, UtteranceRow] = {}
+        for i in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[i : i + _IDS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id IN ({marks})",
+                (tenant_id, *chunk),
+            ).fetchall()
+            for row in rows:
+                found[row["id"]] = _utterance(row)
+        return [found[i] for i in wanted if i in found]
+
+    def utterance_page(self, tenant_id: str, after_id: int = 0, limit: int = 1000) -> list[UtteranceRow]:
+        """Up to `limit` of the tenant's utterances with id above `after_id`, in id order."""
+        rows = self._conn.execute(
+            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (tenant_id, after_id, limit),
+        ).fetchall()
+        return [_utterance(row) for row in rows]
+
+    def all_utterances(self, tenant_id: str, page_size: int = 1000) -> Iterator[UtteranceRow]:
+        """Every utterance of the tenant in id order (to rebuild an index).
+
+        Read page by page; no transaction stays open between pages, so writes may interleave
+        (utterances added meanwhile appear at the end).
+        """
+        after_id = 0
+        while page := self.utterance_page(tenant_id, after_id, page_size):
+            yield from page
+            after_id = page[-1].id
+
+    def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
+        """The summary of the conversation stored last, or None."""
+        row = self._conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = ? AND tenant_id = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (conversation_id, tenant_id),
+        ).fetchone()
+        return None if row is None else SummaryRow(**dict(row))
+
+    # --- helpers ---
+
+    @staticmethod
+    def _ensure_tenant(conn: sqlite3.Connection, tenant_id: str, now: float) -> None:
+        if not tenant_id:
+            raise ValueError("tenant id must not be empty")
+        conn.execute(
+            "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (tenant_id, tenant_id, now),
+        )
+
+    @staticmethod
+    def _require_conversation(conn: sqlite3.Connection, tenant_id: str, conversation_id: str) -> None:
+        found = conn.execute(
+            "SELECT 1 FROM conversations WHERE id = ? AND tenant_id = ?", (conversation_id, tenant_id)
+        ).fetchone()
+        if found is None:
+            raise ConversationNotFound(conversation_id)
+
+    @staticmethod
+    def _get_conversation(
+        conn: sqlite3.Connection, tenant_id: str, conversation_id: str
+    ) -> ConversationRow | None:
+        row = conn.execute(
+            f"{_CONVERSATION_SELECT} WHERE c.id = ? AND c.tenant_id = ?", (conversation_id, tenant_id)
+        ).fetchone()
+        return None if row is None else _conversation(row)
+
+
+def _conversation(row: sqlite3.Row) -> ConversationRow:
+    return ConversationRow(**dict(row))
+
+
+def _utterance(row: sqlite3.Row) -> UtteranceRow:
+    fields = dict(row)
+    entities = fields.pop("entities")
+    return UtteranceRow(**fields, entities=None if entities is None else json.loads(entities))
+
+
+# --- asyncio --------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class AsyncStore:
+    """A `Store` for asyncio code: every call runs on one dedicated thread, in call order.
+
+    One thread means writes are serialized in the order they are awaited and the connection
+    is only ever touched by that thread; reads take the same queue (one SQLite call is tens of
+    microseconds). If the awaiting task is cancelled, a call already queued still runs: a
+    cancelled `add_utterance` may have been stored, and retrying it is safe (idempotent).
+    Open with `await AsyncStore.open(path)`; close with `await store.close()`.
+    """
+
+    def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
+        self._store = store
+        self._executor = executor
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 5.0,
+        synchronous: Synchronous = "NORMAL",
+    ) -> AsyncStore:
+        """Open and migrate the database at `path` on the store's thread (see `Store.open`)."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palabre-store")
+        loop = asyncio.get_running_loop()
+        opener = functools.partial(
+            Store.open, path, clock=clock, busy_timeout_s=busy_timeout_s, synchronous=synchronous
+        )
+        try:
+            store = await loop.run_in_executor(executor, opener)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(store, executor)
+
+    async def _call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def close(self) -> None:
+        """Close the connection after every call queued before this one, and stop the thread."""
+        try:
+            await self._call(self._store.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._store.path
+
+    async def ensure_tenant(self, tenant_id: str) -> None:
+        """See `Store.ensure_tenant`."""
+        await self._call(self._store.ensure_tenant, tenant_id)
+
+    async def open_conversation(
+        self, tenant_id: str, conversation_id: str | None, language: str | None
+    ) -> ConversationRow:
+        """See `Store.open_conversation`."""
+        return await self._call(self._store.open_conversation, tenant_id, conversation_id, language)
+
+    async def next_seq(self, conversation_id: str) -> int:
+        """See `Store.next_seq`."""
+        return await self._call(self._store.next_seq, conversation_id)
+
+    async def add_utterance(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        seq: int,
+        text: str,
+        start: float,
+        end: float,
+        language: str | None,
+        track: str | None = None,
+        speaker: str | None = None,
+        entities: Sequence[Mapping[str, Any]] | None = None,
+    ) -> UtteranceRow:
+        """See `Store.add_utterance`: stored and committed when this returns."""
+        return await self._call(
+            self._store.add_utterance,
+            tenant_id,
+            conversation_id,
+            seq,
+            text,
+            start,
+            end,
+            language,
+            track=track,
+            speaker=speaker,
+            entities=entities,
+        )
+
+    async def end_conversation(self, conversation_id: str) -> None:
+        """See `Store.end_conversation`."""
+        await self._call(self._store.end_conversation, conversation_id)
+
+    async def add_summary(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        text: str,
+        method: SummaryMethod,
+        utterance_seq_upto: int,
+    ) -> SummaryRow:
+        """See `Store.add_summary`."""
+        return await self._call(
+            self._store.add_summary, tenant_id, conversation_id, text, method, utterance_seq_upto
+        )
+
+    async def add_answer(
+        self,
+        tenant_id: str,
+        conversation_id: str | None,
+        question: str,
+        text: str,
+        citations: Sequence[Any],
+    ) -> AnswerRow:
+        """See `Store.add_answer`."""
+        return await self._call(self._store.add_answer, tenant_id, conversation_id, question, text, citations)
+
+    async def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
+        """See `Store.get_conversation`."""
+        return await self._call(self._store.get_conversation, tenant_id, conversation_id)
+
+    async def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
+        """See `Store.list_conversations`."""
+        return await self._call(self._store.list_conversations, tenant_id, limit)
+
+    async def utterances(
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1
+    ) -> list[UtteranceRow]:
+        """See `Store.utterances`."""
+        return await self._call(self._store.utterances, tenant_id, conversation_id, after_seq)
+
+    async def utterances_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[UtteranceRow]:
+        """See `Store.utterances_by_ids`."""
+        return await self._call(self._store.utterances_by_ids, tenant_id, list(ids))
+
+    async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
+        """See `Store.all_utterances`; each page is one call on the store's thread."""
+        after_id = 0
+        while page := await self._call(self._store.utterance_page, tenant_id, after_id, page_size):
+            for row in page:
+                yield row
+            after_id = page[-1].id
+
+    async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
+        """See `Store.latest_summary`."""
+        return await self._call(self._store.latest_summary, tenant_id, conversation_id)

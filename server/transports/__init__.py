@@ -1,0 +1,1 @@
+"""Transports: sockets only. Each adapts its wire bytes to a `LiveSession` through a codec."""

@@ -1,0 +1,57 @@
+"""Every error Palabre reports, listed once.
+
+An error is a value with a stable `code` (sent to clients in `{"type":"error"}` events and
+documented in docs/protocol.md) and, where it ends the connection, a WebSocket close code.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes of the wire protocol."""
+
+    BAD_JSON = "bad_json"
+    """A text message is not a JSON object."""
+    UNKNOWN_TYPE = "unknown_type"
+    """A message's `type` is missing or not one this endpoint knows."""
+    BAD_START = "bad_start"
+    """A `start` message has a missing, wrong or out-of-range field."""
+    NOT_STARTED = "not_started"
+    """Audio or a command arrived before `start`."""
+    ALREADY_STARTED = "already_started"
+    """A second `start` arrived on the same connection."""
+    BAD_AUDIO = "bad_audio"
+    """An audio frame cannot be decoded in the announced encoding."""
+    FRAME_TOO_LARGE = "frame_too_large"
+    """A message is larger than the server accepts."""
+    OVERLOADED = "overloaded"
+    """The server refuses new work for now (a limit is reached); try again later."""
+    INTERNAL = "internal"
+    """The server failed on this session; other sessions are unaffected."""
+
+
+class CloseCode(int, Enum):
+    """WebSocket close codes Palabre uses (RFC 6455 and the 4000-4999 private range)."""
+
+    NORMAL = 1000
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+class ProtocolError(Exception):
+    """A client mistake: reported as an `error` event; `close` says whether the connection ends."""
+
+    def __init__(self, code: ErrorCode, message: str, close: CloseCode | None = None) -> None:
+        super().__init__(code, message, close)
+        self.code = code
+        self.message = message
+        self.close = close
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}"

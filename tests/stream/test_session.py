@@ -1,0 +1,95 @@
+import numpy as np
+
+from stream.events import Final, Partial, SpeechStarted, SpeechStopped
+from stream.interfaces import SAMPLE_RATE, AsrOutput
+from stream.session import AsrJob, Session, SessionConfig
+from tests.stream.fakes import EnergyVad, silence, tone
+
+
+def make(**kw: object) -> Session:
+    return Session("s1", "c1", EnergyVad(), language="en", config=SessionConfig(**kw))  # type: ignore[arg-type]
+
+
+def feed_in_frames(session: Session, audio: np.ndarray, frame: int = 320):  # type: ignore[no-untyped-def]
+    events, requests = [], []
+    for i in range(0, len(audio), frame):
+        out = session.feed(audio[i : i + frame])
+        events += out.events
+        requests += out.requests
+    return events, requests
+
+
+def test_one_utterance_gives_start_stop_and_one_final_request() -> None:
+    s = make(partials=False)
+    events, requests = feed_in_frames(s, np.concatenate([silence(0.5), tone(1.0), silence(1.0)]))
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+    assert len(requests) == 1 and requests[0].kind == "final"
+    job: AsrJob = requests[0].payload
+    # padded by 200 ms on both sides
+    assert abs(len(job.input.audio) / SAMPLE_RATE - 1.4) < 0.1
+    assert abs(events[0].start - 0.5) < 0.05 and abs(events[1].end - 1.5) < 0.05
+    out = s.on_result(job, AsrOutput("hello there", "en"))
+    assert isinstance(out.events[0], Final)
+    assert out.events[0].text == "hello there" and out.events[0].utterance_id == "c1:0"
+
+
+def test_partials_are_requested_at_interval_with_one_outstanding() -> None:
+    s = make(partial_interval_s=0.5)
+    _, requests = feed_in_frames(s, np.concatenate([silence(0.2), tone(3.0)]))
+    partials = [r for r in requests if r.kind == "partial"]
+    assert len(partials) == 1  # the first is still outstanding
+    out = s.on_result(partials[0].payload, AsrOutput("hello", "en"))
+    assert isinstance(out.events[0], Partial)
+    _, more = feed_in_frames(s, tone(1.0))
+    assert [r.kind for r in more] == ["partial"]
+
+
+def test_finals_released_in_utterance_order() -> None:
+    s = make(partials=False)
+    audio = np.concatenate([tone(0.5), silence(1.0), tone(0.5), silence(1.0)])
+    _, requests = feed_in_frames(s, audio)
+    assert len(requests) == 2
+    first, second = (r.payload for r in requests)
+    assert s.on_result(second, AsrOutput("two", "en")).events == []
+    released = s.on_result(first, AsrOutput("one", "en")).events
+    assert [e.text for e in released] == ["one", "two"]  # type: ignore[union-attr]
+
+
+def test_stop_closes_open_utterance_and_done_after_final() -> None:
+    s = make(partials=False)
+    _, requests = feed_in_frames(s, tone(1.0))
+    assert requests == []
+    out = s.stop()
+    assert [type(e) for e in out.events] == [SpeechStopped]
+    assert not s.done
+    s.on_result(out.requests[0].payload, AsrOutput("x", "en"))
+    assert s.done
+
+
+def test_silence_makes_no_request_and_buffer_stays_small() -> None:
+    s = make()
+    events, requests = feed_in_frames(s, silence(60.0))
+    assert events == [] and requests == []
+    assert s._buffer.end - s._buffer.start < SAMPLE_RATE
+
+
+def test_partial_of_closed_utterance_is_ignored() -> None:
+    s = make(partial_interval_s=0.3)
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(1.0)]))
+    partial = next(r for r in requests if r.kind == "partial")
+    assert s.on_result(partial.payload, AsrOutput("late", "en")).events == []
+
+
+def test_time_offset_and_first_seq_continue_a_conversation() -> None:
+    s = Session(
+        "s2",
+        "c1",
+        EnergyVad(),
+        language="en",
+        first_seq=7,
+        time_offset=100.0,
+        config=SessionConfig(partials=False),
+    )
+    events, _ = feed_in_frames(s, np.concatenate([silence(1.0), tone(0.5), silence(1.0)]))
+    assert events[0].utterance_id == "c1:7"
+    assert abs(events[0].start - 101.0) < 0.05
