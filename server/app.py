@@ -10,19 +10,21 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from server.asr_service import AsrService
 from server.config import ServerConfig
 from server.http import HttpResponse, Router, json_response
-from server.live import LiveSession, SessionServices
+from server.live import LiveConversations, LiveSession, SessionServices
+from server.model_service import ModelService
 from server.store import AsyncStore
 from server.transports.ws import handle_stream
 from stream.errors import CloseCode
+from stream.interfaces import AsrOutput
 from stream.scheduler import Scheduler
 from stream.session import AsrJob
 
@@ -39,16 +41,17 @@ class App:
         self.router = Router()
         self.router.add("/healthz", self._healthz)
         self.router.add("/v1/stats", self._stats)
+        self.websocket_routes: dict[str, WebSocketHandler] = {"/v1/stream": handle_stream}
+        """WebSocket endpoints by path; each transport registers its handler here."""
         self.started_at = time.monotonic()
-        self.batch_sizes: dict[int, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Load models (in a thread: it takes seconds) and open the store."""
-        from models.vad_silero import SileroVad
-
         from models.registry import load_asr
+        from models.vad_silero import SileroVad
 
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +81,11 @@ class App:
             from dataclasses import replace
 
             mode = replace(mode, sequential=True)
-        asr = AsrService(engine, Scheduler[AsrJob](mode))
-        asr.on_batch = lambda record: self.batch_sizes.__setitem__(
-            record.size, self.batch_sizes.get(record.size, 0) + 1
-        )
+
+        def transcribe(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
+            return engine.transcribe_batch([job.input for job in jobs])
+
+        asr = ModelService[AsrJob, AsrOutput]("asr", transcribe, Scheduler[AsrJob](mode), engine.concurrency)
         asr.start()
         self.services = SessionServices(
             asr=asr,
@@ -90,6 +94,7 @@ class App:
             model_name=engine.name,
             multilingual=engine.multilingual,
             session_config=cfg.session,
+            conversations=LiveConversations(),
             tenant_id=cfg.tenant,
         )
         log.info(
@@ -119,8 +124,12 @@ class App:
 
     def _session_closed(self, live: LiveSession) -> None:
         self.sessions.pop(live.session_id, None)
-        if self.services is not None:
-            asyncio.get_running_loop().create_task(self.services.store.end_conversation(live.conversation_id))
+        if self.services is not None and self.services.conversations.leave(live.conversation_id):
+            task = asyncio.get_running_loop().create_task(
+                self.services.store.end_conversation(live.conversation_id)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def active_sessions(self) -> int:
         return len(self.sessions)
@@ -161,7 +170,7 @@ class App:
                     "queue_wait_ms_p50": _percentile_ms(waits, 0.5),
                     "queue_wait_ms_p95": _percentile_ms(waits, 0.95),
                     "compute_seconds": round(asr.compute_seconds, 3),
-                    "audio_seconds": round(asr.audio_seconds, 3),
+                    "audio_seconds": round(asr.seconds_done, 3),
                     "cost_per_audio_second": {
                         str(b): round(c.per_audio_second, 4) for b, c in sorted(asr.scheduler.costs.items())
                     },
@@ -175,7 +184,7 @@ class App:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
         path, _, query_string = request.path.partition("?")
-        if path in WEBSOCKET_PATHS:
+        if path in self.websocket_routes:
             if self.services is None:
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
             return None
@@ -190,13 +199,14 @@ class App:
     async def handler(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         path = connection.request.path.partition("?")[0]
-        if path == "/v1/stream":
-            await handle_stream(connection, self)
-        else:
+        endpoint = self.websocket_routes.get(path)
+        if endpoint is None:
             await connection.close(CloseCode.POLICY_VIOLATION, "unknown endpoint")
+            return
+        await endpoint(connection, self)
 
 
-WEBSOCKET_PATHS = {"/v1/stream"}
+WebSocketHandler = Callable[[ServerConnection, "App"], Awaitable[None]]
 
 
 def _current_rss() -> int:

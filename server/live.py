@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 
-from server.asr_service import AsrService
+from server.model_service import ModelService
 from server.store import AsyncStore
 from stream.audio import AudioConverter
 from stream.errors import ErrorCode, ProtocolError
@@ -82,15 +84,77 @@ class Outbox:
 
 
 @dataclass(slots=True)
+class LiveConversation:
+    """A conversation with sessions streaming into it now (one per track)."""
+
+    id: str
+    seqs: Iterator[int]
+    """Shared by its sessions, so two tracks never take the same seq."""
+    base_offset: float
+    """Seconds of the conversation before this live period (a resumed conversation continues)."""
+    started_at: float
+    sessions: int = 0
+
+    def offset_now(self) -> float:
+        """Conversation time at this instant, for a session that joins now."""
+        return self.base_offset + (time.monotonic() - self.started_at)
+
+
+class LiveConversations:
+    """The conversations that have live sessions, by id."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, LiveConversation] = {}
+
+    async def join(
+        self, store: AsyncStore, tenant_id: str, conversation_id: str
+    ) -> tuple[LiveConversation, float]:
+        """Take part in a conversation; returns it and the time offset of the joining session."""
+        live = self._live.get(conversation_id)
+        if live is not None:
+            live.sessions += 1
+            return live, live.offset_now()
+        next_seq = await store.next_seq(conversation_id)
+        offset = 0.0
+        if next_seq > 0:
+            last = await store.utterances(tenant_id, conversation_id, after_seq=next_seq - 2)
+            offset = max((u.end for u in last), default=0.0) + 1.0
+        live = self._live.get(conversation_id)  # another session may have joined meanwhile
+        if live is None:
+            live = LiveConversation(conversation_id, itertools.count(next_seq), offset, time.monotonic())
+            self._live[conversation_id] = live
+        live.sessions += 1
+        return live, live.offset_now()
+
+    def leave(self, conversation_id: str) -> bool:
+        """A session of the conversation ended; True when it was the last one."""
+        live = self._live.get(conversation_id)
+        if live is None:
+            return False
+        live.sessions -= 1
+        if live.sessions <= 0:
+            del self._live[conversation_id]
+            return True
+        return False
+
+    def __contains__(self, conversation_id: object) -> bool:
+        return conversation_id in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+@dataclass(slots=True)
 class SessionServices:
     """What every live session shares in the process."""
 
-    asr: AsrService
+    asr: ModelService[AsrJob, AsrOutput]
     vad: VadModel
     store: AsyncStore
     model_name: str
     multilingual: bool
     session_config: SessionConfig
+    conversations: LiveConversations
     tenant_id: str = "default"
 
 
@@ -125,11 +189,7 @@ class LiveSession:
         except (ValueError, LookupError) as error:
             raise ProtocolError(ErrorCode.BAD_START, f"conversation_id: {error}") from None
         self.conversation_id = conversation.id
-        first_seq = await svc.store.next_seq(conversation.id)
-        time_offset = 0.0
-        if first_seq > 0:
-            last = await svc.store.utterances(svc.tenant_id, conversation.id, after_seq=first_seq - 2)
-            time_offset = max((u.end for u in last), default=0.0)
+        live, time_offset = await svc.conversations.join(svc.store, svc.tenant_id, conversation.id)
         config = svc.session_config
         if not start.partials and config.partials:
             config = replace(config, partials=False)
@@ -139,7 +199,7 @@ class LiveSession:
             svc.vad.open_stream(),
             language=language,
             config=config,
-            first_seq=first_seq,
+            seqs=live.seqs,
             time_offset=time_offset,
             track=start.track,
         )
@@ -167,6 +227,16 @@ class LiveSession:
             self._handle(self.session.feed(self._converter.flush()))
         self._handle(self.session.stop())
         self._maybe_close()
+
+    def commit(self) -> None:
+        """The client ends its turn: the open utterance is finalized now."""
+        if self.session is not None and not self.session.stopped:
+            self._handle(self.session.commit())
+
+    def clear(self) -> None:
+        """The client discards the audio of its open utterance."""
+        if self.session is not None:
+            self._handle(self.session.clear())
 
     def detach(self) -> None:
         """The client went away: stop sending, but finish and store the pending finals."""

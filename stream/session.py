@@ -19,6 +19,8 @@ Partial/final policy:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +44,9 @@ class SessionConfig:
     partial_min_s: float = 0.4
     """No partial for an utterance shorter than this."""
     task: Literal["transcribe", "translate"] = "transcribe"
+    turn_detection: Literal["vad", "manual"] = "vad"
+    """vad: utterances end at pauses; manual: every frame counts as speech and only `commit()`
+    (or the length limit) ends an utterance — clients that decide turns themselves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,7 @@ class Session:
         *,
         language: str | None,
         config: SessionConfig | None = None,
-        first_seq: int = 0,
+        seqs: Iterator[int] | None = None,
         time_offset: float = 0.0,
         track: str | None = None,
     ) -> None:
@@ -137,7 +142,8 @@ class Session:
         self._buffer = SampleBuffer()
         self._frame_pos = 0
         """Absolute index of the next sample the VAD has not seen."""
-        self._next_seq = first_seq
+        self._seqs = seqs if seqs is not None else itertools.count()
+        """Utterance positions in the conversation; shared by the sessions (tracks) of one conversation."""
         self._open: _Utterance | None = None
         self._partial_outstanding = False
         self._awaiting: list[int] = []
@@ -161,7 +167,9 @@ class Session:
         while self._buffer.end - self._frame_pos >= frame:
             chunk = self._buffer.slice(self._frame_pos, self._frame_pos + frame)
             self._frame_pos += frame
-            for seg in self._segmenter.push(self._vad.probability(chunk)):
+            manual = self.config.turn_detection == "manual"
+            probability = 1.0 if manual else self._vad.probability(chunk)
+            for seg in self._segmenter.push(probability):
                 out.extend(self._on_segment(seg))
             if self._open is not None:
                 out.extend(self._maybe_partial())
@@ -177,6 +185,21 @@ class Session:
         for seg in self._segmenter.finish():
             out.extend(self._on_segment(seg))
         return out
+
+    def commit(self) -> Output:
+        """End the open utterance now (the client says its turn is over)."""
+        out = Output()
+        for seg in self._segmenter.finish():
+            out.extend(self._on_segment(seg))
+        return out
+
+    def clear(self) -> Output:
+        """Forget the open utterance without transcribing it."""
+        self._segmenter.finish()
+        if self._open is not None:
+            self._open = None
+            self._partial_outstanding = False
+        return Output()
 
     def on_result(self, job: AsrJob, result: AsrOutput) -> Output:
         """Take the recogniser's answer to one of this session's requests."""
@@ -216,10 +239,6 @@ class Session:
     def pending_finals(self) -> int:
         return len(self._awaiting)
 
-    @property
-    def next_seq(self) -> int:
-        return self._next_seq
-
     def utterance_id(self, seq: int) -> str:
         return utterance_id(self.conversation_id, seq)
 
@@ -232,10 +251,9 @@ class Session:
         out = Output()
         if isinstance(seg, SpeechStart):
             self._open = _Utterance(
-                seq=self._next_seq, start=seg.sample, pad_start=seg.sample != self._last_cut
+                seq=next(self._seqs), start=seg.sample, pad_start=seg.sample != self._last_cut
             )
             self._open.last_partial_end = seg.sample
-            self._next_seq += 1
             out.events.append(SpeechStarted(self.utterance_id(self._open.seq), self._seconds(seg.sample)))
             return out
         utt = self._open

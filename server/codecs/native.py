@@ -185,7 +185,9 @@ def _conversation_id(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not CONVERSATION_ID_RE.fullmatch(value):
-        _bad_start(f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {_show(value)}")
+        _bad_start(
+            f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {_show(value)}"
+        )
     return value
 
 

@@ -20,6 +20,9 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import Server, ServerConnection, serve
+
 from palabre_client import (
     ClientErrorCode,
     PalabreError,
@@ -29,8 +32,6 @@ from palabre_client import (
     to_pcm16,
 )
 from palabre_client.cli import EventPrinter, main
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import Server, ServerConnection, serve
 
 RATE = 16000
 BYTES_PER_FINAL = 16000

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 
 from stream.events import Final, Partial, SpeechStarted, SpeechStopped
@@ -86,10 +88,37 @@ def test_time_offset_and_first_seq_continue_a_conversation() -> None:
         "c1",
         EnergyVad(),
         language="en",
-        first_seq=7,
+        seqs=itertools.count(7),
         time_offset=100.0,
         config=SessionConfig(partials=False),
     )
     events, _ = feed_in_frames(s, np.concatenate([silence(1.0), tone(0.5), silence(1.0)]))
     assert events[0].utterance_id == "c1:7"
     assert abs(events[0].start - 101.0) < 0.05
+
+
+def test_commit_ends_the_open_utterance_now() -> None:
+    s = make(partials=False)
+    _, requests = feed_in_frames(s, tone(1.0))
+    assert requests == []
+    out = s.commit()
+    assert [type(e) for e in out.events] == [SpeechStopped]
+    assert [r.kind for r in out.requests] == ["final"]
+
+
+def test_manual_turns_treat_silence_as_part_of_the_utterance() -> None:
+    s = make(partials=False, turn_detection="manual")
+    events, requests = feed_in_frames(s, np.concatenate([tone(0.5), silence(2.0), tone(0.5)]))
+    assert [type(e) for e in events] == [SpeechStarted] and requests == []
+    out = s.commit()
+    assert len(out.requests) == 1
+    assert abs(len(out.requests[0].payload.input.audio) / SAMPLE_RATE - 3.0) < 0.1
+
+
+def test_clear_drops_the_open_utterance() -> None:
+    s = make(partials=False)
+    feed_in_frames(s, tone(1.0))
+    s.clear()
+    events, requests = feed_in_frames(s, silence(1.0))
+    assert events == [] and requests == []
+    assert s.stop().requests == []
