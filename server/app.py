@@ -13,19 +13,27 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from server.config import ServerConfig
-from server.http import HttpResponse, Router, json_response
+from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.knowledge import Knowledge
 from server.live import LiveConversations, LiveSession, SessionServices
+from server.llm_queue import LlmQueue
 from server.model_service import ModelService
+from server.routes import add_memory_routes
 from server.store import AsyncStore
+from server.transports.audiosocket import serve_audiosocket
+from server.transports.realtime import handle_realtime
+from server.transports.twilio import handle_twilio
 from server.transports.ws import handle_stream
 from stream.errors import CloseCode
+from stream.events import ServerEvent
 from stream.interfaces import AsrOutput
-from stream.scheduler import Scheduler
+from stream.scheduler import Scheduler, SchedulerConfig
 from stream.session import AsrJob
 
 log = logging.getLogger("palabre")
@@ -41,7 +49,10 @@ class App:
         self.router = Router()
         self.router.add("/healthz", self._healthz)
         self.router.add("/v1/stats", self._stats)
+        add_memory_routes(self.router, self)
         self.websocket_routes: dict[str, WebSocketHandler] = {"/v1/stream": handle_stream}
+        self.websocket_routes["/v1/realtime"] = handle_realtime
+        self.websocket_routes["/v1/telephony/twilio"] = handle_twilio
         """WebSocket endpoints by path; each transport registers its handler here."""
         self.started_at = time.monotonic()
         self._background: set[asyncio.Task[None]] = set()
@@ -76,6 +87,7 @@ class App:
             return engine, SileroVad()
 
         engine, vad = await asyncio.to_thread(load_models)
+        knowledge = await self._load_knowledge(store) if cfg.memory else None
         mode = cfg.scheduler
         if cfg.scheduler_mode == "sequential":
             from dataclasses import replace
@@ -95,6 +107,7 @@ class App:
             multilingual=engine.multilingual,
             session_config=cfg.session,
             conversations=LiveConversations(),
+            knowledge=knowledge,
             tenant_id=cfg.tenant,
         )
         log.info(
@@ -105,11 +118,64 @@ class App:
             cfg.data_dir,
         )
 
+    async def _load_knowledge(self, store: AsyncStore) -> Knowledge:
+        """The embedder, the LLM and the conversation memory over them."""
+        from models.embed_flag import load_embedder
+
+        cfg = self.config
+        embedder = await asyncio.to_thread(load_embedder, cfg.embedder, device=cfg.device)
+
+        def embed(texts: Sequence[str]) -> list[np.ndarray]:
+            return list(embedder.embed(list(texts)))
+
+        embed_service = ModelService[str, np.ndarray](
+            "embed", embed, Scheduler[str](SchedulerConfig(max_batch=32, max_wait_s=0.01)), 1
+        )
+        embed_service.start()
+        llm_queue = None
+        if cfg.llm != "none":
+            from models.llm_llamacpp import load_llm
+
+            engine = await asyncio.to_thread(
+                load_llm, cfg.llm, device=cfg.device, cache_dir=cfg.data_dir / "models"
+            )
+            llm_queue = LlmQueue(engine)
+            llm_queue.start()
+        knowledge = Knowledge(
+            store,
+            embed_service,
+            embedder.name,
+            embedder.dim,
+            cfg.data_dir / "index",
+            llm_queue,
+            publish=self.publish,
+        )
+        knowledge.start()
+        await knowledge.index(cfg.tenant)
+        log.info("memory: embedder %s (%d dims), LLM %s", embedder.name, embedder.dim, cfg.llm)
+        return knowledge
+
+    @property
+    def knowledge(self) -> Knowledge | None:
+        return self.services.knowledge if self.services is not None else None
+
+    def publish(self, conversation_id: str, event: ServerEvent) -> None:
+        """Send an event to every live session of a conversation."""
+        for live in self.sessions.values():
+            if live.conversation_id == conversation_id:
+                live.outbox.put(event)
+
     async def close(self) -> None:
         for live in list(self.sessions.values()):
             await live.abort()
         if self.services is not None:
             await self.services.asr.close()
+            knowledge = self.services.knowledge
+            if knowledge is not None:
+                await knowledge.close()
+                await knowledge.embed.close()
+                if knowledge.llm is not None:
+                    await knowledge.llm.close()
             await self.services.store.close()
 
     # --- sessions -------------------------------------------------------------------------
@@ -125,6 +191,8 @@ class App:
     def _session_closed(self, live: LiveSession) -> None:
         self.sessions.pop(live.session_id, None)
         if self.services is not None and self.services.conversations.leave(live.conversation_id):
+            if self.services.knowledge is not None:
+                self.services.knowledge.conversation_ended(live.conversation_id)
             task = asyncio.get_running_loop().create_task(
                 self.services.store.end_conversation(live.conversation_id)
             )
@@ -136,7 +204,7 @@ class App:
 
     # --- HTTP -----------------------------------------------------------------------------
 
-    def _healthz(self, _query: dict[str, str]) -> HttpResponse:
+    async def _healthz(self, _request: HttpRequest) -> HttpResponse:
         if self.services is None:
             return json_response(503, {"status": "loading"})
         return json_response(200, {"status": "ok", "model": self.services.model_name})
@@ -178,21 +246,25 @@ class App:
             }
         return out
 
-    def _stats(self, _query: dict[str, str]) -> HttpResponse:
+    async def _stats(self, _request: HttpRequest) -> HttpResponse:
         return json_response(200, self.stats())
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
-        path, _, query_string = request.path.partition("?")
+        path = request.path.partition("?")[0]
         if path in self.websocket_routes:
             if self.services is None:
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
             return None
-        route = self.router.get(path)
-        if route is None:
+        matched = self.router.match(request.path)
+        if matched is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        query = dict(p.partition("=")[::2] for p in query_string.split("&") if p)
-        result = route(query)
+        route, http_request = matched
+        try:
+            result = await route(http_request)
+        except Exception:
+            log.exception("GET %s failed", path)
+            result = error_response(500, "internal", "internal error")
         headers = Headers([("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))])
         return Response(result.status, http.HTTPStatus(result.status).phrase, headers, result.body)
 
@@ -246,6 +318,9 @@ async def run(config: ServerConfig) -> None:
         ping_timeout=20,
     ) as server:
         log.info("listening on ws://%s:%d", config.host, config.port)
+        audiosocket = None
+        if config.audiosocket_port is not None:
+            audiosocket = await serve_audiosocket(app, config.host, config.audiosocket_port)
         loader = asyncio.create_task(app.load())
         try:
             await asyncio.wait([loader, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -257,4 +332,6 @@ async def run(config: ServerConfig) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loader
             server.close()
+            if audiosocket is not None:
+                audiosocket.close()
             await app.close()

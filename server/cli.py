@@ -28,6 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="batched",
         help="batched: the cross-session micro-batcher; sequential: one request at a time (baseline)",
     )
+    serve.add_argument("--embedder", default="minilm", help="minilm (bundled), bge-m3, or a model directory")
+    serve.add_argument(
+        "--llm", default="gemma3-270m", help="gemma3-270m (bundled), a .gguf, an EXL2 dir, or none"
+    )
+    serve.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="transcription only: no embeddings, index, answers or summaries",
+    )
+    serve.add_argument(
+        "--audiosocket-port",
+        type=int,
+        default=None,
+        help="also accept Asterisk AudioSocket calls on this TCP port",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -45,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             asr_workers=args.asr_workers,
             cpu_threads=args.cpu_threads,
             scheduler_mode=args.scheduler,
+            memory=not args.no_memory,
+            embedder=args.embedder,
+            llm=args.llm,
             log_level=args.log_level,
+            audiosocket_port=args.audiosocket_port,
         )
         logging.basicConfig(
             level=config.log_level.upper(),

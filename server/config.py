@@ -38,8 +38,15 @@ class ServerConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    memory: bool = True
+    """Conversation memory: embeddings, index, answers and summaries (off: transcription only)."""
+    embedder: str = "minilm"
+    llm: str = "gemma3-270m"
+    """An LLM name, a .gguf path, an ExLlamaV2 model directory, or "none"."""
     tenant: str = "default"
     log_level: str = "INFO"
+    audiosocket_port: int | None = None
+    """TCP port for Asterisk AudioSocket calls (on `host`); None: no AudioSocket listener."""
 
     @property
     def database_path(self) -> Path:

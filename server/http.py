@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,17 +20,42 @@ def json_response(status: int, payload: Any) -> HttpResponse:
     return HttpResponse(status, json.dumps(payload, ensure_ascii=False).encode())
 
 
-Route = Callable[[dict[str, str]], HttpResponse]
+def error_response(status: int, code: str, message: str) -> HttpResponse:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    path: str
+    query: dict[str, str]
+    params: tuple[str, ...] = ()
+    """Path segments matched by a prefix route (e.g. the id in /v1/conversations/{id})."""
+
+
+Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class Router:
-    """Maps exact GET paths to handlers taking the query parameters."""
+    """Maps GET paths to handlers: exact paths, and prefixes ending in '/' that take the rest as params."""
 
     def __init__(self) -> None:
-        self._routes: dict[str, Route] = {}
+        self._exact: dict[str, Route] = {}
+        self._prefix: list[tuple[str, Route]] = []
 
     def add(self, path: str, handler: Route) -> None:
-        self._routes[path] = handler
+        if path.endswith("/"):
+            self._prefix.append((path, handler))
+        else:
+            self._exact[path] = handler
 
-    def get(self, path: str) -> Route | None:
-        return self._routes.get(path)
+    def match(self, target: str) -> tuple[Route, HttpRequest] | None:
+        path, _, query_string = target.partition("?")
+        query = dict(parse_qsl(query_string, keep_blank_values=True))
+        route = self._exact.get(path)
+        if route is not None:
+            return route, HttpRequest(path, query)
+        for prefix, handler in self._prefix:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                params = tuple(unquote(p) for p in path[len(prefix) :].split("/"))
+                return handler, HttpRequest(path, query, params)
+        return None

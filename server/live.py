@@ -17,7 +17,9 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Literal
 
+from server.knowledge import Knowledge
 from server.model_service import ModelService
 from server.store import AsyncStore
 from stream.audio import AudioConverter
@@ -30,6 +32,8 @@ from stream.session import AsrJob, Output, Session, SessionConfig
 log = logging.getLogger(__name__)
 
 Send = Callable[[ServerEvent], Awaitable[None]]
+Deferred = Callable[[], Awaitable[list[ServerEvent]]]
+"""Events computed when the writer reaches this point of the queue (e.g. the final summary)."""
 
 
 class Outbox:
@@ -42,7 +46,7 @@ class Outbox:
 
     def __init__(self, commit: Callable[[Final], Awaitable[None]], max_events: int = 256) -> None:
         self._commit = commit
-        self._queue: deque[ServerEvent] = deque()
+        self._queue: deque[ServerEvent | Deferred] = deque()
         self._ready = asyncio.Event()
         self.max_events = max_events
         self.dropped_partials = 0
@@ -51,9 +55,9 @@ class Outbox:
         self.closed = asyncio.Event()
         self.closed_callback: Callable[[], None] | None = None
 
-    def put(self, event: ServerEvent) -> None:
+    def put(self, event: ServerEvent | Deferred) -> None:
         if len(self._queue) >= self.max_events:
-            kept: deque[ServerEvent] = deque(e for e in self._queue if not isinstance(e, Partial))
+            kept: deque[ServerEvent | Deferred] = deque(e for e in self._queue if not isinstance(e, Partial))
             self.dropped_partials += len(self._queue) - len(kept)
             self._queue = kept
             if isinstance(event, Partial):
@@ -62,21 +66,33 @@ class Outbox:
         self._queue.append(event)
         self._ready.set()
 
+    async def _deliver(self, event: ServerEvent) -> None:
+        if isinstance(event, Final):
+            await self._commit(event)
+        if self.send is not None:
+            try:
+                await self.send(event)
+            except Exception:  # the connection is gone; keep committing what remains
+                self.send = None
+
     async def run(self) -> None:
         """Writer loop: commit and send events in order until `Closed` is sent."""
         while True:
             while not self._queue:
                 self._ready.clear()
                 await self._ready.wait()
-            event = self._queue.popleft()
-            if isinstance(event, Final):
-                await self._commit(event)
-            if self.send is not None:
+            item = self._queue.popleft()
+            if callable(item):
                 try:
-                    await self.send(event)
-                except Exception:  # the connection is gone; keep committing what remains
-                    self.send = None
-            if isinstance(event, Closed):
+                    events = await item()
+                except Exception:
+                    log.exception("deferred events failed")
+                    events = []
+            else:
+                events = [item]
+            for event in events:
+                await self._deliver(event)
+            if isinstance(item, Closed):
                 self.closed.set()
                 if self.closed_callback is not None:
                     self.closed_callback()
@@ -120,11 +136,14 @@ class LiveConversations:
             last = await store.utterances(tenant_id, conversation_id, after_seq=next_seq - 2)
             offset = max((u.end for u in last), default=0.0) + 1.0
         live = self._live.get(conversation_id)  # another session may have joined meanwhile
-        if live is None:
-            live = LiveConversation(conversation_id, itertools.count(next_seq), offset, time.monotonic())
-            self._live[conversation_id] = live
-        live.sessions += 1
-        return live, live.offset_now()
+        if live is not None:
+            live.sessions += 1
+            return live, live.offset_now()
+        live = LiveConversation(
+            conversation_id, itertools.count(next_seq), offset, time.monotonic(), sessions=1
+        )
+        self._live[conversation_id] = live
+        return live, offset
 
     def leave(self, conversation_id: str) -> bool:
         """A session of the conversation ended; True when it was the last one."""
@@ -136,6 +155,10 @@ class LiveConversations:
             del self._live[conversation_id]
             return True
         return False
+
+    def sessions_of(self, conversation_id: str) -> int:
+        live = self._live.get(conversation_id)
+        return 0 if live is None else live.sessions
 
     def __contains__(self, conversation_id: object) -> bool:
         return conversation_id in self._live
@@ -155,6 +178,7 @@ class SessionServices:
     multilingual: bool
     session_config: SessionConfig
     conversations: LiveConversations
+    knowledge: Knowledge | None = None
     tenant_id: str = "default"
 
 
@@ -173,8 +197,12 @@ class LiveSession:
         self.last_final: Final | None = None
         self._close_queued = False
 
-    async def open(self, start: Start) -> Ready:
-        """Validate the start parameters, open the conversation, create the core session."""
+    async def open(self, start: Start, *, turn_detection: Literal["vad", "manual"] | None = None) -> Ready:
+        """Validate the start parameters, open the conversation, create the core session.
+
+        `turn_detection` overrides the server's setting for this session ("manual": only
+        `commit()` or the length limit ends an utterance); None keeps the server's.
+        """
         svc = self.services
         if start.language not in (None, "en") and not svc.multilingual:
             raise ProtocolError(
@@ -193,6 +221,8 @@ class LiveSession:
         config = svc.session_config
         if not start.partials and config.partials:
             config = replace(config, partials=False)
+        if turn_detection is not None and turn_detection != config.turn_detection:
+            config = replace(config, turn_detection=turn_detection)
         self.session = Session(
             self.session_id,
             conversation.id,
@@ -287,13 +317,22 @@ class LiveSession:
         session = self.session
         if session is not None and session.done and not self._close_queued:
             self._close_queued = True
+            self.outbox.put(self._closing_events)
             self.outbox.put(Closed(utterances=session.utterances))
+
+    async def _closing_events(self) -> list[ServerEvent]:
+        """At the end of the last session of a conversation: its final summary."""
+        svc = self.services
+        if svc.knowledge is None or svc.conversations.sessions_of(self.conversation_id) > 1:
+            return []
+        summary = await svc.knowledge.summarize(self.conversation_id, final=True)
+        return [summary] if summary is not None else []
 
     async def _commit(self, final: Final) -> None:
         self.last_final = final
         if not final.text:
             return
-        await self.services.store.add_utterance(
+        row = await self.services.store.add_utterance(
             self.services.tenant_id,
             self.conversation_id,
             final.seq,
@@ -303,3 +342,5 @@ class LiveSession:
             final.language,
             track=final.track,
         )
+        if self.services.knowledge is not None:
+            self.services.knowledge.utterance_stored(row)

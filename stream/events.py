@@ -50,7 +50,21 @@ class Stop:
     """Ends the audio: the server sends every remaining final, then `closed`."""
 
 
-ClientMessage = Start | Stop
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A question about what was said; answered with `answer.delta` events and `answer.done`."""
+
+    question: str
+    scope: Literal["conversation", "tenant"] = "conversation"
+    conversation_id: str | None = None
+    """Which conversation (defaults to the connection's own, once started)."""
+    answer_id: str | None = None
+    """Chosen by the client to match the answer events, or made by the server."""
+
+
+MAX_QUESTION_CHARS = 1000
+
+ClientMessage = Start | Stop | Ask
 
 
 # --- server → client -------------------------------------------------------------------------
@@ -125,17 +139,85 @@ class Closed:
     utterances: int
 
 
-ServerEvent = Ready | SpeechStarted | SpeechStopped | Partial | Final | Error | Closed
+@dataclass(frozen=True, slots=True)
+class AnswerDelta:
+    type: ClassVar[str] = "answer.delta"
+    answer_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """An utterance an answer relies on."""
+
+    utterance_id: str
+    text: str
+    start: float
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDone:
+    """The authoritative answer: it may differ from the concatenated deltas (grounding check)."""
+
+    type: ClassVar[str] = "answer.done"
+    answer_id: str
+    text: str
+    citations: list[str]
+    """Utterance ids of the cited utterances (all retrieved ones when the answer cites none)."""
+    grounded: bool
+    passages: list[Citation]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The rolling summary of a conversation (`final` at the end of the stream)."""
+
+    type: ClassVar[str] = "summary"
+    conversation_id: str
+    method: Literal["extractive", "generative"]
+    text: str
+    utterance_ids: list[str]
+    """Extractive: the key utterances, in order. Generative: the utterances summarised."""
+    upto_seq: int
+    final: bool = False
+
+
+ServerEvent = (
+    Ready
+    | SpeechStarted
+    | SpeechStopped
+    | Partial
+    | Final
+    | Error
+    | Closed
+    | AnswerDelta
+    | AnswerDone
+    | Summary
+)
 
 
 def event_to_dict(event: ServerEvent) -> dict[str, Any]:
     """The JSON object of a server event: `type` first, then its fields."""
     out: dict[str, Any] = {"type": event.type}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, ErrorCode):
-            value = value.value
-        elif isinstance(value, float):
-            value = round(value, 3)
-        out[f.name] = value
+    out.update(_fields(event))
     return out
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        out[f.name] = _value(getattr(obj, f.name))
+    return out
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, ErrorCode):
+        return value.value
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return [_value(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    return value

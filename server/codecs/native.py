@@ -18,7 +18,17 @@ from typing import Any, NoReturn, cast
 
 from stream.audio import validate_format
 from stream.errors import CloseCode, ErrorCode, ProtocolError
-from stream.events import CONVERSATION_ID_RE, ClientMessage, Encoding, ServerEvent, Start, Stop, event_to_dict
+from stream.events import (
+    CONVERSATION_ID_RE,
+    MAX_QUESTION_CHARS,
+    Ask,
+    ClientMessage,
+    Encoding,
+    ServerEvent,
+    Start,
+    Stop,
+    event_to_dict,
+)
 
 MAX_TEXT_BYTES = 65_536
 """Default size limit of one client text message, in UTF-8 bytes."""
@@ -91,9 +101,33 @@ def parse_stop(obj: JsonObject) -> Stop:
     return Stop()
 
 
+def parse_ask(obj: JsonObject) -> Ask:
+    """`{"type":"ask","question":"...","scope":"conversation"|"tenant"}` → `Ask`."""
+    question = obj.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ProtocolError(ErrorCode.BAD_ASK, "ask needs a non-empty string 'question'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ProtocolError(ErrorCode.BAD_ASK, f"question longer than {MAX_QUESTION_CHARS} characters")
+    scope = obj.get("scope", "conversation")
+    if scope not in ("conversation", "tenant"):
+        raise ProtocolError(
+            ErrorCode.BAD_ASK, f"scope must be 'conversation' or 'tenant', not {_show(scope)}"
+        )
+    conversation_id = obj.get("conversation_id")
+    if conversation_id is not None and (
+        not isinstance(conversation_id, str) or not CONVERSATION_ID_RE.fullmatch(conversation_id)
+    ):
+        raise ProtocolError(ErrorCode.BAD_ASK, f"bad conversation_id {_show(conversation_id)}")
+    answer_id = obj.get("answer_id")
+    if answer_id is not None and (not isinstance(answer_id, str) or not 0 < len(answer_id) <= 64):
+        raise ProtocolError(ErrorCode.BAD_ASK, "answer_id must be a string of 1-64 characters")
+    return Ask(question.strip(), scope, conversation_id, answer_id)
+
+
 PARSERS: dict[str, Parser] = {
     "start": parse_start,
     "stop": parse_stop,
+    "ask": parse_ask,
 }
 """The parser of each client message `type`."""
 

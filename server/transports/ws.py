@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from server.codecs.native import parse_client_text, serialize_event
 from server.live import LiveSession
 from stream.errors import CloseCode, ErrorCode, ProtocolError
-from stream.events import Error, ServerEvent, Start, Stop
+from stream.events import Ask, Error, ServerEvent, Start, Stop
 
 if TYPE_CHECKING:
     from server.app import App
@@ -28,6 +28,32 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
 
     live: LiveSession | None = None
     limits = app.config.limits
+    asks: set[asyncio.Task[None]] = set()
+
+    async def answer(ask: Ask) -> None:
+        """Stream one answer; through the session's outbox when started, so events stay ordered."""
+        conversation_id = ask.conversation_id or (live.conversation_id if live is not None else None)
+        session = live
+
+        async def deliver(event: ServerEvent) -> None:
+            if session is not None:
+                session.outbox.put(event)
+            else:
+                await send(event)
+
+        try:
+            if app.knowledge is None:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, "this server keeps no conversation memory")
+            async for event in app.knowledge.answer(app.config.tenant, ask, conversation_id):
+                await deliver(event)
+        except ProtocolError as error:
+            await deliver(Error(error.code, error.message))
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("answer failed")
+            await deliver(Error(ErrorCode.INTERNAL, "the answer failed"))
+
     try:
         async for message in ws:
             try:
@@ -48,6 +74,10 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                         app.register(live)
                         live.outbox.send = send
                         live.outbox.put(ready)
+                    elif isinstance(msg, Ask):
+                        task = asyncio.create_task(answer(msg))
+                        asks.add(task)
+                        task.add_done_callback(asks.discard)
                     elif isinstance(msg, Stop):
                         if live is None:
                             raise ProtocolError(ErrorCode.NOT_STARTED, "stop before start")
@@ -86,5 +116,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
         except ConnectionClosed:
             pass
     finally:
+        for task in asks:
+            task.cancel()
         if live is not None and not live.outbox.closed.is_set():
             live.detach()

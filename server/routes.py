@@ -1,0 +1,83 @@
+"""HTTP reads of conversation memory: conversations, their utterances and summary, search."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.store import ConversationRow, UtteranceRow
+
+if TYPE_CHECKING:
+    from server.app import App
+
+
+def conversation_json(row: ConversationRow) -> dict[str, Any]:
+    return asdict(row)
+
+
+def utterance_json(row: UtteranceRow) -> dict[str, Any]:
+    """An utterance as the API shows it: `utterance_id` is the wire id."""
+    out = asdict(row)
+    out["utterance_id"] = out.pop("public_id")
+    out.pop("tenant_id", None)
+    return out
+
+
+def add_memory_routes(router: Router, app: App) -> None:
+    """GET /v1/conversations, /v1/conversations/{id}, /v1/search."""
+
+    async def conversations(request: HttpRequest) -> HttpResponse:
+        if app.services is None:
+            return error_response(503, "unavailable", "loading")
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError:
+            return error_response(400, "bad_request", "limit must be an integer")
+        rows = await app.services.store.list_conversations(app.config.tenant, limit)
+        return json_response(200, {"conversations": [conversation_json(r) for r in rows]})
+
+    async def conversation(request: HttpRequest) -> HttpResponse:
+        if app.services is None:
+            return error_response(503, "unavailable", "loading")
+        if len(request.params) != 1:
+            return error_response(404, "not_found", "no such resource")
+        store, tenant = app.services.store, app.config.tenant
+        row = await store.get_conversation(tenant, request.params[0])
+        if row is None:
+            return error_response(404, "conversation_not_found", "no such conversation")
+        utterances = await store.utterances(tenant, row.id)
+        summary = await store.latest_summary(tenant, row.id)
+        return json_response(
+            200,
+            {
+                "conversation": conversation_json(row),
+                "utterances": [utterance_json(u) for u in utterances],
+                "summary": asdict(summary) if summary is not None else None,
+                "live": row.id in app.services.conversations,
+            },
+        )
+
+    async def search(request: HttpRequest) -> HttpResponse:
+        knowledge = app.knowledge
+        if knowledge is None:
+            return error_response(503, "unavailable", "this server keeps no conversation memory")
+        query = request.query.get("q", "").strip()
+        if not query or len(query) > 1000:
+            return error_response(400, "bad_request", "q must be 1-1000 characters")
+        try:
+            k = min(max(int(request.query.get("k", "5")), 1), 100)
+        except ValueError:
+            return error_response(400, "bad_request", "k must be an integer")
+        conversation_id = request.query.get("conversation") or None
+        if conversation_id is not None:
+            store = app.services.store if app.services else None
+            if store is None or await store.get_conversation(app.config.tenant, conversation_id) is None:
+                return error_response(404, "conversation_not_found", "no such conversation")
+        hits = await knowledge.search(app.config.tenant, query, conversation_id, k)
+        results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
+        return json_response(200, {"query": query, "results": results})
+
+    router.add("/v1/conversations", conversations)
+    router.add("/v1/conversations/", conversation)
+    router.add("/v1/search", search)

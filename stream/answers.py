@@ -1,0 +1,324 @@
+"""The prompt policy for grounded answers and live summaries: pure text in, `LlmRequest` out.
+
+No model, no I/O: the server retrieves passages (utterances) for a question, builds a request
+here, streams it through an `LlmEngine`, and gives the text back here to be checked and cited.
+
+Answers
+    `build_answer_request` numbers the passages [1]..[n] (the best match first) and asks for a
+    short answer that cites them as [n], or exactly `CANNOT_ANSWER` when they do not hold it.
+    Instruct models (``chat=True``) get a system message saying so; base models get a short
+    few-shot completion prompt (two worked examples, one of them a refusal) and stop at the end
+    of the answer line.
+
+The rules for ``answer.done`` (`finalize_answer`):
+    1. The text is the model's first answer line, cleaned (`clean_answer`).
+    2. An answer that is `CANNOT_ANSWER` (or starts like it) stays as the exact sentence.
+    3. Any other answer must pass `is_grounded`: every number in it appears in the passages and
+       at least `GROUNDED_MIN_SHARE` of its content words do too. A weak model's answer that
+       fails is replaced by `CANNOT_ANSWER` followed by the top passage quoted, cited as [1]
+       (`fallback_answer`), so the user still sees the most relevant thing that was said.
+       Deltas already streamed are superseded: ``answer.done`` carries the authoritative text.
+    4. Citations (`answer_citations`): the utterance ids of the passages the final text cites
+       with valid [n] markers; when it cites none, all the retrieved passages. So the passages
+       an answer relies on are always returned.
+
+Summaries
+    Only instruct models write summaries (`model_can_summarise`); for a base model the server
+    uses its extractive summary instead (method ``"extractive"``). `build_summary_request`
+    updates the previous summary with the utterances since, as key points, decisions and
+    action items.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from stream.interfaces import LlmRequest
+
+CANNOT_ANSWER = "I cannot answer that from the conversation."
+"""The exact reply when the passages do not contain the answer."""
+
+MAX_PASSAGE_CHARS = 300
+"""Passages are cut to about this many characters (at a word boundary) in prompts."""
+GROUNDED_MIN_SHARE = 0.75
+"""`is_grounded`: the share of an answer's content words that must appear in the passages."""
+SUMMARY_MAX_CHARS = 6000
+"""`build_summary_request` keeps the most recent utterances that fit in this many characters."""
+
+ANSWER_STOP: tuple[str, ...] = ("\n", "Question:", "Passages:")
+"""Stop sequences of the base-model prompt: the answer is one line."""
+
+_SYSTEM_ANSWER = (
+    "You answer questions about a conversation using ONLY the numbered passages from it. "
+    "Cite every passage you use as [n], for example [2]. Answer in one or two short sentences. "
+    f'If the passages do not contain the answer, reply exactly "{CANNOT_ANSWER}"'
+)
+
+_FEW_SHOT_HEADER = (
+    "Answer each question using only the numbered passages. Cite passages as [n]. "
+    f'If the passages do not contain the answer, reply "{CANNOT_ANSWER}"\n\n'
+)
+_FEW_SHOT_EXAMPLES = (
+    "Passages:\n"
+    "[1] Tom: We will ship the mobile app on the fifth of March.\n"
+    "[2] Ana: The design review moves to Friday.\n"
+    "Question: When does the app ship?\n"
+    "Answer: On the fifth of March [1].\n\n"
+    "Passages:\n"
+    "[1] Ana: Lunch is at noon in the main room.\n"
+    "[2] Tom: Bring your laptops to the workshop.\n"
+    "Question: Who is the new team lead?\n"
+    f"Answer: {CANNOT_ANSWER}\n\n"
+)
+
+_SYSTEM_SUMMARY = (
+    "You keep the running summary of a live conversation. Use only what was said. "
+    "Write three sections with these exact headings: 'Key points:', 'Decisions:', 'Action items:'. "
+    "Under each, write short bullet lines starting with '- '; give action items as '- owner: task' "
+    "when the owner is known. Write '- None' for an empty section. No other text."
+)
+
+_CITATION_RE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SPACE_RE = re.compile(r"\s+")
+_STOPWORDS = frozenset(
+    """a an the and or but if then so of to in on at by for with from as into about over under up down out
+    is are was were be been being am do does did done have has had having will would shall should can could
+    may might must not no yes it its it's this that these those there here they them their he him his she her
+    we us our you your i me my what which who whom whose when where why how all any some each every
+    than too very just also only one said say says think thinks per""".split()
+)
+_SUFFIXES = ("ing", "ed", "s", "ly")
+_STEM_CHARS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One retrieved utterance, as the prompt shows it: [n] speaker: text."""
+
+    utterance_id: str
+    seq: int
+    text: str
+    start: float
+    """Seconds from the start of the conversation."""
+    speaker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """What ``answer.done`` carries: the final text, its citations, and whether it was replaced."""
+
+    text: str
+    citations: list[str]
+    """Utterance ids (see `answer_citations`)."""
+    grounded: bool
+    """False when the model's answer failed `is_grounded` and `text` is the fallback."""
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def build_answer_request(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    chat: bool,
+    max_tokens: int = 120,
+    max_passage_chars: int = MAX_PASSAGE_CHARS,
+) -> LlmRequest:
+    """The request that answers `question` from `passages` (numbered [1].. in the given order).
+
+    ``chat=True``: a system message with the rules, then the passages and the question as the
+    user message. ``chat=False``: a few-shot completion prompt ending in ``Answer:``, stopped at
+    the end of the line. Greedy decoding either way.
+    """
+    numbered = format_passages(passages, max_chars=max_passage_chars)
+    question = _one_line(question)
+    if chat:
+        user = f"Passages:\n{numbered}\n\nQuestion: {question}"
+        return LlmRequest(
+            messages=(("system", _SYSTEM_ANSWER), ("user", user)), max_tokens=max_tokens, temperature=0.0
+        )
+    prompt = f"{_FEW_SHOT_HEADER}{_FEW_SHOT_EXAMPLES}Passages:\n{numbered}\nQuestion: {question}\nAnswer:"
+    return LlmRequest(prompt=prompt, max_tokens=max_tokens, stop=ANSWER_STOP, temperature=0.0)
+
+
+def format_passages(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE_CHARS) -> str:
+    """The passages as numbered lines, ``[n] speaker: text``, each cut to about `max_chars`."""
+    lines = []
+    for n, passage in enumerate(passages, start=1):
+        text = truncate(_one_line(passage.text), max_chars)
+        speaker = _one_line(passage.speaker) if passage.speaker else ""
+        lines.append(f"[{n}] {speaker}: {text}" if speaker else f"[{n}] {text}")
+    return "\n".join(lines) if lines else "(none)"
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """`text` cut to at most `max_chars` characters at a word boundary, with an ellipsis if cut."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max(max_chars - 1, 0)]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def clean_answer(text: str) -> str:
+    """The model's answer as shown: its first non-empty line, trimmed, without an ``Answer:`` prefix."""
+    for line in text.strip().splitlines():
+        line = _one_line(line)
+        if line.lower().startswith("answer:"):
+            line = line[len("answer:") :].strip()
+        if line:
+            return line
+    return ""
+
+
+def parse_citations(answer_text: str, passages: Sequence[Passage]) -> list[str]:
+    """The utterance ids of the [n] markers in `answer_text` that name a passage, first cited first.
+
+    Accepts ``[2]``, ``[1][3]`` and ``[1, 3]``; markers out of range are ignored.
+    """
+    cited: list[str] = []
+    for match in _CITATION_RE.finditer(answer_text):
+        for number in match.group(1).split(","):
+            n = int(number)
+            if 1 <= n <= len(passages):
+                utterance_id = passages[n - 1].utterance_id
+                if utterance_id not in cited:
+                    cited.append(utterance_id)
+    return cited
+
+
+def answer_citations(answer_text: str, passages: Sequence[Passage]) -> list[str]:
+    """The citations of ``answer.done``: the validly cited passages, else all retrieved ones."""
+    return parse_citations(answer_text, passages) or _unique(p.utterance_id for p in passages)
+
+
+def is_cannot_answer(answer_text: str) -> bool:
+    """True when the answer is the cannot-answer sentence (give or take case and punctuation)."""
+    return _normal(answer_text).startswith("i cannot answer")
+
+
+def is_grounded(answer_text: str, passages: Sequence[Passage]) -> bool:
+    """A cheap check that an answer comes from the passages.
+
+    True for the cannot-answer sentence. Otherwise every number in the answer must appear in
+    the passages, and at least `GROUNDED_MIN_SHARE` of its content words must too (stop words
+    and citation markers left out; words compared by a crude stem: one -s/-ed/-ing/-ly ending
+    dropped, then the first five letters). An answer with no content word at all ("Yes [2].")
+    is grounded only when it cites a passage.
+    """
+    if is_cannot_answer(answer_text):
+        return True
+    words = _content_words(_CITATION_RE.sub(" ", answer_text))
+    if not words:
+        return bool(parse_citations(answer_text, passages))
+    source = {_stem(w) for p in passages for w in _WORD_RE.findall(p.text.lower())}
+    if any(w.isdigit() and w not in source for w in words):
+        return False
+    supported = sum(_stem(w) in source for w in words)
+    return supported >= GROUNDED_MIN_SHARE * len(words)
+
+
+def fallback_answer(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE_CHARS) -> str:
+    """`CANNOT_ANSWER` followed by the top passage quoted and cited as [1] (just the sentence if none)."""
+    if not passages:
+        return CANNOT_ANSWER
+    top = passages[0]
+    quote = truncate(_one_line(top.text), max_chars)
+    who = f"{_one_line(top.speaker)} said" if top.speaker else "The closest passage says"
+    return f'{CANNOT_ANSWER} {who}: "{quote}" [1]'
+
+
+def finalize_answer(answer_text: str, passages: Sequence[Passage]) -> FinalAnswer:
+    """Apply the ``answer.done`` rules (module docstring) to the model's raw output."""
+    text = clean_answer(answer_text)
+    if not passages:
+        return FinalAnswer(CANNOT_ANSWER, [], grounded=is_cannot_answer(text))
+    if is_cannot_answer(text):
+        text = CANNOT_ANSWER
+    grounded = bool(text) and is_grounded(text, passages)
+    if not grounded:
+        text = fallback_answer(passages)
+    return FinalAnswer(text, answer_citations(text, passages), grounded=grounded)
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def model_can_summarise(chat: bool) -> bool:
+    """Whether a model writes summaries: only instruct (chat) models; base models loop or echo."""
+    return chat
+
+
+def build_summary_request(
+    utterances: Sequence[Passage],
+    previous_summary: str | None,
+    chat: bool = True,
+    *,
+    max_tokens: int = 300,
+    max_chars: int = SUMMARY_MAX_CHARS,
+) -> LlmRequest:
+    """The request that updates `previous_summary` with `utterances` (the ones since it was made).
+
+    Only the most recent utterances that fit in `max_chars` are shown. Raises `ValueError` for a
+    base model (``chat=False``): see `model_can_summarise`.
+    """
+    if not model_can_summarise(chat):
+        raise ValueError("base models do not write summaries; use the extractive summary")
+    lines: list[str] = []
+    used = 0
+    for utterance in reversed(utterances):
+        text = _one_line(utterance.text)
+        line = f"{_one_line(utterance.speaker)}: {text}" if utterance.speaker else text
+        if lines and used + len(line) + 1 > max_chars:
+            break
+        lines.append(truncate(line, max_chars))
+        used += len(line) + 1
+    lines.reverse()
+    previous = previous_summary.strip() if previous_summary and previous_summary.strip() else "(none yet)"
+    transcript = "\n".join(lines) if lines else "(nothing new)"
+    user = (
+        f"Summary so far:\n{previous}\n\nNew part of the conversation:\n{transcript}\n\n"
+        "Write the updated summary of the whole conversation."
+    )
+    return LlmRequest(
+        messages=(("system", _SYSTEM_SUMMARY), ("user", user)), max_tokens=max_tokens, temperature=0.0
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+def _normal(text: str) -> str:
+    return " ".join(_WORD_RE.findall(text.lower()))
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def _stem(word: str) -> str:
+    """A crude stem: drop one common ending, keep the first `_STEM_CHARS` letters (numbers whole)."""
+    if word.isdigit():
+        return word
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:_STEM_CHARS]
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
