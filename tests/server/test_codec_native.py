@@ -13,6 +13,7 @@ from server.codecs.native import MAX_DEPTH, MAX_TEXT_BYTES, PARSERS, parse_clien
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
     ENCODINGS,
+    Ask,
     Closed,
     Error,
     Final,
@@ -173,7 +174,7 @@ def test_stop() -> None:
 
 
 def test_parsers_table() -> None:
-    assert set(PARSERS) == {"start", "stop"}
+    assert set(PARSERS) == {"start", "stop", "ask"}
 
 
 @pytest.mark.parametrize("text", ['{"type":"ping"}', '{"type":"Start"}', "{}", '{"type":null}', '{"type":1}'])
@@ -313,7 +314,9 @@ def test_fuzz_json_messages(fields: dict[str, Any], kind: str | None) -> None:
         message = parse_client_text(text)
     except ProtocolError as exc:
         # Any message fails as BAD_JSON on NaN/Infinity (json.dumps writes them) or deep nesting.
-        expected = {"start": {ErrorCode.BAD_START}, "stop": set()}.get(str(kind), {ErrorCode.UNKNOWN_TYPE})
+        expected = {"start": {ErrorCode.BAD_START}, "stop": set(), "ask": {ErrorCode.BAD_ASK}}.get(
+            str(kind), {ErrorCode.UNKNOWN_TYPE}
+        )
         assert exc.code in expected | {ErrorCode.BAD_JSON}
     else:
         assert isinstance(message, Start if kind == "start" else Stop)
@@ -354,3 +357,18 @@ def test_fuzz_valid_starts_round_trip(
     wire |= {"partials": partials, "track": track}
     assert parse_client_text(json.dumps(wire)) == expected
     assert parse_client_text(json.dumps(wire, ensure_ascii=False).encode()) == expected
+
+
+def test_ask() -> None:
+    msg = parse_client_text('{"type":"ask","question":" What budget? ","scope":"tenant"}')
+    assert msg == Ask("What budget?", "tenant", None, None)
+    for bad in [
+        '{"type":"ask"}',
+        '{"type":"ask","question":""}',
+        '{"type":"ask","question":"x","scope":"all"}',
+        '{"type":"ask","question":"' + "x" * 1001 + '"}',
+        '{"type":"ask","question":"x","conversation_id":"a:b"}',
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            parse_client_text(bad)
+        assert info.value.code is ErrorCode.BAD_ASK
