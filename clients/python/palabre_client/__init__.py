@@ -24,6 +24,7 @@ from palabre_client.client import (
     StreamSession,
     stream_file,
 )
+from palabre_client.memory import ask, search
 
 __version__ = "0.1.0"
 
@@ -35,7 +36,9 @@ __all__ = [
     "PalabreError",
     "StreamSession",
     "__version__",
+    "ask",
     "load_audio",
+    "search",
     "stream_file",
     "to_pcm16",
 ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from palabre_client.client import DEFAULT_URL, Event, PalabreError, stream_file
+from palabre_client.memory import ask, search
 
 PROG = "palabre-client"
 _CLEAR_LINE = "\r\x1b[K"
@@ -58,6 +59,26 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     stream.add_argument("--conversation-id", help="add this session to an existing conversation")
     stream.add_argument("--json", action="store_true", help="print every server event as one JSON line")
     stream.set_defaults(run=_run_stream)
+
+    ask_cmd = commands.add_parser(
+        "ask",
+        parents=[common],
+        help="ask a question about a conversation; streams the answer and prints its citations",
+    )
+    ask_cmd.add_argument("question", metavar="QUESTION")
+    ask_cmd.add_argument("--conversation", help="the conversation id (omit with --scope tenant)")
+    ask_cmd.add_argument("--scope", choices=["conversation", "tenant"], default="conversation")
+    ask_cmd.add_argument("--json", action="store_true", help="print the answer.done event as JSON")
+    ask_cmd.set_defaults(run=_run_ask)
+
+    search_cmd = commands.add_parser(
+        "search", parents=[common], help="find the utterances closest in meaning to a query"
+    )
+    search_cmd.add_argument("query", metavar="QUERY")
+    search_cmd.add_argument("--conversation", help="search one conversation only")
+    search_cmd.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
+    search_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
+    search_cmd.set_defaults(run=_run_search)
     return parser
 
 
@@ -150,6 +171,52 @@ def _run_stream(args: argparse.Namespace) -> int:
         return 130
     printer.finish()
     return 1 if any(event.get("type") == "error" for event in events) else 0
+
+
+def _run_ask(args: argparse.Namespace) -> int:
+    def delta(text: str) -> None:
+        if not args.json:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    try:
+        done = asyncio.run(
+            ask(
+                args.question,
+                url=args.url,
+                conversation_id=args.conversation,
+                scope=args.scope,
+                token=args.token,
+                on_delta=delta,
+            )
+        )
+    except PalabreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(done, ensure_ascii=False))
+        return 0
+    print()
+    print(f"Answer: {done['text']}")
+    for passage in done.get("passages", []):
+        print(f"  [{passage['utterance_id']}] ({passage['start']:.1f}s) {passage['text']}")
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    try:
+        results = asyncio.run(
+            search(args.query, url=args.url, conversation_id=args.conversation, k=args.k, token=args.token)
+        )
+    except PalabreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+        return 0
+    for hit in results:
+        print(f"{hit['score']:.3f}  [{hit['utterance_id']}] {hit['text']}")
+    return 0
 
 
 if __name__ == "__main__":
