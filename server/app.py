@@ -11,13 +11,16 @@ import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from server.auth import Authenticator, OpenAccess, Principal
 from server.config import ServerConfig
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.knowledge import Knowledge
@@ -55,6 +58,7 @@ class App:
         self.websocket_routes["/v1/telephony/twilio"] = handle_twilio
         """WebSocket endpoints by path; each transport registers its handler here."""
         self.started_at = time.monotonic()
+        self.auth: Authenticator = OpenAccess(config.tenant)
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -108,7 +112,6 @@ class App:
             session_config=cfg.session,
             conversations=LiveConversations(),
             knowledge=knowledge,
-            tenant_id=cfg.tenant,
         )
         log.info(
             "ready: model %s on %s (%d workers), data in %s",
@@ -183,9 +186,15 @@ class App:
 
     # --- sessions -------------------------------------------------------------------------
 
-    def new_session(self) -> LiveSession:
+    def authenticate(self, request: Request) -> Principal | None:
+        """The caller of an HTTP request or WebSocket handshake (None: refused)."""
+        query = dict(parse_qsl(request.path.partition("?")[2]))
+        return self.auth.authenticate({k.lower(): v for k, v in request.headers.raw_items()}, query)
+
+    def new_session(self, principal: Principal | None = None) -> LiveSession:
         assert self.services is not None
-        return LiveSession(self.services)
+        tenant_id = principal.tenant_id if principal is not None else self.config.tenant
+        return LiveSession(self.services, tenant_id)
 
     def register(self, live: LiveSession) -> None:
         self.sessions[live.session_id] = live
@@ -263,11 +272,20 @@ class App:
         if matched is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         route, http_request = matched
+        principal = self.authenticate(request)
+        if principal is None:
+            result = error_response(401, "unauthorized", "a valid token is required")
+            return self._http_response(result)
+        http_request = replace(http_request, principal=principal)
         try:
             result = await route(http_request)
         except Exception:
             log.exception("GET %s failed", path)
             result = error_response(500, "internal", "internal error")
+        return self._http_response(result)
+
+    @staticmethod
+    def _http_response(result: HttpResponse) -> Response:
         headers = Headers([("Content-Type", result.content_type), ("Content-Length", str(len(result.body)))])
         return Response(result.status, http.HTTPStatus(result.status).phrase, headers, result.body)
 

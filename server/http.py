@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from server.auth import Principal
+
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
@@ -30,6 +32,13 @@ class HttpRequest:
     query: dict[str, str]
     params: tuple[str, ...] = ()
     """Path segments matched by a prefix route (e.g. the id in /v1/conversations/{id})."""
+    principal: Principal | None = None
+    """The authenticated caller (set by the app before the route runs)."""
+
+    @property
+    def tenant_id(self) -> str:
+        assert self.principal is not None, "route called without authentication"
+        return self.principal.tenant_id
 
 
 Route = Callable[[HttpRequest], Awaitable[HttpResponse]]

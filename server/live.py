@@ -179,14 +179,14 @@ class SessionServices:
     session_config: SessionConfig
     conversations: LiveConversations
     knowledge: Knowledge | None = None
-    tenant_id: str = "default"
 
 
 class LiveSession:
     """One client stream in the server: bytes in, events out through `outbox`."""
 
-    def __init__(self, services: SessionServices) -> None:
+    def __init__(self, services: SessionServices, tenant_id: str) -> None:
         self.services = services
+        self.tenant_id = tenant_id
         self.session_id = uuid.uuid4().hex[:12]
         self.outbox = Outbox(self._commit)
         self.session: Session | None = None
@@ -213,11 +213,11 @@ class LiveSession:
         self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
         language = "en" if not svc.multilingual else start.language
         try:
-            conversation = await svc.store.open_conversation(svc.tenant_id, start.conversation_id, language)
+            conversation = await svc.store.open_conversation(self.tenant_id, start.conversation_id, language)
         except (ValueError, LookupError) as error:
             raise ProtocolError(ErrorCode.BAD_START, f"conversation_id: {error}") from None
         self.conversation_id = conversation.id
-        live, time_offset = await svc.conversations.join(svc.store, svc.tenant_id, conversation.id)
+        live, time_offset = await svc.conversations.join(svc.store, self.tenant_id, conversation.id)
         config = svc.session_config
         if not start.partials and config.partials:
             config = replace(config, partials=False)
@@ -333,7 +333,7 @@ class LiveSession:
         if not final.text:
             return
         row = await self.services.store.add_utterance(
-            self.services.tenant_id,
+            self.tenant_id,
             self.conversation_id,
             final.seq,
             final.text,

@@ -34,7 +34,7 @@ def add_memory_routes(router: Router, app: App) -> None:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
         except ValueError:
             return error_response(400, "bad_request", "limit must be an integer")
-        rows = await app.services.store.list_conversations(app.config.tenant, limit)
+        rows = await app.services.store.list_conversations(request.tenant_id, limit)
         return json_response(200, {"conversations": [conversation_json(r) for r in rows]})
 
     async def conversation(request: HttpRequest) -> HttpResponse:
@@ -42,7 +42,7 @@ def add_memory_routes(router: Router, app: App) -> None:
             return error_response(503, "unavailable", "loading")
         if len(request.params) != 1:
             return error_response(404, "not_found", "no such resource")
-        store, tenant = app.services.store, app.config.tenant
+        store, tenant = app.services.store, request.tenant_id
         row = await store.get_conversation(tenant, request.params[0])
         if row is None:
             return error_response(404, "conversation_not_found", "no such conversation")
@@ -72,9 +72,9 @@ def add_memory_routes(router: Router, app: App) -> None:
         conversation_id = request.query.get("conversation") or None
         if conversation_id is not None:
             store = app.services.store if app.services else None
-            if store is None or await store.get_conversation(app.config.tenant, conversation_id) is None:
+            if store is None or await store.get_conversation(request.tenant_id, conversation_id) is None:
                 return error_response(404, "conversation_not_found", "no such conversation")
-        hits = await knowledge.search(app.config.tenant, query, conversation_id, k)
+        hits = await knowledge.search(request.tenant_id, query, conversation_id, k)
         results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
         return json_response(200, {"query": query, "results": results})
 

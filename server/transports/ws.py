@@ -28,6 +28,11 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
 
     live: LiveSession | None = None
     limits = app.config.limits
+    assert ws.request is not None
+    principal = app.authenticate(ws.request)
+    if principal is None:
+        await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
+        return
     asks: set[asyncio.Task[None]] = set()
 
     async def answer(ask: Ask) -> None:
@@ -44,7 +49,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
         try:
             if app.knowledge is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "this server keeps no conversation memory")
-            async for event in app.knowledge.answer(app.config.tenant, ask, conversation_id):
+            async for event in app.knowledge.answer(principal.tenant_id, ask, conversation_id):
                 await deliver(event)
         except ProtocolError as error:
             await deliver(Error(error.code, error.message))
@@ -68,7 +73,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                                 "too many sessions; try again later",
                                 CloseCode.TRY_AGAIN_LATER,
                             )
-                        candidate = app.new_session()
+                        candidate = app.new_session(principal)
                         ready = await candidate.open(msg)
                         live = candidate
                         app.register(live)

@@ -1,0 +1,99 @@
+"""The Asterisk AudioSocket transport: a TCP listener (`palabre serve --audiosocket-port`).
+
+The socket side only; `server/codecs/audiosocket.py` frames the bytes. One connection is one
+call: its first frame, the call's UUID, names the conversation (the UUID's 32 hex digits), and
+its audio frames feed a `LiveSession` of track "caller". Nothing is sent back to Asterisk:
+finals go to the store. A hangup frame, an error frame, the socket closing or a bad frame stop
+the session (its pending finals are still stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from server.codecs.audiosocket import SAMPLE_RATE, Audio, AudioSocketParser, CallId, Digit, ErrorFrame, Hangup
+from server.live import LiveSession
+from stream.errors import ErrorCode, ProtocolError
+from stream.events import Start
+
+if TYPE_CHECKING:
+    from server.app import App
+
+log = logging.getLogger(__name__)
+
+READ_BYTES = 4096
+TRACK = "caller"
+
+
+async def serve_audiosocket(app: App, host: str, port: int) -> asyncio.Server:
+    """Listen for AudioSocket connections from Asterisk; close the returned server to stop."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handle_audiosocket(reader, writer, app)
+
+    server = await asyncio.start_server(on_connection, host, port)
+    log.info("listening for AudioSocket on %s:%d", host, port)
+    return server
+
+
+async def handle_audiosocket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, app: App) -> None:
+    """Serve one AudioSocket call until hangup, an error or the end of the stream."""
+    peer = writer.get_extra_info("peername")
+    parser = AudioSocketParser()
+    live: LiveSession | None = None
+    try:
+        while data := await reader.read(READ_BYTES):
+            for frame in parser.feed(data):
+                if isinstance(frame, Audio):
+                    if live is None:
+                        raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the UUID frame")
+                    live.feed(frame.pcm)
+                elif isinstance(frame, CallId):
+                    if live is not None:
+                        raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second UUID frame")
+                    live = await _open_session(app, frame.id.hex)
+                    log.info("audiosocket call %s from %s", frame.id, peer)
+                elif isinstance(frame, Hangup):
+                    return
+                elif isinstance(frame, ErrorFrame):
+                    log.warning("audiosocket %s: Asterisk reports error %s", peer, frame.code.hex() or "-")
+                    return
+                elif isinstance(frame, Digit):
+                    log.debug("audiosocket %s: DTMF %s", peer, frame.digit)
+            if parser.error is not None:  # a bad frame after good ones: do not wait for more bytes
+                raise parser.error
+    except ProtocolError as error:
+        log.warning("audiosocket %s: closing: %s", peer, error)
+    except ConnectionError:
+        pass
+    except Exception:
+        log.exception("audiosocket connection %s failed", peer)
+    finally:
+        if live is not None:
+            live.detach()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def _open_session(app: App, conversation_id: str) -> LiveSession:
+    if app.services is None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "models are loading")
+    if app.active_sessions() >= app.config.limits.max_sessions:
+        raise ProtocolError(ErrorCode.OVERLOADED, "too many sessions")
+    live = app.new_session()
+    await live.open(
+        Start(
+            sample_rate=SAMPLE_RATE,
+            encoding="pcm_s16le",
+            conversation_id=conversation_id,
+            partials=False,
+            track=TRACK,
+        )
+    )
+    app.register(live)
+    live.outbox.send = None  # nothing goes back to Asterisk: results go to the store
+    return live

@@ -1,0 +1,114 @@
+"""The Twilio Media Streams transport: `/v1/telephony/twilio` (TwiML `<Stream url=…>`).
+
+The socket side only; `server/codecs/twilio.py` parses the messages. A stream is one call: at
+its `start`, each announced track (`inbound`, `outbound`) becomes a `LiveSession` of the same
+conversation (`customParameters.conversation_id`, else the call's `callSid`), and each `media`
+message feeds its track's session. Nothing is sent back: finals go to the store. `stop`, or the
+socket closing, stops both sessions (their pending finals are still stored).
+
+A bad message is logged and ignored; after `MAX_BAD_MESSAGES` of them, or at a `start` that
+cannot be served, the socket is closed with 1008 (1013 when the server is full).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from server.codecs.twilio import Media, StreamStart, StreamStop, parse_message, session_start
+from server.live import LiveSession
+from stream.errors import CloseCode, ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from server.app import App
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_MESSAGES = 20
+"""Bad messages tolerated on one stream before it is closed."""
+
+
+async def handle_twilio(ws: ServerConnection, app: App) -> None:
+    """Serve one Twilio Media Stream until `stop` or until Twilio closes the socket."""
+    limits = app.config.limits
+    sessions: dict[str, LiveSession] = {}
+    started: StreamStart | None = None
+    bad_messages = 0
+    try:
+        async for message in ws:
+            try:
+                if not isinstance(message, str):
+                    raise ProtocolError(ErrorCode.BAD_JSON, "Twilio sends text messages only")
+                msg = parse_message(message, limits.max_text_bytes)
+                if isinstance(msg, Media):
+                    live = sessions.get(msg.track)
+                    if live is None:
+                        raise ProtocolError(
+                            ErrorCode.NOT_STARTED, f"media of track {msg.track!r} before its start"
+                        )
+                    live.feed(msg.payload)
+                elif isinstance(msg, StreamStart):
+                    if started is not None:
+                        raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start on this stream")
+                    started = msg
+                    await _open_sessions(app, msg, sessions)
+                    log.info(
+                        "twilio call %s: stream %s, tracks %s, conversation %s",
+                        msg.call_sid,
+                        msg.stream_sid,
+                        ",".join(msg.tracks),
+                        msg.conversation_id,
+                    )
+                elif isinstance(msg, StreamStop):
+                    for live in sessions.values():
+                        live.stop()
+                    await ws.close(CloseCode.NORMAL, "stopped")
+                    return
+                else:
+                    log.debug("twilio stream: %s", msg)
+            except ProtocolError as error:
+                if error.code is ErrorCode.BAD_START or error.close is not None:
+                    # A start that cannot be served (or a full server): no use going on.
+                    log.warning("twilio stream: cannot start: %s", error)
+                    await ws.close(error.close or CloseCode.POLICY_VIOLATION, error.code.value)
+                    return
+                bad_messages += 1
+                log.warning(
+                    "twilio call %s: ignored message (%d/%d): %s",
+                    started.call_sid if started is not None else "?",
+                    bad_messages,
+                    MAX_BAD_MESSAGES,
+                    error,
+                )
+                if bad_messages >= MAX_BAD_MESSAGES:
+                    await ws.close(CloseCode.POLICY_VIOLATION, "too many bad messages")
+                    return
+    except ConnectionClosed:
+        pass
+    except Exception:
+        log.exception("twilio stream failed")
+        try:
+            await ws.close(CloseCode.INTERNAL_ERROR, "internal")
+        except ConnectionClosed:
+            pass
+    finally:
+        for live in sessions.values():
+            live.detach()
+
+
+async def _open_sessions(app: App, start: StreamStart, sessions: dict[str, LiveSession]) -> None:
+    """Open one session per track of the stream into `sessions` (those opened stay there on error)."""
+    limits = app.config.limits
+    if app.active_sessions() + len(start.tracks) > limits.max_sessions:
+        raise ProtocolError(
+            ErrorCode.OVERLOADED, "too many sessions; try again later", CloseCode.TRY_AGAIN_LATER
+        )
+    for track in start.tracks:
+        live = app.new_session()
+        await live.open(session_start(start, track))
+        app.register(live)
+        live.outbox.send = None  # nobody reads events on this socket: results go to the store
+        sessions[track] = live
