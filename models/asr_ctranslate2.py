@@ -2,13 +2,14 @@
 
 faster-whisper's `WhisperModel.transcribe` always encodes a full 30 s window. Here each batch is
 padded with silence only to its longest input plus `pad_seconds` (5 s by default), which keeps the
-accuracy of the full window at a fraction of the encoder cost (see docs in MEASURED.md and
-bench/asr_padding.py). A short window can make the decoder repeat itself past the end of the
-speech; a guard detects that (repeated words at the end, a high compression ratio, or a decode
-that ran out of tokens) and re-decodes that input in the full 30 s window.
+accuracy of the full window at a fraction of the encoder cost (measured by bench/asr_padding.py).
+A short window can make the decoder repeat itself past the end of the speech; a guard detects that
+(repeated words at the end, a high compression ratio, or a decode that ran out of tokens) and
+re-decodes that input in the full 30 s window.
 
 The pipeline, in `CTranslate2Whisper.transcribe_batch`:
-    audio → log-mel features (batch padded to one length) → encoder (once)
+    audio → (digital silence is answered empty, not decoded)
+          → log-mel features (batch padded to one length) → encoder (once)
           → language detection on the encoder output (multilingual models, language=None)
           → greedy decoding, one `generate` call per (language, task, with prompt or not)
           → repetition guard → full-window re-decode of the suspects → non-speech rule → outputs
@@ -51,6 +52,7 @@ REPEATED_NGRAM = 3
 """The last this-many words occurring earlier in the text marks a decoder loop."""
 SILENCE_PEAK = 10 ** (-60 / 20)
 """Inputs whose peak stays below -60 dBFS are returned empty without decoding."""
+
 Features = npt.NDArray[np.float32]
 
 

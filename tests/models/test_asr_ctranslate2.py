@@ -1,0 +1,133 @@
+"""The CTranslate2 Whisper engine on real models and espeak-ng speech (CPU, int8, 2 threads)."""
+
+from __future__ import annotations
+
+import threading
+
+import jiwer
+import numpy as np
+import pytest
+
+from models import asr_ctranslate2
+from models.asr_ctranslate2 import CTranslate2Whisper, compression_ratio, repeats_at_end
+from models.registry import load_asr
+from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
+
+from .conftest import Speak, words
+
+REPORT = "please send me the quarterly report before the meeting on friday"
+FOX = "the quick brown fox jumps over the lazy dog"
+FRENCH = ("Bonjour à tous. Aujourd'hui, nous allons parler du budget de l'année prochaine, "
+          "et je voudrais que chacun donne son avis.")
+
+
+def wer(reference: str, output: AsrOutput) -> float:
+    return float(jiwer.wer(words(reference), words(output.text)))
+
+
+def test_engine_attributes(tiny_en: CTranslate2Whisper, base: CTranslate2Whisper) -> None:
+    assert (tiny_en.name, tiny_en.device, tiny_en.concurrency) == ("tiny.en", "cpu", 1)
+    assert not tiny_en.multilingual
+    assert (base.name, base.multilingual) == ("base", True)
+    assert tiny_en.supported_languages == ("en",)
+    assert "fr" in base.supported_languages
+    assert tiny_en.transcribe_batch([]) == []
+
+
+def test_tiny_en_transcribes_english(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
+    [out] = tiny_en.transcribe_batch([AsrInput(audio=speak(REPORT), language=None)])
+    assert wer(REPORT, out) < 0.3, out
+    assert out.language == "en" and not out.fallback
+
+
+def test_base_transcribes_the_quick_brown_fox(base: CTranslate2Whisper, speak: Speak) -> None:
+    # tiny.en greedy hears "the quick round-fark jump" in this espeak voice (so does faster-whisper, WER 0.33)
+    [out] = base.transcribe_batch([AsrInput(audio=speak(FOX), language="en")])
+    assert wer(FOX, out) < 0.3, out
+
+
+def test_base_detects_french(base: CTranslate2Whisper, speak: Speak) -> None:
+    [out] = base.transcribe_batch([AsrInput(audio=speak(FRENCH, voice="fr"), language=None)])
+    assert out.language == "fr", out
+    assert 0 < out.language_probability < 1
+    assert "budget" in out.text.lower()
+
+
+def test_a_batch_mixes_languages_tasks_and_prompts(base: CTranslate2Whisper, speak: Speak) -> None:
+    inputs = [
+        AsrInput(audio=speak(REPORT), language=None, prompt="Let us start."),
+        AsrInput(audio=speak(FRENCH, voice="fr"), language=None),
+        AsrInput(audio=speak(FOX), language="en", prompt="We talked about animals and the budget yesterday."),
+        AsrInput(audio=speak(FRENCH, voice="fr"), language="fr", task="translate"),
+    ]
+    outs = base.transcribe_batch(inputs)
+    assert [o.language for o in outs] == ["en", "fr", "en", "fr"]
+    assert wer(REPORT, outs[0]) < 0.3 and wer(FOX, outs[2]) < 0.3
+    assert "budget" in outs[1].text.lower()
+    assert "hello" in outs[3].text.lower(), outs[3]  # translated to English
+
+
+@pytest.mark.parametrize("kind", ["digital zero", "low noise"])
+def test_silence_gives_empty_text(tiny_en: CTranslate2Whisper, base: CTranslate2Whisper, kind: str) -> None:
+    samples = 5 * SAMPLE_RATE
+    audio = (np.zeros(samples, dtype=np.float32) if kind == "digital zero"
+             else (np.random.default_rng(0).standard_normal(samples) * 0.003).astype(np.float32))
+    for engine in (tiny_en, base):
+        [out] = engine.transcribe_batch([AsrInput(audio=audio, language=None)])
+        assert out.text == "", (engine.name, out)
+
+
+def test_a_batch_matches_single_calls_in_order(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
+    texts = ["good morning", REPORT,
+             "we will review the budget and then discuss the new hiring plan for the engineering team"]
+    inputs = [AsrInput(audio=speak(t), language="en") for t in texts]
+    singles = [tiny_en.transcribe_batch([x])[0] for x in inputs]
+    batch = tiny_en.transcribe_batch(inputs)
+    assert len(batch) == 3
+    assert [words(o.text) for o in batch] == [words(o.text) for o in singles]
+    assert wer(texts[2], batch[2]) < 0.3
+
+
+def test_a_decode_that_runs_out_of_tokens_is_redone_in_the_full_window(
+        tiny_en: CTranslate2Whisper, speak: Speak, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(asr_ctranslate2, "TOKENS_PER_SECOND", 0.0)  # budget: 10 tokens, too few
+    [out] = tiny_en.transcribe_batch([AsrInput(audio=speak(REPORT), language="en")])
+    assert out.fallback
+    assert wer(REPORT, out) < 0.3, out
+
+
+def test_long_input_is_cut_to_30_seconds(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
+    speech = speak(REPORT)
+    audio = np.concatenate([np.zeros(29 * SAMPLE_RATE, np.float32), speech])  # speech starts at 29 s
+    [out] = tiny_en.transcribe_batch([AsrInput(audio=audio, language="en")])
+    assert "friday" not in out.text.lower()
+
+
+def test_concurrent_calls_from_two_threads(speak: Speak) -> None:
+    engine = load_asr("tiny.en", device="cpu", cpu_threads=1, num_workers=2)
+    assert engine.concurrency == 2
+    engine.warmup()
+    inputs = [AsrInput(audio=speak(REPORT), language="en")]
+    expected = engine.transcribe_batch(inputs)
+    results: list[list[AsrOutput]] = []
+    def call() -> None:
+        results.append(engine.transcribe_batch(inputs))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected, expected]
+
+
+def test_repetition_detectors() -> None:
+    assert repeats_at_end("At that high level the air is pure. At that high level")
+    assert repeats_at_end("A thin stripe runs down the middle. A thin stripe runs")
+    assert repeats_at_end("which in print which in print")
+    assert not repeats_at_end("And so my fellow Americans, ask not what your country can do for you, "
+                              "ask what you can do for your country.")
+    assert not repeats_at_end("no no no")
+    assert compression_ratio("noi, " * 60) > 2.4
+    assert compression_ratio("Please send me the quarterly report before the meeting on Friday.") < 2.4
+    assert compression_ratio("") == 0.0
