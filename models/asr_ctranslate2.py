@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,8 @@ class CTranslate2Whisper:
         self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._lock = threading.Lock()
+        self.fault_hook: Callable[[], None] | None = None
+        """Called before every batch; raising from it injects a device failure (chaos tests)."""
 
     def warmup(self) -> None:
         """Run one short decode (with language detection if multilingual) so the first request is fast."""
@@ -123,6 +125,8 @@ class CTranslate2Whisper:
         one asked for, or "" when none was. Raises ValueError for a language the model does not know
         (see `supported_languages`).
         """
+        if self.fault_hook is not None:
+            self.fault_hook()
         audios = [np.asarray(x.audio, dtype=np.float32).reshape(-1)[:WINDOW_SAMPLES] for x in inputs]
         audible = [i for i, a in enumerate(audios) if a.size and float(np.abs(a).max()) >= SILENCE_PEAK]
         languages: dict[int, tuple[str, float]] = {}

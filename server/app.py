@@ -20,6 +20,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from models.failover import FailoverAsr, fail_after
 from server.auth import Authenticator, OpenAccess, Principal
 from server.config import ServerConfig
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
@@ -59,6 +60,7 @@ class App:
         """WebSocket endpoints by path; each transport registers its handler here."""
         self.started_at = time.monotonic()
         self.auth: Authenticator = OpenAccess(config.tenant)
+        self.asr_engine: Any = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -88,9 +90,26 @@ class App:
                 cache_dir=cfg.data_dir / "models",
             )
             engine.warmup()
-            return engine, SileroVad()
+            fallback_wanted = cfg.asr_fallback == "cpu" or (cfg.asr_fallback == "auto" and device != "cpu")
+            if cfg.inject_asr_fault_after is not None:
+                engine.fault_hook = fail_after(cfg.inject_asr_fault_after)
+                fallback_wanted = cfg.asr_fallback != "off"
+            if not fallback_wanted:
+                return engine, SileroVad()
+            cpu_workers = 2
+            fallback = load_asr(
+                cfg.model,
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=max(1, (os.cpu_count() or 2) // cpu_workers),
+                num_workers=cpu_workers,
+                cache_dir=cfg.data_dir / "models",
+            )
+            fallback.warmup()
+            return FailoverAsr(engine, fallback), SileroVad()
 
         engine, vad = await asyncio.to_thread(load_models)
+        self.asr_engine = engine
         knowledge = await self._load_knowledge(store) if cfg.memory else None
         mode = cfg.scheduler
         if cfg.scheduler_mode == "sequential":
@@ -221,12 +240,35 @@ class App:
             return json_response(503, {"status": "loading"})
         return json_response(200, {"status": "ok", "model": self.services.model_name})
 
+    def asr_status(self) -> dict[str, Any]:
+        """The ASR engine's device and failover state."""
+        engine = self.asr_engine
+        if engine is None:
+            return {"loaded": False}
+        out: dict[str, Any] = {"loaded": True, "model": engine.name, "device": engine.device}
+        if isinstance(engine, FailoverAsr):
+            state = engine.state
+            out["failover"] = {
+                "active": state.active,
+                "switches": state.switches,
+                "last_error": state.last_error,
+                "primary_device": engine.primary.device,
+                "fallback_device": engine.fallback.device,
+            }
+        return out
+
+    def switch_back(self) -> None:
+        """Operator command (SIGUSR1): return the ASR to its primary engine after a failover."""
+        if isinstance(self.asr_engine, FailoverAsr):
+            self.asr_engine.switch_back()
+
     def stats(self) -> dict[str, Any]:
         """Server figures: sessions, scheduler, process (also for the dashboard later)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out: dict[str, Any] = {
             "sessions": len(self.sessions),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "asr": self.asr_status(),
             "process": {
                 "rss_bytes": _current_rss(),
                 "max_rss_bytes": usage.ru_maxrss * 1024,
@@ -329,6 +371,7 @@ async def run(config: ServerConfig) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_stop)
+    loop.add_signal_handler(signal.SIGUSR1, app.switch_back)
     async with serve(
         app.handler,
         config.host,

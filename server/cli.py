@@ -43,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also accept Asterisk AudioSocket calls on this TCP port",
     )
+    serve.add_argument(
+        "--asr-fallback",
+        choices=["auto", "cpu", "off"],
+        default="auto",
+        help="CPU engine taking over when the GPU engine fails (auto: when the ASR runs on a GPU)",
+    )
+    serve.add_argument(
+        "--inject-asr-fault-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
+    )
     serve.add_argument("--log-level", default="INFO")
     return parser
 
@@ -61,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu_threads=args.cpu_threads,
             scheduler_mode=args.scheduler,
             memory=not args.no_memory,
+            asr_fallback=args.asr_fallback,
+            inject_asr_fault_after=args.inject_asr_fault_after,
             embedder=args.embedder,
             llm=args.llm,
             log_level=args.log_level,

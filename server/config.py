@@ -34,6 +34,10 @@ class ServerConfig:
     """Concurrent engine calls; 0 picks 2 on CPU (one thread each, measured faster) and 1 on GPU."""
     cpu_threads: int = 0
     """Threads per engine call; 0 picks (cores / workers)."""
+    asr_fallback: Literal["auto", "cpu", "off"] = "auto"
+    """A CPU engine that takes over when the GPU engine fails (auto: when the ASR runs on a GPU)."""
+    inject_asr_fault_after: int | None = None
+    """Chaos testing: the primary ASR engine fails like a lost GPU after this many batches."""
     scheduler_mode: Literal["batched", "sequential"] = "batched"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
