@@ -7,18 +7,23 @@ Answers
     `build_answer_request` numbers the passages [1]..[n] (the best match first) and asks for a
     short answer that cites them as [n], or exactly `CANNOT_ANSWER` when they do not hold it.
     Instruct models (``chat=True``) get a system message saying so; base models get a short
-    few-shot completion prompt (two worked examples, one of them a refusal) and stop at the end
-    of the answer line.
+    few-shot completion prompt (three worked examples: two cited answers, one refusal) and stop
+    at the end of the answer line.
 
 The rules for ``answer.done`` (`finalize_answer`):
     1. The text is the model's first answer line, cleaned (`clean_answer`).
-    2. An answer that is `CANNOT_ANSWER` (or starts like it) stays as the exact sentence.
-    3. Any other answer must pass `is_grounded`: every number in it appears in the passages and
-       at least `GROUNDED_MIN_SHARE` of its content words do too. A weak model's answer that
-       fails is replaced by `CANNOT_ANSWER` followed by the top passage quoted, cited as [1]
-       (`fallback_answer`), so the user still sees the most relevant thing that was said.
-       Deltas already streamed are superseded: ``answer.done`` carries the authoritative text.
-    4. Citations (`answer_citations`): the utterance ids of the passages the final text cites
+    2. An answer that is `CANNOT_ANSWER` (or starts like it) becomes exactly that sentence.
+    3. Any other answer must pass `is_grounded` — every number in it appears in the passages and
+       at least `GROUNDED_MIN_SHARE` of its content words do too — and, when the question is
+       given, `is_relevant`: the question shares a content word with the answer or with the
+       passage that supports it best. An answer that fails is replaced by `CANNOT_ANSWER`
+       followed by the top passage quoted, cited as [1] (`fallback_answer`), so the user still
+       sees the most relevant thing that was said. Deltas already streamed are superseded:
+       ``answer.done`` carries the authoritative text.
+    4. Markers are checked (`repair_citations`): a [n] that is out of range or names a passage
+       sharing no content word with the answer is pointed at the passage that supports the
+       answer best (the 270M base model copies marker numbers from its examples).
+    5. Citations (`answer_citations`): the utterance ids of the passages the final text cites
        with valid [n] markers; when it cites none, all the retrieved passages. So the passages
        an answer relies on are always returned.
 
@@ -61,11 +66,19 @@ _FEW_SHOT_HEADER = (
     f'If the passages do not contain the answer, reply "{CANNOT_ANSWER}"\n\n'
 )
 _FEW_SHOT_EXAMPLES = (
+    # Measured on Gemma 3 270M (base): with one cited example it rarely cites; a final period
+    # after the marker ("... [2].") makes it stop before the marker.
     "Passages:\n"
-    "[1] Tom: We will ship the mobile app on the fifth of March.\n"
-    "[2] Ana: The design review moves to Friday.\n"
+    "[1] Ana: The design review moves to Friday.\n"
+    "[2] Tom: We will ship the mobile app on the fifth of March.\n"
+    "[3] Ana: Good morning, everyone.\n"
     "Question: When does the app ship?\n"
-    "Answer: On the fifth of March [1].\n\n"
+    "Answer: On the fifth of March [2]\n\n"
+    "Passages:\n"
+    "[1] Luis: Our budget for travel is ten thousand euros.\n"
+    "[2] Ana: Lunch is at noon in the main room.\n"
+    "Question: What is the travel budget?\n"
+    "Answer: Ten thousand euros [1]\n\n"
     "Passages:\n"
     "[1] Ana: Lunch is at noon in the main room.\n"
     "[2] Tom: Bring your laptops to the workshop.\n"
@@ -88,7 +101,7 @@ _STOPWORDS = frozenset(
     is are was were be been being am do does did done have has had having will would shall should can could
     may might must not no yes it its it's this that these those there here they them their he him his she her
     we us our you your i me my what which who whom whose when where why how all any some each every
-    than too very just also only one said say says think thinks per""".split()
+    than too very just also only one said say says think thinks per many much""".split()
 )
 _SUFFIXES = ("ing", "ed", "s", "ly")
 _STEM_CHARS = 5
@@ -223,6 +236,44 @@ def is_grounded(answer_text: str, passages: Sequence[Passage]) -> bool:
     return supported >= GROUNDED_MIN_SHARE * len(words)
 
 
+def is_relevant(answer_text: str, passages: Sequence[Passage], question: str) -> bool:
+    """Whether the answer addresses the question: they, or the question and the passage that
+    supports the answer best, share a content word. Refusals are always relevant.
+
+    Catches a weak model copying an unrelated passage ("The office move is postponed" for "What is
+    the budget?"), which `is_grounded` alone accepts.
+    """
+    if is_cannot_answer(answer_text):
+        return True
+    asked = _stems(question)
+    if not asked:
+        return True
+    best = _best_support(answer_text, passages)
+    support = _stems(passages[best].text) if best is not None else set()
+    return bool(asked & (_stems(_CITATION_RE.sub(" ", answer_text)) | support))
+
+
+def repair_citations(answer_text: str, passages: Sequence[Passage]) -> str:
+    """`answer_text` with each [n] marker that cites no supporting passage pointed at the best one.
+
+    A marker number is kept when it is in range and its passage shares a content word with the
+    answer (any in-range number is kept when the answer has no content word). A marker left
+    with no number becomes the best-supporting passage's, or is removed when none supports it.
+    """
+    words = _stems(_CITATION_RE.sub(" ", answer_text))
+    best = _best_support(answer_text, passages)
+
+    def fix(match: re.Match[str]) -> str:
+        numbers = [int(n) for n in match.group(1).split(",")]
+        kept = [n for n in numbers if 1 <= n <= len(passages)
+                and (not words or words & _stems(passages[n - 1].text))]
+        if not kept and best is not None:
+            kept = [best + 1]
+        return "[" + ", ".join(str(n) for n in dict.fromkeys(kept)) + "]" if kept else ""
+
+    return _one_line(_CITATION_RE.sub(fix, answer_text)).replace(" .", ".")
+
+
 def fallback_answer(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE_CHARS) -> str:
     """`CANNOT_ANSWER` followed by the top passage quoted and cited as [1] (just the sentence if none)."""
     if not passages:
@@ -233,16 +284,20 @@ def fallback_answer(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE
     return f'{CANNOT_ANSWER} {who}: "{quote}" [1]'
 
 
-def finalize_answer(answer_text: str, passages: Sequence[Passage]) -> FinalAnswer:
-    """Apply the ``answer.done`` rules (module docstring) to the model's raw output."""
+def finalize_answer(answer_text: str, passages: Sequence[Passage],
+                    question: str | None = None) -> FinalAnswer:
+    """Apply the ``answer.done`` rules (module docstring) to the model's raw output.
+
+    Give the `question` to also reject answers that do not address it (`is_relevant`).
+    """
     text = clean_answer(answer_text)
     if not passages:
         return FinalAnswer(CANNOT_ANSWER, [], grounded=is_cannot_answer(text))
     if is_cannot_answer(text):
         text = CANNOT_ANSWER
-    grounded = bool(text) and is_grounded(text, passages)
-    if not grounded:
-        text = fallback_answer(passages)
+    grounded = (bool(text) and is_grounded(text, passages)
+                and (question is None or is_relevant(text, passages, question)))
+    text = repair_citations(text, passages) if grounded else fallback_answer(passages)
     return FinalAnswer(text, answer_citations(text, passages), grounded=grounded)
 
 
@@ -303,6 +358,20 @@ def _normal(text: str) -> str:
 
 def _content_words(text: str) -> list[str]:
     return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def _stems(text: str) -> set[str]:
+    """The stems of the content words of `text`."""
+    return {_stem(w) for w in _content_words(text)}
+
+
+def _best_support(answer_text: str, passages: Sequence[Passage]) -> int | None:
+    """Index of the passage sharing most content words with the answer (the first on a tie), or None."""
+    words = _stems(_CITATION_RE.sub(" ", answer_text))
+    overlaps = [len(words & _stems(p.text)) for p in passages]
+    if not overlaps or max(overlaps) == 0:
+        return None
+    return overlaps.index(max(overlaps))
 
 
 def _stem(word: str) -> str:

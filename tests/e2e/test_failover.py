@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 async def test_fallback_takes_over_mid_stream_without_losing_a_final(
     palabre_server: Any, speech_dir: Path, speech_manifest: dict[str, Any]
 ) -> None:
-    server = palabre_server("tiny.en", "--no-memory", "--inject-asr-fault-after", "2", "--asr-fallback", "cpu")
+    server = palabre_server(
+        "tiny.en", "--no-memory", "--inject-asr-fault-after", "2", "--asr-fallback", "cpu"
+    )
     assert server.get_json("/v1/stats")["asr"]["failover"]["active"] == "primary"
 
     events = await stream_file(server.url, speech_dir / "en_meeting.wav", language="en", speed=3.0)
