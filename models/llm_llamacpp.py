@@ -134,7 +134,6 @@ class LlamaCppEngine:
             stats = self.last_stats = GenerationStats()
             t0 = time.perf_counter()
             stream = self._stream(request)
-            finished = False
             try:
                 for chunk in stream:
                     piece = _chunk_text(chunk)
@@ -144,12 +143,13 @@ class LlamaCppEngine:
                         stats.pieces += 1
                         yield piece
                     if cancel is not None and cancel.is_set():
+                        stats.cancelled = True
                         break
-                else:
-                    finished = True
+            except GeneratorExit:
+                stats.cancelled = True
+                raise
             finally:
                 stream.close()  # stops llama.cpp between two tokens
-                stats.cancelled = not finished
                 stats.context_tokens = self.llama.n_tokens
                 stats.total_seconds = time.perf_counter() - t0
 

@@ -66,8 +66,9 @@ _FEW_SHOT_HEADER = (
     f'If the passages do not contain the answer, reply "{CANNOT_ANSWER}"\n\n'
 )
 _FEW_SHOT_EXAMPLES = (
-    # Measured on Gemma 3 270M (base): with one cited example it rarely cites; a final period
-    # after the marker ("... [2].") makes it stop before the marker.
+    # Measured on Gemma 3 270M (base), 10 questions: with one cited example (and the refusal) it
+    # cited 0 answers; with two it cited 7, but its [n] numbers copy the examples' (hence
+    # `repair_citations`).
     "Passages:\n"
     "[1] Ana: The design review moves to Friday.\n"
     "[2] Tom: We will ship the mobile app on the fifth of March.\n"
@@ -127,7 +128,7 @@ class FinalAnswer:
     citations: list[str]
     """Utterance ids (see `answer_citations`)."""
     grounded: bool
-    """False when the model's answer failed `is_grounded` and `text` is the fallback."""
+    """False when the model's answer failed `is_grounded` (or `is_relevant`) and `text` is the fallback."""
 
 
 # --- answers ----------------------------------------------------------------------------------

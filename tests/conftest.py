@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,10 +215,13 @@ class ServerPool:
             server.stop()
             server = None
         if server is None:
+            error = ""
             try:
                 server = start_server(model, args, self.workdir)
             except RuntimeError as exc:
-                pytest.fail(str(exc), pytrace=False)
+                error = str(exc)
+            if server is None:
+                pytest.fail(error, pytrace=False)  # outside `except`: no chained traceback
             self.servers[key] = server
         return server
 
@@ -254,14 +257,16 @@ def palabre_server(_server_pool: ServerPool, request: pytest.FixtureRequest) -> 
     return get
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the logs of the servers a failing test used to its report."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     if report.failed:
         for server in item.stash.get(SERVERS_USED, []):
             state = "running" if server.alive() else f"exited {server.proc.returncode}"
             report.sections.append(
                 (f"palabre server {server.model} {' '.join(server.args)} ({state}) log", server.log_tail())
             )
+    return report
