@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import av
 import jiwer
 import numpy as np
 
+from bench.common import normalise
 from models.asr_ctranslate2 import CTranslate2Whisper
 from models.registry import load_asr
 from stream.interfaces import SAMPLE_RATE, AsrInput, Audio
@@ -45,10 +45,6 @@ def decode(path: Path) -> Audio:
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
         chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
     return np.concatenate(chunks).astype(np.float32)
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w' ]", " ", text.lower()).split())
 
 
 @dataclass

@@ -10,7 +10,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,24 +20,41 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from models.failover import FailoverAsr, fail_after
-from server.auth import Authenticator, OpenAccess, Principal
-from server.config import ServerConfig
+from models.failover import FailoverAsr
+from models.ner_spacy import SpacyNer
+from server.auth import (
+    Authenticator,
+    OpenAccess,
+    Principal,
+    Scope,
+    build_authenticator,
+    origin_allowed,
+    startup_refusal,
+)
+from server.config import ServerConfig, port_range
+from server.engines import asr_service, load_asr_engine
+from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.knowledge import Knowledge
+from server.limits import admit_sessions
 from server.live import LiveConversations, LiveSession, SessionServices
 from server.llm_queue import LlmQueue
-from server.model_service import ModelService
+from server.metrics import Metrics
+from server.model_service import BatchService
+from server.pages import add_page_routes
+from server.ray_services import ModelInfo, RemoteModelService
 from server.routes import add_memory_routes
 from server.store import AsyncStore
 from server.transports.audiosocket import serve_audiosocket
 from server.transports.realtime import handle_realtime
+from server.transports.sip import serve_sip
 from server.transports.twilio import handle_twilio
+from server.transports.watch import handle_watch
 from server.transports.ws import handle_stream
-from stream.errors import CloseCode
+from server.watch import WatchHub
+from stream.errors import CloseCode, ProtocolError
 from stream.events import ServerEvent
-from stream.interfaces import AsrOutput
-from stream.scheduler import Scheduler, SchedulerConfig
+from stream.interfaces import AsrOutput, Embedder
 from stream.session import AsrJob
 
 log = logging.getLogger("palabre")
@@ -51,12 +68,18 @@ class App:
         self.services: SessionServices | None = None
         self.sessions: dict[str, LiveSession] = {}
         self.router = Router()
-        self.router.add("/healthz", self._healthz)
-        self.router.add("/v1/stats", self._stats)
+        self.router.add("/healthz", self._healthz, scope=None)
+        self.router.add("/v1/stats", self._stats, scope=Scope.ADMIN)
         add_memory_routes(self.router, self)
+        add_page_routes(self.router)
+        self.watch = WatchHub(self.stats)
+        """Live conversations and figures for `/v1/watch` (the dashboard)."""
+        self.metrics = Metrics(self)
+        self.metrics.routes(self.router)
         self.websocket_routes: dict[str, WebSocketHandler] = {"/v1/stream": handle_stream}
         self.websocket_routes["/v1/realtime"] = handle_realtime
         self.websocket_routes["/v1/telephony/twilio"] = handle_twilio
+        self.websocket_routes["/v1/watch"] = handle_watch
         """WebSocket endpoints by path; each transport registers its handler here."""
         self.started_at = time.monotonic()
         self.auth: Authenticator = OpenAccess(config.tenant)
@@ -67,7 +90,6 @@ class App:
 
     async def load(self) -> None:
         """Load models (in a thread: it takes seconds) and open the store."""
-        from models.registry import load_asr
         from models.vad_silero import SileroVad
 
         cfg = self.config
@@ -76,51 +98,20 @@ class App:
         await store.ensure_tenant(cfg.tenant)
 
         def load_models() -> tuple[Any, Any]:
-            from models.registry import choose_device
+            return load_asr_engine(cfg), SileroVad()
 
-            device, _ = choose_device(cfg.device, cfg.compute_type)
-            workers = cfg.asr_workers or (2 if device == "cpu" else 1)
-            threads = cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers)
-            engine = load_asr(
-                cfg.model,
-                device=cfg.device,
-                compute_type=cfg.compute_type,
-                cpu_threads=threads,
-                num_workers=workers,
-                cache_dir=cfg.data_dir / "models",
-            )
-            engine.warmup()
-            fallback_wanted = cfg.asr_fallback == "cpu" or (cfg.asr_fallback == "auto" and device != "cpu")
-            if cfg.inject_asr_fault_after is not None:
-                engine.fault_hook = fail_after(cfg.inject_asr_fault_after)
-                fallback_wanted = cfg.asr_fallback != "off"
-            if not fallback_wanted:
-                return engine, SileroVad()
-            cpu_workers = 2
-            fallback = load_asr(
-                cfg.model,
-                device="cpu",
-                compute_type="int8",
-                cpu_threads=max(1, (os.cpu_count() or 2) // cpu_workers),
-                num_workers=cpu_workers,
-                cache_dir=cfg.data_dir / "models",
-            )
-            fallback.warmup()
-            return FailoverAsr(engine, fallback), SileroVad()
+        engine: Any
+        asr: BatchService[AsrJob, AsrOutput]
+        if cfg.ray_address is not None:  # the model runs in a Ray actor shared by front-ends
+            from server.ray_services import remote_service
 
-        engine, vad = await asyncio.to_thread(load_models)
+            asr, engine = await remote_service("asr", cfg)
+            vad = await asyncio.to_thread(SileroVad)
+        else:
+            engine, vad = await asyncio.to_thread(load_models)
+            asr = asr_service(engine, cfg)
         self.asr_engine = engine
         knowledge = await self._load_knowledge(store) if cfg.memory else None
-        mode = cfg.scheduler
-        if cfg.scheduler_mode == "sequential":
-            from dataclasses import replace
-
-            mode = replace(mode, sequential=True)
-
-        def transcribe(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
-            return engine.transcribe_batch([job.input for job in jobs])
-
-        asr = ModelService[AsrJob, AsrOutput]("asr", transcribe, Scheduler[AsrJob](mode), engine.concurrency)
         asr.start()
         self.services = SessionServices(
             asr=asr,
@@ -131,7 +122,9 @@ class App:
             session_config=cfg.session,
             conversations=LiveConversations(),
             knowledge=knowledge,
+            observers=[self.watch.observe],
         )
+        self.metrics.attach(self.services)
         log.info(
             "ready: model %s on %s (%d workers), data in %s",
             engine.name,
@@ -148,21 +141,22 @@ class App:
 
         faiss.omp_set_num_threads(1)  # single adds cost 0.1 ms on one thread, ~6 ms on two under load
         cfg = self.config
-        embedder = await asyncio.to_thread(load_embedder, cfg.embedder, device=cfg.device)
+        embedder: Embedder | ModelInfo
+        embed_service: BatchService[str, np.ndarray]
+        if cfg.ray_address is not None:  # the embedder runs in a Ray actor shared by front-ends
+            from server.ray_services import remote_service
 
-        def embed(texts: Sequence[str]) -> list[np.ndarray]:
-            return list(embedder.embed(list(texts)))
-
-        embed_service = ModelService[str, np.ndarray](
-            "embed", embed, Scheduler[str](SchedulerConfig(max_batch=32, max_wait_s=0.01)), 1
-        )
+            embed_service, embedder = await remote_service("embed", cfg)
+        else:
+            embedder = await asyncio.to_thread(load_embedder, cfg.embedder, device=cfg.device)
+            embed_service = build_embed_service(embedder)
         embed_service.start()
         llm_queue = None
         if cfg.llm != "none":
             from models.llm_llamacpp import load_llm
 
             engine = await asyncio.to_thread(
-                load_llm, cfg.llm, device=cfg.device, cache_dir=cfg.data_dir / "models"
+                load_llm, cfg.llm, device=cfg.device, n_threads=1, cache_dir=cfg.data_dir / "models"
             )
             llm_queue = LlmQueue(engine)
             llm_queue.start()
@@ -174,6 +168,7 @@ class App:
             cfg.data_dir / "index",
             llm_queue,
             publish=self.publish,
+            ner=SpacyNer() if cfg.entities else None,
         )
         knowledge.start()
         await knowledge.index(cfg.tenant)
@@ -191,6 +186,7 @@ class App:
                 live.outbox.put(event)
 
     async def close(self) -> None:
+        await self.watch.close()
         for live in list(self.sessions.values()):
             await live.abort()
         if self.services is not None:
@@ -232,6 +228,15 @@ class App:
 
     def active_sessions(self) -> int:
         return len(self.sessions)
+
+    def admit(self, tenant_id: str, count: int = 1) -> None:
+        """Raise `overloaded` unless `count` more sessions of the tenant fit (server/limits.py)."""
+        live_tenants = (live.tenant_id for live in self.sessions.values())
+        try:
+            admit_sessions(self.config.limits, tenant_id, live_tenants, count)
+        except ProtocolError as refusal:  # sent before any session exists: count it here
+            self.metrics.count_error(refusal.code)
+            raise
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -298,6 +303,8 @@ class App:
                     },
                 }
             }
+            if isinstance(asr, RemoteModelService):  # --ray: the figures above are the shared actor's
+                out["scheduler"]["asr"]["ray"] = asr.describe()
         return out
 
     async def _stats(self, _request: HttpRequest) -> HttpResponse:
@@ -307,6 +314,8 @@ class App:
         """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
         path = request.path.partition("?")[0]
         if path in self.websocket_routes:
+            if not origin_allowed(request.headers.get("Origin"), self.config.allowed_origins):
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             if self.services is None:
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
             return None
@@ -314,11 +323,16 @@ class App:
         if matched is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         route, http_request = matched
-        principal = self.authenticate(request)
-        if principal is None:
-            result = error_response(401, "unauthorized", "a valid token is required")
-            return self._http_response(result)
-        http_request = replace(http_request, principal=principal)
+        scope = http_request.required_scope
+        if scope is not None:
+            principal = self.authenticate(request)
+            if principal is None:
+                result = error_response(401, "unauthorized", "a valid token is required")
+                return self._http_response(result)
+            if not principal.allows(scope):
+                result = error_response(403, "forbidden", f"this token lacks the {scope.value!r} scope")
+                return self._http_response(result)
+            http_request = replace(http_request, principal=principal)
         try:
             result = await route(http_request)
         except Exception:
@@ -361,7 +375,11 @@ def _percentile_ms(sorted_values: list[float], q: float) -> float:
 
 async def run(config: ServerConfig) -> None:
     """Serve until SIGINT/SIGTERM."""
+    refusal = startup_refusal(config)
+    if refusal is not None:
+        raise SystemExit(f"palabre: {refusal}")
     app = App(config)
+    app.auth = build_authenticator(config)
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -385,6 +403,9 @@ async def run(config: ServerConfig) -> None:
         audiosocket = None
         if config.audiosocket_port is not None:
             audiosocket = await serve_audiosocket(app, config.host, config.audiosocket_port)
+        sip = None
+        if config.sip_port is not None:
+            sip = await serve_sip(app, config.host, config.sip_port, port_range(config.sip_rtp_ports))
         loader = asyncio.create_task(app.load())
         try:
             await asyncio.wait([loader, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -398,4 +419,7 @@ async def run(config: ServerConfig) -> None:
             server.close()
             if audiosocket is not None:
                 audiosocket.close()
+            if sip is not None:
+                sip.close()
             await app.close()
+            app.auth.close()

@@ -4,95 +4,227 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from server import gpu
+from server.auth import startup_refusal
 from server.config import ServerConfig
+from server.settings import (
+    GIB,
+    KEYS,
+    BudgetCheck,
+    ConfigError,
+    Resolved,
+    check_budget,
+    format_config,
+    resolve,
+)
+from server.tokens import add_token_commands, run_token_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="palabre", description="Palabre real-time speech server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--data-dir", type=Path, default=Path("data"))
-    serve.add_argument("--model", default="tiny.en", help="tiny.en, base, a CTranslate2 Whisper directory")
-    serve.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    serve.add_argument("--compute-type", default="auto", help="auto, int8, float16, ...")
-    serve.add_argument("--asr-workers", type=int, default=0, help="concurrent engine calls (0: auto)")
-    serve.add_argument("--cpu-threads", type=int, default=0, help="threads per engine call (0: auto)")
-    serve.add_argument(
-        "--scheduler",
-        choices=["batched", "sequential"],
-        default="batched",
-        help="batched: the cross-session micro-batcher; sequential: one request at a time (baseline)",
+    serve = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Settings: flags > PALABRE_* environment > --config file > defaults.",
     )
-    serve.add_argument("--embedder", default="minilm", help="minilm (bundled), bge-m3, or a model directory")
-    serve.add_argument(
-        "--llm", default="gemma3-270m", help="gemma3-270m (bundled), a .gguf, an EXL2 dir, or none"
+    serve.add_argument("--config", type=Path, metavar="FILE", help="a TOML configuration file")
+    add_config_flags(serve)
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check",
+        help="validate a configuration file; print the effective configuration and the GPU budget",
+        description="Validate FILE with the PALABRE_* environment and flags as `palabre serve` would; "
+        "print the effective configuration as TOML (stdout) and check the GPU budget. "
+        "Exit status 2 when it is invalid or the budget does not fit the GPU.",
     )
-    serve.add_argument(
-        "--no-memory",
-        action="store_true",
-        help="transcription only: no embeddings, index, answers or summaries",
-    )
-    serve.add_argument(
-        "--audiosocket-port",
-        type=int,
-        default=None,
-        help="also accept Asterisk AudioSocket calls on this TCP port",
-    )
-    serve.add_argument(
-        "--asr-fallback",
-        choices=["auto", "cpu", "off"],
-        default="auto",
-        help="CPU engine taking over when the GPU engine fails (auto: when the ASR runs on a GPU)",
-    )
-    serve.add_argument(
-        "--inject-asr-fault-after",
-        type=int,
-        default=None,
-        metavar="N",
-        help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
-    )
-    serve.add_argument("--log-level", default="INFO")
+    check.add_argument("config", type=Path, metavar="FILE", help="a TOML configuration file")
+    add_config_flags(check)
+    add_token_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that set configuration keys: a flag's `dest` is its key (server/settings.py).
+
+    Every default is None (not given), so that the environment and the file apply underneath.
+    """
+
+    def default(name: str) -> str:
+        return f"(default: {KEYS[name].default})"
+
+    parser.add_argument("--host", help=default("host"))
+    parser.add_argument("--port", type=int, help=default("port"))
+    parser.add_argument("--data-dir", type=Path, help=default("data_dir"))
+    parser.add_argument("--model", help="tiny.en, base, a CTranslate2 Whisper directory " + default("model"))
+    parser.add_argument("--device", help="auto, cpu or cuda " + default("device"))
+    parser.add_argument("--compute-type", help="auto, int8, float16, ... " + default("compute_type"))
+    parser.add_argument("--asr-workers", type=int, help="concurrent engine calls (0: auto)")
+    parser.add_argument("--cpu-threads", type=int, help="threads per engine call (0: auto)")
+    parser.add_argument(
+        "--scheduler",
+        dest="scheduler_mode",
+        choices=["batched", "sequential"],
+        help="batched: the cross-session micro-batcher; sequential: one request at a time (baseline)",
+    )
+    parser.add_argument("--embedder", help="minilm (bundled), bge-m3, or a model directory")
+    parser.add_argument("--llm", help="gemma3-270m (bundled), a .gguf, an EXL2 dir, or none")
+    parser.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_const",
+        const=False,
+        help="transcription only: no embeddings, index, answers or summaries",
+    )
+    parser.add_argument(
+        "--audiosocket-port", type=int, help="also accept Asterisk AudioSocket calls on this TCP port"
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_const",
+        const=True,
+        help="require API tokens (`palabre token create`); needed to bind a non-loopback host",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to open WebSockets, e.g. https://app.example.com (repeatable)",
+    )
+    parser.add_argument(
+        "--audiosocket-token", help="with --auth: the token (scope stream) AudioSocket calls run under"
+    )
+    parser.add_argument("--sip-port", type=int, help="also accept SIP calls on this UDP port")
+    parser.add_argument(
+        "--sip-rtp-ports",
+        metavar="LOW-HIGH",
+        help="UDP ports for SIP calls' audio " + default("sip_rtp_ports"),
+    )
+    parser.add_argument("--sip-token", help="with --auth: the token (scope stream) SIP calls run under")
+    parser.add_argument(
+        "--ray",
+        dest="ray_address",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="run the model services as Ray actors shared by several front-ends: a cluster address "
+        "(HEAD:6379), auto (default: the running cluster) or local (start Ray here)",
+    )
+    parser.add_argument("--ray-asr-gpus", type=float, help="with --ray: GPU fraction of the ASR actor")
+    parser.add_argument(
+        "--ray-embed-gpus", type=float, help="with --ray: GPU fraction of the embedding actor"
+    )
+    parser.add_argument("--log-level", help=default("log_level"))
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any configuration key, e.g. --set scheduler.max_batch=16 (repeatable)",
+    )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration keys the command line sets: flags given, then each `--set`."""
+    overrides: dict[str, Any] = {
+        dest: value for dest, value in vars(args).items() if dest in KEYS and value is not None
+    }
+    for item in getattr(args, "settings", []):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError([f"command line: --set {item!r}: expected KEY=VALUE"])
+        overrides[name.strip()] = value
+    return overrides
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the `palabre` command; `env` defaults to the process environment (read here only)."""
     args = build_parser().parse_args(argv)
+    environ: Mapping[str, str] = os.environ if env is None else env
     if args.command == "serve":
-        config = ServerConfig(
-            host=args.host,
-            port=args.port,
-            data_dir=args.data_dir,
-            model=args.model,
-            device=args.device,
-            compute_type=args.compute_type,
-            asr_workers=args.asr_workers,
-            cpu_threads=args.cpu_threads,
-            scheduler_mode=args.scheduler,
-            memory=not args.no_memory,
-            asr_fallback=args.asr_fallback,
-            inject_asr_fault_after=args.inject_asr_fault_after,
-            embedder=args.embedder,
-            llm=args.llm,
-            log_level=args.log_level,
-            audiosocket_port=args.audiosocket_port,
-        )
-        logging.basicConfig(
-            level=config.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        import uvloop
-
-        from server.app import run
-
-        uvloop.run(run(config))
-        return 0
+        return _serve(args, environ)
+    if args.command == "token":
+        return run_token_command(args)
+    if args.command == "config" and args.config_command == "check":
+        return _check(args, environ)
     return 2
+
+
+def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved | None:
+    try:
+        return resolve(args.config, env, config_overrides(args))
+    except ConfigError as error:
+        print(f"palabre: {error}", file=sys.stderr)
+        return None
+
+
+def _budget(config: ServerConfig, env: Mapping[str, str]) -> tuple[list[gpu.GpuInfo], BudgetCheck]:
+    """The detected GPUs (only looked for when there is a budget to check) and the budget check."""
+    wanted = config.gpu_budget.total > 0 and config.device != "cpu"
+    gpus = gpu.detect_gpus() if wanted else []
+    return gpus, check_budget(config, gpus, env)
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    resolved = _resolve(args, env)
+    if resolved is None:
+        return 2
+    config = resolved.config
+    refusal = startup_refusal(config)
+    if refusal is not None:
+        print(f"palabre: {refusal}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _, budget = _budget(config, env)
+    if not budget.fits:
+        print(f"palabre: refusing to start: {budget.message}", file=sys.stderr)
+        return 2
+    logging.getLogger("palabre").info("%s", budget.message)
+    import uvloop
+
+    from server.app import run
+
+    uvloop.run(run(config))
+    return 0
+
+
+def _check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    resolved = _resolve(args, env)
+    if resolved is None:
+        return 2
+    config = resolved.config
+    gpus, budget = _budget(config, env)
+    if not gpus and config.gpu_budget.total > 0 and config.device == "cpu":
+        gpus = gpu.detect_gpus()
+    report = [f"# palabre config check {args.config}: valid"]
+    if resolved.ignored_env:
+        report.append("# ignored (not configuration keys): " + ", ".join(resolved.ignored_env))
+    if config.gpu_budget.total > 0 and not gpus:
+        report.append("# GPU: no GPU detected")
+    for g in gpus:
+        report.append(
+            f"# GPU {g.index}: {g.name}, {g.memory_total_bytes / GIB:.1f} GiB, "
+            f"{g.memory_used_bytes / GIB:.1f} GiB in use"
+        )
+    report.append(f"# budget: {budget.message}")
+    print("\n".join(report) + "\n\n" + format_config(resolved), end="")
+    if not budget.fits:
+        print(f"palabre: the GPU budget does not fit: {budget.message}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

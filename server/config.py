@@ -15,9 +15,45 @@ class LimitsConfig:
     """Per-connection and per-process limits."""
 
     max_sessions: int = 64
+    max_sessions_per_tenant: int = 32
+    """Live sessions one tenant may hold at once (every transport counts)."""
     max_text_bytes: int = 65_536
     max_frame_bytes: int = 1 << 20
     outbox_events: int = 256
+    audio_rate: float = 16.0
+    """Seconds of audio one `/v1/stream` connection may send per second, sustained (0: no limit)."""
+    audio_burst_s: float = 10.0
+    """Seconds of audio a connection may send ahead of `audio_rate` (the token bucket's size)."""
+    message_rate: float = 1000.0
+    """Messages (text and binary) one `/v1/stream` connection may send per second (0: no limit)."""
+    message_burst: int = 1000
+    """Messages a connection may send ahead of `message_rate`."""
+    idle_timeout_s: float = 120.0
+    """A `/v1/stream` connection that sends nothing for this long is closed (0: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuBudget:
+    """Planned GPU memory per service, in GiB (2**30 bytes, what nvidia-smi calls MiB x 1024).
+
+    All zero (the default) declares no budget. `palabre serve` refuses to start when the sum does
+    not fit the GPU it will use (see `server.settings.check_budget`).
+    """
+
+    asr: float = 0.0
+    llm: float = 0.0
+    embedder: float = 0.0
+    ner: float = 0.0
+    index: float = 0.0
+    overhead: float = 0.0
+    """CUDA contexts, allocator caches, the process itself."""
+    buffer: float = 0.0
+    """Head room kept free for peaks (long utterances, large batches)."""
+
+    @property
+    def total(self) -> float:
+        """The sum of every entry, in GiB."""
+        return self.asr + self.llm + self.embedder + self.ner + self.index + self.overhead + self.buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +80,8 @@ class ServerConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     memory: bool = True
     """Conversation memory: embeddings, index, answers and summaries (off: transcription only)."""
+    entities: bool = True
+    """Named entities of every utterance (spaCy), stored and usable as search filters."""
     embedder: str = "minilm"
     llm: str = "gemma3-270m"
     """An LLM name, a .gguf path, an ExLlamaV2 model directory, or "none"."""
@@ -51,7 +89,41 @@ class ServerConfig:
     log_level: str = "INFO"
     audiosocket_port: int | None = None
     """TCP port for Asterisk AudioSocket calls (on `host`); None: no AudioSocket listener."""
+    gpu_budget: GpuBudget = field(default_factory=GpuBudget)
+    auth: bool = False
+    """Require an API token (`palabre token create`) on every endpoint but /healthz."""
+    auth_cache_s: float = 5.0
+    """How long a token lookup is cached: a revoked token stops working within this time."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (`https://app.example.com`) a browser may open WebSockets from; empty: any."""
+    audiosocket_token: str | None = None
+    """With `auth`: the token AudioSocket calls run under (AudioSocket carries no credentials)."""
+    sip_port: int | None = None
+    """UDP port for SIP calls (on `host`); None: no SIP listener."""
+    sip_rtp_ports: str = "20000-20999"
+    """UDP ports (LOW-HIGH, on `host`) for the RTP audio of SIP calls: one even port per call."""
+    sip_token: str | None = None
+    """With `auth`: the token SIP calls run under (SIP calls carry no Palabre credentials)."""
+    ray_address: str | None = None
+    """Run the model services as shared Ray actors (server/ray_services.py): a cluster address
+    (`HEAD:6379`), "auto" (the running local cluster or RAY_ADDRESS) or "local" (start Ray in this
+    process with this machine's CPUs); None: models run in this process."""
+    ray_asr_gpus: float = 0.0
+    """With `ray_address`: the GPU fraction the ASR actor reserves (Whisper on a 24 GB card: 0.15)."""
+    ray_embed_gpus: float = 0.0
+    """With `ray_address`: the GPU fraction the embedding actor reserves (on a 24 GB card: 0.1)."""
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "palabre.db"
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """`"20000-20999"` → (20000, 20999); ValueError unless it is LOW-HIGH, two ports, LOW below HIGH."""
+    low, dash, high = text.strip().partition("-")
+    low, high = low.strip(), high.strip()
+    if not (dash and low.isascii() and low.isdigit() and high.isascii() and high.isdigit()):
+        raise ValueError(f"expected LOW-HIGH, e.g. 20000-20999, not {text!r}")
+    if not 1 <= int(low) < int(high) <= 65535:
+        raise ValueError(f"expected two ports (1-65535), the first below the second, not {text!r}")
+    return int(low), int(high)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from server.auth import Principal
+from server.auth import Principal, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,9 @@ class HttpRequest:
     params: tuple[str, ...] = ()
     """Path segments matched by a prefix route (e.g. the id in /v1/conversations/{id})."""
     principal: Principal | None = None
-    """The authenticated caller (set by the app before the route runs)."""
+    """The authenticated caller (set by the app before the route runs; None on open routes)."""
+    required_scope: Scope | None = None
+    """The scope the matched route needs (None: open to anyone, e.g. /healthz)."""
 
     @property
     def tenant_id(self) -> str:
@@ -45,26 +47,29 @@ Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class Router:
-    """Maps GET paths to handlers: exact paths, and prefixes ending in '/' that take the rest as params."""
+    """Maps GET paths to handlers: exact paths, and prefixes ending in '/' that take the rest as params.
+
+    Each route names the scope its caller needs (`read` unless said otherwise; None: open).
+    """
 
     def __init__(self) -> None:
-        self._exact: dict[str, Route] = {}
-        self._prefix: list[tuple[str, Route]] = []
+        self._exact: dict[str, tuple[Route, Scope | None]] = {}
+        self._prefix: list[tuple[str, Route, Scope | None]] = []
 
-    def add(self, path: str, handler: Route) -> None:
-        if path.endswith("/"):
-            self._prefix.append((path, handler))
+    def add(self, path: str, handler: Route, scope: Scope | None = Scope.READ) -> None:
+        if path.endswith("/") and path != "/":  # "/" itself is an exact path (the meeting page)
+            self._prefix.append((path, handler, scope))
         else:
-            self._exact[path] = handler
+            self._exact[path] = (handler, scope)
 
     def match(self, target: str) -> tuple[Route, HttpRequest] | None:
         path, _, query_string = target.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
-        route = self._exact.get(path)
-        if route is not None:
-            return route, HttpRequest(path, query)
-        for prefix, handler in self._prefix:
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact[0], HttpRequest(path, query, required_scope=exact[1])
+        for prefix, handler, scope in self._prefix:
             if path.startswith(prefix) and len(path) > len(prefix):
                 params = tuple(unquote(p) for p in path[len(prefix) :].split("/"))
-                return handler, HttpRequest(path, query, params)
+                return handler, HttpRequest(path, query, params, required_scope=scope)
         return None

@@ -19,19 +19,22 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.index_faiss import FaissIndex, IndexFileError
 from server.llm_queue import LlmQueue, Priority
-from server.model_service import ModelService
+from server.model_service import BatchService
 from server.store import AsyncStore, UtteranceRow
 from stream.answers import Passage, build_answer_request, build_summary_request, finalize_answer
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import AnswerDelta, AnswerDone, Ask, Citation, ServerEvent, Summary
+from stream.interfaces import EntityRecognizer
 from stream.scheduler import Request
 from stream.summary import extractive_summary
 
@@ -80,13 +83,14 @@ class Knowledge:
     def __init__(
         self,
         store: AsyncStore,
-        embed: ModelService[str, Vector],
+        embed: BatchService[str, Vector],
         embedder_name: str,
         dim: int,
         index_dir: Path,
         llm: LlmQueue | None,
         config: KnowledgeConfig | None = None,
         publish: Callable[[str, ServerEvent], None] | None = None,
+        ner: EntityRecognizer | None = None,
     ) -> None:
         self.store = store
         self.embed = embed
@@ -101,6 +105,10 @@ class Knowledge:
         self._unsaved: dict[str, int] = {}
         self._conversations: dict[str, _ConversationState] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.ner = ner
+        self._ner_executor = ThreadPoolExecutor(1, thread_name_prefix="ner")
+        self._pending: set[asyncio.Task[None]] = set()
+        """Every background task (indexing, entity tagging), awaited at shutdown."""
 
     @property
     def chat(self) -> bool:
@@ -114,16 +122,20 @@ class Knowledge:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        for state in self._conversations.values():
-            if state.pending:
-                await asyncio.gather(*state.pending, return_exceptions=True)
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
         await self.save_all()
+        self._ner_executor.shutdown(wait=False, cancel_futures=True)
 
     async def save_all(self) -> None:
         for tenant_id in list(self._indexes):
             await self._save(tenant_id)
 
     # --- the index --------------------------------------------------------------------------
+
+    def index_sizes(self) -> dict[str, int]:
+        """Vectors in each tenant index loaded so far, by tenant (for metrics and readiness)."""
+        return {tenant_id: len(index) for tenant_id, index in self._indexes.items()}
 
     def index_path(self, tenant_id: str) -> Path:
         return self.index_dir / f"{tenant_id}.faiss"
@@ -163,6 +175,9 @@ class Knowledge:
             missing = stored
         else:
             missing = [row for row in stored if row.id > index.max_id]
+        untagged = [row for row in stored if row.entities is None]
+        if self.ner is not None and untagged:
+            self._background(self._tag_all(untagged))
         if missing:
             vectors = await asyncio.gather(*(self._embed(tenant_id, row.text) for row in missing))
             ids = np.array([row.id for row in missing], dtype=np.int64)
@@ -188,9 +203,15 @@ class Knowledge:
     def utterance_stored(self, row: UtteranceRow) -> None:
         """A final was committed: embed and index it in the background."""
         state = self._state(row.tenant_id, row.conversation_id)
-        task = asyncio.get_running_loop().create_task(self._add(row, state))
+        task = self._background(self._add(row, state))
         state.pending.add(task)
         task.add_done_callback(state.pending.discard)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
 
     async def _add(self, row: UtteranceRow, state: _ConversationState) -> None:
         try:
@@ -204,12 +225,32 @@ class Knowledge:
                 "indexing utterance %s failed (it is rebuilt from the store at restart)", row.public_id
             )
             return
+        if self.ner is not None:
+            self._background(self._tag_all([row]))
         self._unsaved[row.tenant_id] = self._unsaved.get(row.tenant_id, 0) + 1
         if self._unsaved[row.tenant_id] >= self.config.save_every:
             await self._save(row.tenant_id)
         state.finals_since_summary += 1
         if state.finals_since_summary >= self.config.summary_every_finals:
             asyncio.get_running_loop().create_task(self._publish_summary(row.conversation_id, final=False))
+
+    async def _tag_all(self, rows: list[UtteranceRow]) -> None:
+        """Tag utterances stored before their entities were found (e.g. before a restart)."""
+        for row in rows:
+            try:
+                await self._tag_entities(row)
+            except Exception:
+                log.exception("entity tagging of %s failed", row.public_id)
+
+    async def _tag_entities(self, row: UtteranceRow) -> None:
+        """Find and store the utterance's named entities (people, organisations, places, dates, amounts)."""
+        assert self.ner is not None
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(
+            self._ner_executor, self.ner.entities, row.text, row.language or ""
+        )
+        entities = [{"text": e.text, "label": e.label, "start": e.start, "end": e.end} for e in found]
+        await self.store.set_entities(row.tenant_id, row.id, entities)
 
     def _state(self, tenant_id: str, conversation_id: str) -> _ConversationState:
         state = self._conversations.get(conversation_id)
@@ -226,16 +267,31 @@ class Knowledge:
     # --- search -----------------------------------------------------------------------------
 
     async def search(
-        self, tenant_id: str, query: str, conversation_id: str | None = None, k: int = 5
+        self,
+        tenant_id: str,
+        query: str,
+        conversation_id: str | None = None,
+        k: int = 5,
+        *,
+        entity: str | None = None,
+        entity_label: str | None = None,
     ) -> list[SearchHit]:
-        """The `k` utterances of the tenant (or of one conversation) closest to `query`."""
+        """The `k` utterances of the tenant (or of one conversation) closest to `query`.
+
+        `entity` / `entity_label` keep only utterances that mention that entity (by text,
+        case-insensitive) or an entity of that kind (person, organization, place, date, amount).
+        """
         index = await self.index(tenant_id)
         allowed: list[int] | None = None
-        if conversation_id is not None:
+        if entity is not None or entity_label is not None:
+            allowed = await self.store.utterance_ids_with_entity(
+                tenant_id, text=entity, label=entity_label, conversation_id=conversation_id
+            )
+        elif conversation_id is not None:
             rows = await self.store.utterances(tenant_id, conversation_id)
             allowed = [row.id for row in rows]
-            if not allowed:
-                return []
+        if allowed is not None and not allowed:
+            return []
         vector = await self._embed(tenant_id, query)
         results = await asyncio.to_thread(index.search, vector, k, allowed)
         scores = dict(results[0])
@@ -274,7 +330,7 @@ class Knowledge:
             async for piece in self.llm.generate(request, Priority.ANSWER):
                 text += piece
                 yield AnswerDelta(answer_id, piece)
-        final = finalize_answer(text, passages)
+        final = finalize_answer(text, passages, ask.question)
         await self.store.add_answer(tenant_id, scope_id, ask.question, final.text, final.citations)
         cited = [
             Citation(uid, by_id[uid].text, by_id[uid].start, by_id[uid].conversation_id)

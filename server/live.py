@@ -16,15 +16,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from server.knowledge import Knowledge
-from server.model_service import ModelService
+from server.model_service import BatchService
 from server.store import AsyncStore
+from server.timing import SessionTiming
 from stream.audio import AudioConverter
 from stream.errors import ErrorCode, ProtocolError
-from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent, Start
+from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent, SpeechStopped, Start
 from stream.interfaces import AsrOutput, VadModel
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 Send = Callable[[ServerEvent], Awaitable[None]]
 Deferred = Callable[[], Awaitable[list[ServerEvent]]]
 """Events computed when the writer reaches this point of the queue (e.g. the final summary)."""
+SessionObserver = Callable[["LiveSession", ServerEvent], None]
+"""Sees what every live session emits (the watch hub): its `Ready` when it opens, then each event
+as its outbox delivers it (a final once committed), up to `Closed`. Must be quick and not raise."""
 
 
 class Outbox:
@@ -54,6 +58,8 @@ class Outbox:
         """Where events go; None once the client is gone (finals are still committed)."""
         self.closed = asyncio.Event()
         self.closed_callback: Callable[[], None] | None = None
+        self.observers: list[Callable[[ServerEvent], None]] = []
+        """Called with each event as it is delivered, whether or not a client reads them."""
 
     def put(self, event: ServerEvent | Deferred) -> None:
         if len(self._queue) >= self.max_events:
@@ -69,6 +75,11 @@ class Outbox:
     async def _deliver(self, event: ServerEvent) -> None:
         if isinstance(event, Final):
             await self._commit(event)
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:
+                log.exception("event observer failed")
         if self.send is not None:
             try:
                 await self.send(event)
@@ -171,7 +182,7 @@ class LiveConversations:
 class SessionServices:
     """What every live session shares in the process."""
 
-    asr: ModelService[AsrJob, AsrOutput]
+    asr: BatchService[AsrJob, AsrOutput]
     vad: VadModel
     store: AsyncStore
     model_name: str
@@ -179,6 +190,8 @@ class SessionServices:
     session_config: SessionConfig
     conversations: LiveConversations
     knowledge: Knowledge | None = None
+    observers: list[SessionObserver] = field(default_factory=list)
+    """Who sees every session's events besides its client (the watch hub)."""
 
 
 class LiveSession:
@@ -189,6 +202,9 @@ class LiveSession:
         self.tenant_id = tenant_id
         self.session_id = uuid.uuid4().hex[:12]
         self.outbox = Outbox(self._commit)
+        self.outbox.observers.append(self._observe)
+        self.start: Start | None = None
+        """The start parameters, once open."""
         self.session: Session | None = None
         self._converter: AudioConverter | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -196,6 +212,8 @@ class LiveSession:
         self.audio_seconds = 0.0
         self.last_final: Final | None = None
         self._close_queued = False
+        self.timing = SessionTiming()
+        """When this session's audio arrived (for the final latency metric)."""
 
     async def open(self, start: Start, *, turn_detection: Literal["vad", "manual"] | None = None) -> Ready:
         """Validate the start parameters, open the conversation, create the core session.
@@ -234,12 +252,16 @@ class LiveSession:
             track=start.track,
         )
         self._writer = asyncio.create_task(self.outbox.run(), name=f"outbox-{self.session_id}")
-        return Ready(
+        self.start = start
+        ready = Ready(
             conversation_id=conversation.id,
             session_id=self.session_id,
             sample_rate=start.sample_rate,
             model=svc.model_name,
         )
+        for observer in svc.observers:
+            observer(self, ready)
+        return ready
 
     def feed(self, data: bytes) -> None:
         """Wire audio bytes in the announced encoding."""
@@ -247,6 +269,7 @@ class LiveSession:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio")
         samples = self._converter.feed(data)
         self.audio_seconds += len(samples) / 16000
+        self.timing.audio_arrived(self.audio_seconds, time.monotonic())
         self._handle(self.session.feed(samples))
 
     def stop(self) -> None:
@@ -287,8 +310,17 @@ class LiveSession:
 
     # --- internals --------------------------------------------------------------------------
 
+    def _observe(self, event: ServerEvent) -> None:
+        """Pass a delivered event to the services' observers (`Ready` was announced by `open`)."""
+        if isinstance(event, Ready):
+            return
+        for observer in self.services.observers:
+            observer(self, event)
+
     def _handle(self, out: Output) -> None:
         for event in out.events:
+            if isinstance(event, SpeechStopped) and self.session is not None:
+                self.timing.speech_stopped(event.utterance_id, event.end - self.session.time_offset)
             self.outbox.put(event)
         for request in out.requests:
             self.services.asr.submit(request, self._on_result)

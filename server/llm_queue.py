@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -41,6 +41,18 @@ class _Job:
     cancelled: threading.Event = field(compare=False, default_factory=threading.Event)
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    """What one generation cost (for metrics)."""
+
+    tokens: int
+    """Text pieces produced (one per token with llama.cpp and ExLlamaV2)."""
+    first_piece_s: float | None
+    """Seconds from the start of the generation to its first piece; None when it produced none."""
+    decode_s: float
+    """Seconds after the first piece until the generation ended."""
+
+
 @dataclass(slots=True)
 class LlmStats:
     generations: int = 0
@@ -59,6 +71,8 @@ class LlmQueue:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._task: asyncio.Task[None] | None = None
         self.stats = LlmStats()
+        self.on_generation: Callable[[GenerationRecord], None] | None = None
+        """Called on the worker thread after each generation (finished or cancelled)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="llm-queue")
@@ -73,6 +87,11 @@ class LlmQueue:
     @property
     def pending(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (for readiness)."""
+        return self._task is not None and not self._task.done()
 
     async def generate(self, request: LlmRequest, priority: Priority) -> AsyncIterator[str]:
         """Stream the text pieces of one generation; leaving the loop early cancels it."""
@@ -120,9 +139,15 @@ class LlmQueue:
             if close is not None:
                 close()
             loop.call_soon_threadsafe(job.pieces.put_nowait, _DONE)
+        decode_s = time.perf_counter() - started - (first or 0.0)
         self.stats.generations += 1
         self.stats.tokens += count
-        self.stats.decode_seconds += time.perf_counter() - started - (first or 0.0)
+        self.stats.decode_seconds += decode_s
+        if self.on_generation is not None:
+            try:
+                self.on_generation(GenerationRecord(count, first, decode_s))
+            except Exception:
+                log.exception("generation callback failed")
         if first is not None:
             self.stats.first_piece_seconds.append(first)
             del self.stats.first_piece_seconds[:-512]

@@ -16,14 +16,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from stream.scheduler import Batch, Request, Scheduler
+from stream.scheduler import Batch, Request, Scheduler, SchedulerStats, SizeCost
 
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 ResultCallback = Callable[[Request[P], R | None, BaseException | None], None]
 """Called with (request, result, None) on success, (request, None, None) when the request was
@@ -41,6 +42,58 @@ class BatchRecord:
     """The batch's length in the scheduler's unit (audio seconds for ASR)."""
     compute_seconds: float
     queue_wait_s: float
+
+
+class SchedulerView(Protocol):
+    """What the server reads of a scheduler: a local `Scheduler`, or a remote one's last figures."""
+
+    @property
+    def stats(self) -> SchedulerStats: ...
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def costs(self) -> dict[int, SizeCost]: ...
+
+
+class BatchService(Protocol[P, R_co]):
+    """A model service as sessions and the server use it.
+
+    `ModelService` runs the model in this process; `server.ray_services.RemoteModelService`
+    sends the requests to a model actor shared by several front-ends (`palabre serve --ray`).
+    """
+
+    name: str
+    on_batch: Callable[[BatchRecord], None] | None
+
+    @property
+    def scheduler(self) -> SchedulerView: ...
+
+    @property
+    def workers(self) -> int: ...
+
+    @property
+    def busy_workers(self) -> int: ...
+
+    @property
+    def compute_seconds(self) -> float: ...
+
+    @property
+    def seconds_done(self) -> float: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    def submit(self, request: Request[P], callback: ResultCallback[P, R_co]) -> None: ...
+
+    async def call(self, request: Request[P]) -> R_co: ...
+
+    def cancel(self, session_id: str) -> list[Request[P]]: ...
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class ModelService(Generic[P, R]):
@@ -97,14 +150,24 @@ class ModelService(Generic[P, R]):
         self.submit(request, done)
         return await future
 
-    def cancel(self, session_id: str) -> None:
-        """Forget the queued requests of a session that went away (running ones complete)."""
-        for request in self.scheduler.cancel(session_id):
+    def cancel(self, session_id: str) -> list[Request[P]]:
+        """Forget the queued requests of a session that went away (running ones complete).
+
+        Returns the forgotten requests; their callbacks will not be called.
+        """
+        gone = self.scheduler.cancel(session_id)
+        for request in gone:
             self._callbacks.pop(request.id, None)
+        return gone
 
     @property
     def busy_workers(self) -> int:
         return self.workers - self._free
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped (for readiness)."""
+        return self._task is not None and not self._task.done()
 
     # --- running --------------------------------------------------------------------------
 
@@ -112,10 +175,15 @@ class ModelService(Generic[P, R]):
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-service")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if task is not None:
+            # Python 3.11's asyncio.wait_for swallows a cancellation that arrives as its awaitable
+            # completes (the loop's wake-up), so cancel until the loop has really stopped.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def _run(self) -> None:

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from server.app import App
 
 
+ENTITY_LABELS = ("person", "organization", "place", "date", "amount", "other")
+
+
 def conversation_json(row: ConversationRow) -> dict[str, Any]:
     return asdict(row)
 
@@ -74,7 +77,15 @@ def add_memory_routes(router: Router, app: App) -> None:
             store = app.services.store if app.services else None
             if store is None or await store.get_conversation(request.tenant_id, conversation_id) is None:
                 return error_response(404, "conversation_not_found", "no such conversation")
-        hits = await knowledge.search(request.tenant_id, query, conversation_id, k)
+        entity = request.query.get("entity") or None
+        label = request.query.get("entity_label") or None
+        if label is not None and label not in ENTITY_LABELS:
+            return error_response(
+                400, "bad_request", f"entity_label must be one of {', '.join(ENTITY_LABELS)}"
+            )
+        hits = await knowledge.search(
+            request.tenant_id, query, conversation_id, k, entity=entity, entity_label=label
+        )
         results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
         return json_response(200, {"query": query, "results": results})
 

@@ -30,6 +30,9 @@ conversation ids are global, so `open_conversation` with a client-chosen id that
 already uses fails where an unused id would be created. Server-made ids (uuid4) are unguessable;
 a client-chosen id tells another tenant only that it is taken.
 
+API tokens. Only a token's SHA-256 is stored (`create_token`); `lookup_token` finds a valid
+token by that hash in a unique index. Making and hashing tokens is server/auth.py's business.
+
 Threads. A `Store` is one SQLite connection, used by one thread at a time. The asyncio server
 uses `AsyncStore`, which runs every call, in order, on one dedicated thread.
 
@@ -255,6 +258,18 @@ class AnswerRow:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """An API token as stored: never the token itself, only what it grants."""
+
+    id: int
+    tenant_id: str
+    scopes: tuple[str, ...]
+    created_at: float
+    revoked_at: float | None
+    """When it was revoked; None while it is valid."""
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 
@@ -365,6 +380,10 @@ class Store:
     def close(self) -> None:
         """Close the connection (the last one to close folds the WAL back into the database)."""
         self._conn.close()
+
+    def ping(self) -> None:
+        """One trivial query: raises when the database cannot be read (for readiness)."""
+        self._conn.execute("SELECT 1").fetchone()
 
     def __enter__(self) -> Store:
         return self
@@ -521,6 +540,40 @@ class Store:
             raise UtteranceConflict(f"utterance {public_id} is already stored with a different text")
         return stored
 
+    def set_entities(self, tenant_id: str, utterance_id: int, entities: Sequence[Mapping[str, Any]]) -> None:
+        """Record the named entities found in a stored utterance (of this tenant)."""
+        payload = json.dumps([dict(e) for e in entities], ensure_ascii=False)
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE utterances SET entities = ? WHERE id = ? AND tenant_id = ?",
+                (payload, utterance_id, tenant_id),
+            )
+
+    def utterance_ids_with_entity(
+        self,
+        tenant_id: str,
+        *,
+        text: str | None = None,
+        label: str | None = None,
+        conversation_id: str | None = None,
+    ) -> list[int]:
+        """Ids of the tenant's utterances with an entity matching `text` (case-insensitive) and/or `label`."""
+        query = (
+            "SELECT DISTINCT u.id FROM utterances u, json_each(u.entities) e"
+            " WHERE u.tenant_id = ? AND u.entities IS NOT NULL"
+        )
+        args: list[Any] = [tenant_id]
+        if text is not None:
+            query += " AND lower(json_extract(e.value, '$.text')) = lower(?)"
+            args.append(text)
+        if label is not None:
+            query += " AND json_extract(e.value, '$.label') = ?"
+            args.append(label)
+        if conversation_id is not None:
+            query += " AND u.conversation_id = ?"
+            args.append(conversation_id)
+        return [int(row[0]) for row in self._conn.execute(query + " ORDER BY u.id", args)]
+
     def end_conversation(self, conversation_id: str) -> None:
         """Mark a live conversation ended (it can be resumed by `open_conversation`)."""
         now = self._clock()
@@ -647,6 +700,57 @@ class Store:
         ).fetchone()
         return None if row is None else SummaryRow(**dict(row))
 
+    # --- API tokens (only their hashes are stored; server/auth.py makes and hashes them) ---
+
+    def create_token(self, tenant_id: str, token_hash: str, scopes: Sequence[str]) -> TokenRow:
+        """Store a new token's hash with its scopes (the tenant is created if needed).
+
+        Raises `StoreError` when the hash is already stored.
+        """
+        scope_list = sorted(set(scopes))
+        now = self._clock()
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, now)
+            try:
+                cursor = conn.execute(
+                    "INSERT INTO api_tokens (tenant_id, token_hash, scopes, created_at) VALUES (?, ?, ?, ?)",
+                    (tenant_id, token_hash, json.dumps(scope_list), now),
+                )
+            except sqlite3.IntegrityError as error:
+                raise StoreError(f"cannot store the token: {error}") from None
+        assert cursor.lastrowid is not None
+        return TokenRow(cursor.lastrowid, tenant_id, tuple(scope_list), now, None)
+
+    def list_tokens(self, tenant_id: str | None = None) -> list[TokenRow]:
+        """The tokens of one tenant (or of every tenant), revoked ones included, oldest first."""
+        where, args = ("WHERE tenant_id = ?", (tenant_id,)) if tenant_id is not None else ("", ())
+        rows = self._conn.execute(
+            f"SELECT id, tenant_id, scopes, created_at, revoked_at FROM api_tokens {where} ORDER BY id", args
+        ).fetchall()
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: int) -> TokenRow | None:
+        """Revoke a token (again: no change); returns it as revoked, or None when there is none."""
+        now = self._clock()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id)
+            )
+            row = conn.execute(
+                "SELECT id, tenant_id, scopes, created_at, revoked_at FROM api_tokens WHERE id = ?",
+                (token_id,),
+            ).fetchone()
+        return None if row is None else _token(row)
+
+    def lookup_token(self, token_hash: str) -> TokenRow | None:
+        """The valid (not revoked) token with this hash, or None (one lookup in a unique index)."""
+        row = self._conn.execute(
+            "SELECT id, tenant_id, scopes, created_at, revoked_at FROM api_tokens"
+            " WHERE token_hash = ? AND revoked_at IS NULL",
+            (token_hash,),
+        ).fetchone()
+        return None if row is None else _token(row)
+
     # --- helpers ---
 
     @staticmethod
@@ -680,6 +784,11 @@ def _conversation(row: sqlite3.Row) -> ConversationRow:
     return ConversationRow(**dict(row))
 
 
+def _token(row: sqlite3.Row) -> TokenRow:
+    scopes = json.loads(row["scopes"])
+    return TokenRow(row["id"], row["tenant_id"], tuple(scopes), row["created_at"], row["revoked_at"])
+
+
 def _utterance(row: sqlite3.Row) -> UtteranceRow:
     fields = dict(row)
     entities = fields.pop("entities")
@@ -690,6 +799,12 @@ def _utterance(row: sqlite3.Row) -> UtteranceRow:
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+WRITE_OPS = frozenset(
+    {"ensure_tenant", "open_conversation", "add_utterance", "end_conversation", "add_summary", "add_answer"}
+)
+"""`Store` methods whose latency `AsyncStore.on_write` reports (the writes of live sessions)."""
 
 
 class AsyncStore:
@@ -705,6 +820,9 @@ class AsyncStore:
     def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
         self._store = store
         self._executor = executor
+        self.on_write: Callable[[str, float], None] | None = None
+        """Called with (method name, seconds from call to completion, queueing included) after
+        each write of `WRITE_OPS` (for metrics)."""
 
     @classmethod
     async def open(
@@ -730,7 +848,17 @@ class AsyncStore:
 
     async def _call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        on_write = self.on_write
+        if on_write is None or fn.__name__ not in WRITE_OPS:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        started = time.perf_counter()
+        result = await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        on_write(fn.__name__, time.perf_counter() - started)
+        return result
+
+    async def ping(self) -> None:
+        """See `Store.ping`."""
+        await self._call(self._store.ping)
 
     async def close(self) -> None:
         """Close the connection after every call queued before this one, and stop the thread."""
@@ -792,6 +920,29 @@ class AsyncStore:
             track=track,
             speaker=speaker,
             entities=entities,
+        )
+
+    async def set_entities(
+        self, tenant_id: str, utterance_id: int, entities: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """See `Store.set_entities`."""
+        await self._call(self._store.set_entities, tenant_id, utterance_id, entities)
+
+    async def utterance_ids_with_entity(
+        self,
+        tenant_id: str,
+        *,
+        text: str | None = None,
+        label: str | None = None,
+        conversation_id: str | None = None,
+    ) -> list[int]:
+        """See `Store.utterance_ids_with_entity`."""
+        return await self._call(
+            self._store.utterance_ids_with_entity,
+            tenant_id,
+            text=text,
+            label=label,
+            conversation_id=conversation_id,
         )
 
     async def end_conversation(self, conversation_id: str) -> None:

@@ -1,7 +1,8 @@
 """The wire protocol's messages: one frozen dataclass per message, one serializer.
 
-Client → server messages (`Start`, `Stop`) are parsed by `server/codecs/native.py`; server →
-client events are produced by the core (`Session`) and serialized with `event_to_dict`.
+Client → server messages (`Start`, `Stop`, `Ask`, `WebRtcOffer`, ...) are parsed by
+`server/codecs/native.py`; server → client events are produced by the core (`Session`) and
+serialized with `event_to_dict`.
 Field names here are the field names on the wire (docs/protocol.md).
 """
 
@@ -26,6 +27,9 @@ def utterance_id(conversation_id: str, seq: int) -> str:
 Encoding = Literal["pcm_s16le", "f32le", "mulaw", "alaw"]
 ENCODINGS: tuple[Encoding, ...] = ("pcm_s16le", "f32le", "mulaw", "alaw")
 
+Transport = Literal["socket", "webrtc"]
+"""How a `/v1/stream` session's audio arrives: binary frames on the socket, or a WebRTC track."""
+
 
 # --- client → server -------------------------------------------------------------------------
 
@@ -43,6 +47,8 @@ class Start:
     partials: bool = True
     track: str | None = None
     """Which speaker or call leg this audio is (e.g. "inbound"), recorded on each utterance."""
+    transport: Transport = "socket"
+    """"webrtc": the audio comes over a WebRTC track negotiated with `webrtc.offer`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,23 @@ class Ask:
 
 MAX_QUESTION_CHARS = 1000
 
-ClientMessage = Start | Stop | Ask
+
+@dataclass(frozen=True, slots=True)
+class WebRtcOffer:
+    """A WebRTC offer for the session's audio track; answered with `webrtc.answer`."""
+
+    sdp: str
+    """The offer's SDP, with its ICE candidates (no trickle ICE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcCandidate:
+    """A trickled ICE candidate: accepted and ignored (the offer carries the candidates)."""
+
+    candidate: str | None = None
+
+
+ClientMessage = Start | Stop | Ask | WebRtcOffer | WebRtcCandidate
 
 
 # --- server → client -------------------------------------------------------------------------
@@ -183,6 +205,14 @@ class Summary:
     final: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WebRtcAnswer:
+    """The server's answer to `webrtc.offer`: its SDP holds every server ICE candidate."""
+
+    type: ClassVar[str] = "webrtc.answer"
+    sdp: str
+
+
 ServerEvent = (
     Ready
     | SpeechStarted
@@ -194,6 +224,7 @@ ServerEvent = (
     | AnswerDelta
     | AnswerDone
     | Summary
+    | WebRtcAnswer
 )
 
 

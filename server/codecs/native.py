@@ -27,6 +27,9 @@ from stream.events import (
     ServerEvent,
     Start,
     Stop,
+    Transport,
+    WebRtcCandidate,
+    WebRtcOffer,
     event_to_dict,
 )
 
@@ -37,6 +40,9 @@ MAX_DEPTH = 32
 
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
 MAX_TRACK_CHARS = 64
+
+WEBRTC_SAMPLE_RATE = 48_000
+"""The audio format of a WebRTC session: the WebRTC transport decodes Opus to 48 kHz mono PCM16."""
 
 JsonObject = dict[str, Any]
 Parser = Callable[[JsonObject], ClientMessage]
@@ -71,14 +77,23 @@ def parse_start(obj: JsonObject) -> Start:
     """`{"type":"start","sample_rate":16000,"encoding":"pcm_s16le","language":"en",...}` → `Start`.
 
     Missing optional fields (or null ones) take their defaults; unknown fields are ignored.
+    With `"transport":"webrtc"` the audio format is the WebRTC transport's (48 kHz mono
+    pcm_s16le): the format fields may be left out, and must say so when given.
     """
-    sample_rate = _integer(obj, "sample_rate", None)
+    transport = _transport(obj.get("transport"))
+    webrtc = transport == "webrtc"
+    sample_rate = _integer(obj, "sample_rate", WEBRTC_SAMPLE_RATE if webrtc else None)
     encoding = obj.get("encoding")
     if encoding is None:
         encoding = "pcm_s16le"
     elif not isinstance(encoding, str):
         _bad_start(f"encoding must be a string, not {_show(encoding)}")
     channels = _integer(obj, "channels", 1)
+    if webrtc and (sample_rate, encoding, channels) != (WEBRTC_SAMPLE_RATE, "pcm_s16le", 1):
+        _bad_start(
+            f"a webrtc session's audio is {WEBRTC_SAMPLE_RATE} Hz mono pcm_s16le; "
+            "leave sample_rate, encoding and channels out"
+        )
     validate_format(encoding, sample_rate, channels)
     partials = obj.get("partials")
     if partials is None:
@@ -93,6 +108,7 @@ def parse_start(obj: JsonObject) -> Start:
         conversation_id=_conversation_id(obj.get("conversation_id")),
         partials=partials,
         track=_track(obj.get("track")),
+        transport=transport,
     )
 
 
@@ -124,10 +140,36 @@ def parse_ask(obj: JsonObject) -> Ask:
     return Ask(question.strip(), scope, conversation_id, answer_id)
 
 
+MAX_SDP_CHARS = 32_768
+"""Longest SDP accepted in `webrtc.offer` (a browser's audio offer is 2-6 kB)."""
+
+
+def parse_webrtc_offer(obj: JsonObject) -> WebRtcOffer:
+    """`{"type":"webrtc.offer","sdp":"v=0..."}` → `WebRtcOffer` (BAD_OFFER when the SDP is not one)."""
+    sdp = obj.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise ProtocolError(ErrorCode.BAD_OFFER, "webrtc.offer needs an SDP string 'sdp' starting with v=0")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise ProtocolError(ErrorCode.BAD_OFFER, f"SDP longer than {MAX_SDP_CHARS} characters")
+    if "m=audio" not in sdp:
+        raise ProtocolError(ErrorCode.BAD_OFFER, "the offer has no audio section (m=audio)")
+    return WebRtcOffer(sdp)
+
+
+def parse_webrtc_candidate(obj: JsonObject) -> WebRtcCandidate:
+    """`{"type":"webrtc.candidate","candidate":"candidate:..."}` → `WebRtcCandidate` (any shape: ignored)."""
+    candidate = obj.get("candidate")
+    if isinstance(candidate, dict):  # RTCIceCandidate.toJSON() sent as is
+        candidate = candidate.get("candidate")
+    return WebRtcCandidate(candidate if isinstance(candidate, str) else None)
+
+
 PARSERS: dict[str, Parser] = {
     "start": parse_start,
     "stop": parse_stop,
     "ask": parse_ask,
+    "webrtc.offer": parse_webrtc_offer,
+    "webrtc.candidate": parse_webrtc_candidate,
 }
 """The parser of each client message `type`."""
 
@@ -223,6 +265,14 @@ def _conversation_id(value: object) -> str | None:
             f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {_show(value)}"
         )
     return value
+
+
+def _transport(value: object) -> Transport:
+    if value is None or value == "socket":
+        return "socket"
+    if value == "webrtc":
+        return "webrtc"
+    _bad_start(f"transport must be 'socket' or 'webrtc', not {_show(value)}")
 
 
 def _track(value: object) -> str | None:

@@ -5,6 +5,11 @@ call: its first frame, the call's UUID, names the conversation (the UUID's 32 he
 its audio frames feed a `LiveSession` of track "caller". Nothing is sent back to Asterisk:
 finals go to the store. A hangup frame, an error frame, the socket closing or a bad frame stop
 the session (its pending finals are still stored).
+
+AudioSocket carries no credentials. Without `--auth` calls go to the server's tenant; with
+`--auth` they run under the configured `audiosocket_token` (its tenant, and it needs `stream`),
+checked at each call so that revoking it refuses new calls. Either way anyone who can reach the
+port can stream: keep it reachable from Asterisk only (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from server.auth import Scope, authenticate_token
 from server.codecs.audiosocket import SAMPLE_RATE, Audio, AudioSocketParser, CallId, Digit, ErrorFrame, Hangup
 from server.live import LiveSession
 from stream.errors import ErrorCode, ProtocolError
@@ -82,9 +88,13 @@ async def handle_audiosocket(reader: asyncio.StreamReader, writer: asyncio.Strea
 async def _open_session(app: App, conversation_id: str) -> LiveSession:
     if app.services is None:
         raise ProtocolError(ErrorCode.UNAVAILABLE, "models are loading")
-    if app.active_sessions() >= app.config.limits.max_sessions:
-        raise ProtocolError(ErrorCode.OVERLOADED, "too many sessions")
-    live = app.new_session()
+    principal = authenticate_token(app.auth, app.config.audiosocket_token)
+    if principal is None or not principal.allows(Scope.STREAM):
+        raise ProtocolError(
+            ErrorCode.UNAUTHORIZED, "the AudioSocket token is invalid, revoked or lacks 'stream'"
+        )
+    app.admit(principal.tenant_id)
+    live = app.new_session(principal)
     await live.open(
         Start(
             sample_rate=SAMPLE_RATE,

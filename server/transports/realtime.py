@@ -9,12 +9,14 @@ socket detaches the session (its pending finals are still stored).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.auth import Scope
 from server.codecs.realtime import (
     AppendAudio,
     ClearAudio,
@@ -50,18 +52,26 @@ async def handle_realtime(ws: ServerConnection, app: App) -> None:
     # An append carries base64 audio: allow text messages as large as the socket does.
     max_text = max(limits.max_text_bytes, limits.max_frame_bytes)
     live: LiveSession | None = None
+    principal = app.authenticate(ws.request)
+    if principal is None or not principal.allows(Scope.STREAM):
+        refusal = (
+            ProtocolError(ErrorCode.UNAUTHORIZED, "a valid API token is required")
+            if principal is None
+            else ProtocolError(ErrorCode.FORBIDDEN, "this endpoint needs a token with 'stream'")
+        )
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(dumps(translator.error(refusal)))
+            await ws.close(CloseCode.POLICY_VIOLATION, refusal.code.value)
+        return
 
     async def send_events(event: ServerEvent) -> None:
         for out in translator.translate(event):
             await ws.send(dumps(out))
 
     async def open_session() -> LiveSession:
-        if app.active_sessions() >= limits.max_sessions:
-            raise RealtimeError(
-                ErrorCode.OVERLOADED, "too many sessions; try again later", close=CloseCode.TRY_AGAIN_LATER
-            )
+        app.admit(principal.tenant_id)
         start, turn_detection = translator.start()
-        candidate = app.new_session()
+        candidate = app.new_session(principal)
         await candidate.open(start, turn_detection=turn_detection)
         translator.audio_started = True
         app.register(candidate)

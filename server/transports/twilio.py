@@ -8,6 +8,10 @@ socket closing, stops both sessions (their pending finals are still stored).
 
 A bad message is logged and ignored; after `MAX_BAD_MESSAGES` of them, or at a `start` that
 cannot be served, the socket is closed with 1008 (1013 when the server is full).
+
+Twilio cannot send headers: the API token (scope `stream`) travels as the `<Parameter
+name="token">` of the `<Stream>`, i.e. `customParameters.token` of `start`, and names the tenant.
+A start without a valid one closes the socket with 1008 (reason `unauthorized` or `forbidden`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.auth import Scope, authenticate_token
 from server.codecs.twilio import Media, StreamStart, StreamStop, parse_message, session_start
 from server.live import LiveSession
 from stream.errors import CloseCode, ErrorCode, ProtocolError
@@ -101,13 +106,16 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
 
 async def _open_sessions(app: App, start: StreamStart, sessions: dict[str, LiveSession]) -> None:
     """Open one session per track of the stream into `sessions` (those opened stay there on error)."""
-    limits = app.config.limits
-    if app.active_sessions() + len(start.tracks) > limits.max_sessions:
+    principal = authenticate_token(app.auth, start.custom_parameters.get("token"))
+    if principal is None:
         raise ProtocolError(
-            ErrorCode.OVERLOADED, "too many sessions; try again later", CloseCode.TRY_AGAIN_LATER
+            ErrorCode.UNAUTHORIZED, "customParameters.token is missing or invalid", CloseCode.POLICY_VIOLATION
         )
+    if not principal.allows(Scope.STREAM):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "the token lacks 'stream'", CloseCode.POLICY_VIOLATION)
+    app.admit(principal.tenant_id, len(start.tracks))
     for track in start.tracks:
-        live = app.new_session()
+        live = app.new_session(principal)
         await live.open(session_start(start, track))
         app.register(live)
         live.outbox.send = None  # nobody reads events on this socket: results go to the store

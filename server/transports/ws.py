@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.auth import Scope, ask_allowed
 from server.codecs.native import parse_client_text, serialize_event
+from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.transports.webrtc import WebRtcIngest
 from stream.errors import CloseCode, ErrorCode, ProtocolError
-from stream.events import Ask, Error, ServerEvent, Start, Stop
+from stream.events import Ask, Error, ServerEvent, Start, Stop, WebRtcCandidate, WebRtcOffer
 
 if TYPE_CHECKING:
     from server.app import App
@@ -31,9 +36,44 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
     assert ws.request is not None
     principal = app.authenticate(ws.request)
     if principal is None:
-        await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
+        with contextlib.suppress(ConnectionClosed):
+            await send(Error(ErrorCode.UNAUTHORIZED, "a valid API token is required"))
+            await ws.close(CloseCode.POLICY_VIOLATION, ErrorCode.UNAUTHORIZED.value)
         return
     asks: set[asyncio.Task[None]] = set()
+    rates = ConnectionLimits(limits, time.monotonic())
+    last_message = time.monotonic()
+
+    async def close_when_idle() -> None:
+        """Close the connection once the client sent nothing for `limits.idle_timeout_s`.
+
+        Audio counts however it comes (binary frames, or WebRTC, which bypasses the socket);
+        waiting for an answer, or for the last finals after `stop`, is not idleness.
+        """
+        timeout = limits.idle_timeout_s
+        audio_seen, active_at = 0.0, time.monotonic()
+        while True:
+            idle_until = max(last_message, active_at) + timeout
+            await asyncio.sleep(min(1.0, max(0.05, idle_until - time.monotonic())))
+            stopping = live is not None and live.session is not None and live.session.stopped
+            if asks or stopping or (live is not None and live.audio_seconds != audio_seen):
+                audio_seen = live.audio_seconds if live is not None else audio_seen
+                active_at = time.monotonic()
+                continue
+            if time.monotonic() - max(last_message, active_at) >= timeout:
+                error = Error(ErrorCode.IDLE_TIMEOUT, f"nothing received for {timeout:g} s")
+                with contextlib.suppress(ConnectionClosed):
+                    if live is not None:
+                        live.outbox.put(error)
+                        await asyncio.sleep(0)  # let the writer send the error first
+                    else:
+                        await send(error)
+                    await ws.close(CloseCode.POLICY_VIOLATION, ErrorCode.IDLE_TIMEOUT.value)
+                return
+
+    idle_watch = asyncio.create_task(close_when_idle()) if limits.idle_timeout_s > 0 else None
+    rtc: WebRtcIngest | None = None
+    """The session's WebRTC audio, once a `webrtc.offer` was answered."""
 
     async def answer(ask: Ask) -> None:
         """Stream one answer; through the session's outbox when started, so events stay ordered."""
@@ -61,31 +101,45 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
 
     try:
         async for message in ws:
+            last_message = time.monotonic()
             try:
+                rates.message(last_message)
                 if isinstance(message, str):
                     msg = parse_client_text(message, limits.max_text_bytes)
                     if isinstance(msg, Start):
                         if live is not None:
                             raise ProtocolError(ErrorCode.ALREADY_STARTED, "this connection already started")
-                        if app.active_sessions() >= limits.max_sessions:
-                            raise ProtocolError(
-                                ErrorCode.OVERLOADED,
-                                "too many sessions; try again later",
-                                CloseCode.TRY_AGAIN_LATER,
-                            )
+                        if not principal.allows(Scope.STREAM):
+                            raise ProtocolError(ErrorCode.FORBIDDEN, "streaming needs a token with 'stream'")
+                        app.admit(principal.tenant_id)
                         candidate = app.new_session(principal)
                         ready = await candidate.open(msg)
+                        rates.started(msg)
                         live = candidate
                         app.register(live)
                         live.outbox.send = send
                         live.outbox.put(ready)
                     elif isinstance(msg, Ask):
+                        if not ask_allowed(principal, msg, live.conversation_id if live else None):
+                            raise ProtocolError(
+                                ErrorCode.FORBIDDEN,
+                                "asking about other conversations needs a token with 'read'",
+                            )
                         task = asyncio.create_task(answer(msg))
                         asks.add(task)
                         task.add_done_callback(asks.discard)
+                    elif isinstance(msg, WebRtcOffer):
+                        if live is None:
+                            raise ProtocolError(ErrorCode.NOT_STARTED, "webrtc.offer before start")
+                        rtc = rtc or WebRtcIngest(live)
+                        live.outbox.put(await rtc.accept(msg))
+                    elif isinstance(msg, WebRtcCandidate):
+                        pass  # the offer and the answer carry every candidate: no trickle ICE
                     elif isinstance(msg, Stop):
                         if live is None:
                             raise ProtocolError(ErrorCode.NOT_STARTED, "stop before start")
+                        if rtc is not None:
+                            await rtc.close()
                         live.stop()
                         await live.wait_closed()
                         await ws.close(CloseCode.NORMAL, "closed")
@@ -99,6 +153,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                             f"audio frame of {len(message)} bytes exceeds {limits.max_frame_bytes}",
                             CloseCode.MESSAGE_TOO_BIG,
                         )
+                    rates.audio(len(message), last_message)
                     live.feed(message)
             except ProtocolError as error:
                 event = Error(error.code, error.message)
@@ -121,7 +176,11 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
         except ConnectionClosed:
             pass
     finally:
+        if idle_watch is not None:
+            idle_watch.cancel()
         for task in asks:
             task.cancel()
+        if rtc is not None:
+            await rtc.close()
         if live is not None and not live.outbox.closed.is_set():
             live.detach()

@@ -174,7 +174,7 @@ def test_stop() -> None:
 
 
 def test_parsers_table() -> None:
-    assert set(PARSERS) == {"start", "stop", "ask"}
+    assert set(PARSERS) == {"start", "stop", "ask", "webrtc.offer", "webrtc.candidate"}
 
 
 @pytest.mark.parametrize("text", ['{"type":"ping"}', '{"type":"Start"}', "{}", '{"type":null}', '{"type":1}'])

@@ -20,6 +20,7 @@ from server.store import (
     ConversationNotFound,
     SchemaTooNew,
     Store,
+    StoreError,
     UtteranceConflict,
     migrate,
     schema_version,
@@ -340,3 +341,29 @@ async def test_async_store_serializes_calls_in_order(db: Path) -> None:
         assert (listed.status, listed.utterance_count) == ("ended", 40)
     with Store.open(db) as reopened:
         assert len(reopened.utterances("t", conversation.id)) == 40
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+def test_api_tokens_create_list_lookup_revoke(store: Store) -> None:
+    """Tokens are stored by hash; a revoked one is no longer found; listing filters by tenant."""
+    a = store.create_token("acme", "hash-a", ["stream", "read", "stream"])
+    b = store.create_token("beta", "hash-b", ["admin"])
+    assert (a.tenant_id, a.scopes, a.revoked_at) == ("acme", ("read", "stream"), None)
+    assert store.lookup_token("hash-a") == a
+    assert store.lookup_token("hash-x") is None
+    assert store.list_tokens() == [a, b]
+    assert store.list_tokens("beta") == [b]
+    assert store.get_conversation("beta", "nothing") is None  # the tenant was created with its token
+
+    revoked = store.revoke_token(a.id)
+    assert revoked is not None and revoked.revoked_at is not None
+    assert store.lookup_token("hash-a") is None
+    again = store.revoke_token(a.id)
+    assert again == revoked, "revoking again keeps the first revocation time"
+    assert store.revoke_token(999) is None
+    assert store.list_tokens("acme") == [revoked]
+
+    with pytest.raises(StoreError):
+        store.create_token("beta", "hash-b", ["read"])

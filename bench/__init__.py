@@ -1,0 +1,1 @@
+"""Benchmarks that print their figures and the command that produced them (`python -m bench.NAME`)."""

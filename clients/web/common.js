@@ -1,0 +1,101 @@
+// Helpers shared by the meeting page and the dashboard (no framework, no build step).
+"use strict";
+
+const Palabre = (() => {
+  const query = new URLSearchParams(location.search);
+  const token = query.get("token");
+
+  /** The WebSocket URL of a server path, carrying ?token= when the page was given one. */
+  function wsUrl(path) {
+    const url = new URL(path, location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    if (token) url.searchParams.set("token", token);
+    return url.toString();
+  }
+
+  /** The HTTP URL of a server path, with the token. */
+  function httpUrl(path) {
+    const url = new URL(path, location.href);
+    if (token) url.searchParams.set("token", token);
+    return url.toString();
+  }
+
+  /** GET a JSON resource; throws an Error with the server's message when it is not 2xx. */
+  async function getJson(path) {
+    const response = await fetch(httpUrl(path), { headers: { Accept: "application/json" } });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const message = body.error ? body.error.message : response.statusText;
+      throw new Error(`${response.status} ${message}`);
+    }
+    return body;
+  }
+
+  /** Seconds as m:ss (or h:mm:ss). */
+  function clock(seconds) {
+    const s = Math.max(0, Math.floor(seconds || 0));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+  }
+
+  /** A DOM element: el("li", {class: "x", dataset: {id: 1}}, "text", child). */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : String(child));
+    }
+    return node;
+  }
+
+  /** Show a message in a banner element ("error", "warn" or "info"); null hides it. */
+  function banner(node, kind, message) {
+    if (!message) {
+      node.hidden = true;
+      node.textContent = "";
+      return;
+    }
+    node.className = `banner ${kind}`;
+    node.textContent = message;
+    node.hidden = false;
+  }
+
+  /** Set a status pill: its class (idle, connecting, live, reconnecting, error) and text. */
+  function status(node, kind, text) {
+    node.className = `pill ${kind}`;
+    node.textContent = text;
+  }
+
+  /** The position of an utterance in its conversation: the number after the last ':' of its id. */
+  function seqOf(utteranceId) {
+    return Number(String(utteranceId).split(":").pop());
+  }
+
+  /** Insert an utterance's <li> (data-utterance-id) into a list ordered by seq. */
+  function insertUtterance(list, li) {
+    const seq = seqOf(li.dataset.utteranceId);
+    for (const other of list.children) {
+      if (seqOf(other.dataset.utteranceId) > seq) {
+        list.insertBefore(li, other);
+        return;
+      }
+    }
+    list.append(li);
+  }
+
+  /** Reconnection delays: 1, 2, 4, 8, then 10 s. */
+  function backoff(attempt) {
+    return Math.min(1000 * 2 ** attempt, 10000);
+  }
+
+  return { query, token, wsUrl, httpUrl, getJson, clock, el, banner, status, backoff, seqOf, insertUtterance };
+})();

@@ -1,0 +1,97 @@
+"""Per-connection and per-tenant limits: message and audio rates, sessions per tenant.
+
+Pure (a clock value is passed in), so every rule is tested with plain calls:
+
+* `TokenBucket`: `rate` units per second, up to `capacity` saved up.
+* `ConnectionLimits`: one `/v1/stream` connection's message rate and audio rate. A client
+  that goes over either is refused with `rate_limited` and the connection closes (1008): the
+  server never buffers or transcribes audio faster than `LimitsConfig.audio_rate` times real
+  time (beyond a burst of `audio_burst_s` seconds).
+* `admit_sessions`: the process-wide and per-tenant session caps (`overloaded`, 1013).
+
+Defaults are in `server.config.LimitsConfig`; docs/security.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from server.config import LimitsConfig
+from stream.audio import BYTES_PER_SAMPLE
+from stream.errors import CloseCode, ErrorCode, ProtocolError
+from stream.events import Start
+
+
+class TokenBucket:
+    """`rate` tokens per second accrue up to `capacity`; `take` spends them (rate 0: unlimited)."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Spend `amount` tokens; False (nothing spent) when there are not enough."""
+        if self.rate <= 0:
+            return True
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        if amount > self.tokens:
+            return False
+        self.tokens -= amount
+        return True
+
+
+class ConnectionLimits:
+    """The rate limits of one connection: call `message()` for each message, `audio()` for each frame."""
+
+    def __init__(self, limits: LimitsConfig, now: float) -> None:
+        self.limits = limits
+        self.messages = TokenBucket(limits.message_rate, limits.message_burst, now)
+        self.audio_seconds = TokenBucket(limits.audio_rate, limits.audio_burst_s, now)
+        self.bytes_per_second = 0.0
+        """Of the announced audio format (0 until `started`)."""
+
+    def started(self, start: Start) -> None:
+        """Audio in `start`'s format follows."""
+        self.bytes_per_second = float(BYTES_PER_SAMPLE[start.encoding] * start.channels * start.sample_rate)
+
+    def message(self, now: float) -> None:
+        """One message arrived; raises `rate_limited` when the message rate is exceeded."""
+        if not self.messages.take(1.0, now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.limits.message_rate:g} messages per second",
+                CloseCode.POLICY_VIOLATION,
+            )
+
+    def audio(self, size: int, now: float) -> None:
+        """An audio frame of `size` bytes arrived; raises `rate_limited` when audio comes too fast."""
+        if self.bytes_per_second <= 0:
+            return
+        if not self.audio_seconds.take(size / self.bytes_per_second, now):
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"audio sent faster than {self.limits.audio_rate:g}x real time "
+                f"(beyond a burst of {self.limits.audio_burst_s:g} s); pace the audio",
+                CloseCode.POLICY_VIOLATION,
+            )
+
+
+def admit_sessions(limits: LimitsConfig, tenant_id: str, live_tenants: Iterable[str], count: int = 1) -> None:
+    """Raise `overloaded` (close 1013) unless `count` more sessions of `tenant_id` fit.
+
+    `live_tenants` is the tenant of every live session of the process.
+    """
+    tenants = list(live_tenants)
+    if len(tenants) + count > limits.max_sessions:
+        raise ProtocolError(
+            ErrorCode.OVERLOADED, "too many sessions; try again later", CloseCode.TRY_AGAIN_LATER
+        )
+    if sum(1 for t in tenants if t == tenant_id) + count > limits.max_sessions_per_tenant:
+        raise ProtocolError(
+            ErrorCode.OVERLOADED,
+            f"this tenant already has {limits.max_sessions_per_tenant} live sessions; try again later",
+            CloseCode.TRY_AGAIN_LATER,
+        )

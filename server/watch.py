@@ -1,0 +1,361 @@
+"""The watch hub behind `/v1/watch`: live conversations and server figures for dashboards.
+
+Every live session's events reach `WatchHub.observe` (a `SessionObserver` in
+`SessionServices.observers`): the hub keeps a small view of each running conversation (speaking,
+utterance count, last final, final latency, summary) and forwards the events a dashboard shows
+to the subscribers of the same tenant. A subscriber receives, in order:
+
+* `snapshot` — the tenant's running conversations and the latest figures, at once;
+* `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
+* `speech_started`, `speech_stopped`, `partial`, `final`, `summary` — the session events, each
+  with `conversation_id` and `session_id` (a final also with `latency_ms`, from the end of
+  speech to the stored final);
+* `stats` — every `stats_interval_s` while someone watches.
+
+Each subscriber has a bounded queue (`Subscriber`): when a slow watcher's queue is full its queued
+partials and figures are dropped first; a watcher still too slow is cut off (it reconnects and
+gets a fresh snapshot). Messages are serialized once and shared by every subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from server.auth import Principal, Scope
+from stream.events import (
+    Closed,
+    Final,
+    Partial,
+    Ready,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    Summary,
+    event_to_dict,
+)
+
+if TYPE_CHECKING:
+    from server.live import LiveSession
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 2.0
+MAX_QUEUED = 256
+"""Messages one subscriber may have waiting before its partials are dropped."""
+LAST_FINAL_CHARS = 200
+
+Kind = Literal["snapshot", "event", "partial", "stats"]
+"""How a queued message may be dropped: partials and stats are expendable, the rest is not."""
+
+
+@dataclass(slots=True)
+class ConversationView:
+    """What a dashboard shows of one running conversation."""
+
+    conversation_id: str
+    tenant_id: str
+    started_at: float
+    """Wall-clock time (Unix seconds) its first live session opened."""
+    language: str | None = None
+    sessions: dict[str, str] = field(default_factory=dict)
+    """Live session id → its transport ("socket", "webrtc", or the endpoint's own)."""
+    speaking: set[str] = field(default_factory=set)
+    """Utterance ids between `speech_started` and their final."""
+    utterances: int = 0
+    """Non-empty finals stored since it went live."""
+    last_final: str = ""
+    latency_ms: float | None = None
+    """Time from the end of speech (`speech_stopped`) to the stored final, of the last final."""
+    summary: str | None = None
+    summary_upto_seq: int = -1
+    stopped_at: dict[str, float] = field(default_factory=dict)
+    """Utterance id → when its `speech_stopped` went out (time.monotonic())."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "started_at": round(self.started_at, 3),
+            "language": self.language,
+            "sessions": len(self.sessions),
+            "transports": sorted(set(self.sessions.values())),
+            "speaking": bool(self.speaking),
+            "utterances": self.utterances,
+            "last_final": self.last_final,
+            "latency_ms": self.latency_ms,
+            "summary": self.summary,
+        }
+
+
+class Subscriber:
+    """One watcher's bounded queue of serialized messages."""
+
+    def __init__(self, tenant_id: str, server_figures: bool, max_queued: int = MAX_QUEUED) -> None:
+        self.tenant_id = tenant_id
+        self.server_figures = server_figures
+        """Whether it sees process-wide figures (scheduler, batches): admins only."""
+        self.max_queued = max_queued
+        self._queue: deque[tuple[Kind, str]] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.overflowed = False
+        """Too slow even without its partials: the connection should be closed."""
+
+    def offer(self, kind: Kind, text: str) -> None:
+        """Queue a message; drop expendable ones (partials, stats) when the queue is full."""
+        if self.overflowed:
+            return
+        if len(self._queue) >= self.max_queued:
+            kept = deque(item for item in self._queue if item[0] not in ("partial", "stats"))
+            self.dropped += len(self._queue) - len(kept)
+            self._queue = kept
+            if kind in ("partial", "stats"):
+                self.dropped += 1
+                return
+            if len(self._queue) >= self.max_queued:
+                self.overflowed = True
+                self._queue.clear()
+                self._ready.set()
+                return
+        self._queue.append((kind, text))
+        self._ready.set()
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def get(self) -> str | None:
+        """The next message, waiting for one; None once the subscriber overflowed."""
+        while not self._queue:
+            if self.overflowed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()[1]
+
+
+class WatchHub:
+    """Publish/subscribe of live conversation events, per tenant."""
+
+    def __init__(
+        self,
+        stats: Callable[[], dict[str, Any]],
+        *,
+        stats_interval_s: float = STATS_INTERVAL_S,
+        max_queued: int = MAX_QUEUED,
+    ) -> None:
+        self._server_stats = stats
+        self.stats_interval_s = stats_interval_s
+        self.max_queued = max_queued
+        self._subscribers: set[Subscriber] = set()
+        self._conversations: dict[str, ConversationView] = {}
+        self._sessions: dict[str, LiveSession] = {}
+        self._ended_audio_s: dict[str, float] = {}
+        """Tenant → audio seconds received by its sessions that have closed."""
+        self._rate_base: dict[str, tuple[float, float]] = {}
+        """Tenant → (time.monotonic(), total audio seconds) at the previous figures."""
+        self._batch_base: tuple[int, int] = (0, 0)
+        """(batches, batched requests) of the ASR scheduler at the previous figures."""
+        self._ticker: asyncio.Task[None] | None = None
+
+    # --- the observer side ------------------------------------------------------------------
+
+    def observe(self, live: LiveSession, event: ServerEvent) -> None:
+        """Take one event of a live session (see `server.live.SessionObserver`)."""
+        if isinstance(event, Ready):
+            self._opened(live)
+            return
+        view = self._conversations.get(live.conversation_id)
+        if view is None:
+            return
+        extra: dict[str, Any] = {"conversation_id": view.conversation_id, "session_id": live.session_id}
+        kind: Kind = "event"
+        if isinstance(event, SpeechStarted):
+            view.speaking.add(event.utterance_id)
+        elif isinstance(event, SpeechStopped):
+            view.stopped_at[event.utterance_id] = time.monotonic()
+        elif isinstance(event, Partial):
+            kind = "partial"
+        elif isinstance(event, Final):
+            view.speaking.discard(event.utterance_id)
+            stopped = view.stopped_at.pop(event.utterance_id, None)
+            latency = round((time.monotonic() - stopped) * 1000, 1) if stopped is not None else None
+            extra["latency_ms"] = latency
+            if not event.text:
+                return
+            view.utterances += 1
+            view.last_final = event.text[:LAST_FINAL_CHARS]
+            view.latency_ms = latency if latency is not None else view.latency_ms
+        elif isinstance(event, Summary):
+            if event.upto_seq == view.summary_upto_seq and event.text == view.summary and not event.final:
+                return  # the same summary, delivered to another session of the conversation
+            view.summary, view.summary_upto_seq = event.text, event.upto_seq
+            extra.pop("session_id")
+        elif isinstance(event, Closed):
+            self._closed(live, view)
+            return
+        else:
+            return
+        self._publish(view.tenant_id, kind, {**event_to_dict(event), **extra})
+
+    def _opened(self, live: LiveSession) -> None:
+        self._sessions[live.session_id] = live
+        transport = live.start.transport if live.start is not None else "socket"
+        view = self._conversations.get(live.conversation_id)
+        if view is None:
+            view = ConversationView(live.conversation_id, live.tenant_id, time.time())
+            view.language = live.start.language if live.start is not None else None
+            view.sessions[live.session_id] = transport
+            self._conversations[view.conversation_id] = view
+            self._publish(view.tenant_id, "event", {"type": "conversation.started", **view.to_json()})
+        else:
+            view.sessions[live.session_id] = transport
+
+    def _closed(self, live: LiveSession, view: ConversationView) -> None:
+        if self._sessions.pop(live.session_id, None) is not None:
+            tenant = live.tenant_id
+            self._ended_audio_s[tenant] = self._ended_audio_s.get(tenant, 0.0) + live.audio_seconds
+        view.sessions.pop(live.session_id, None)
+        if view.sessions:
+            return
+        del self._conversations[view.conversation_id]
+        self._publish(
+            view.tenant_id,
+            "event",
+            {
+                "type": "conversation.ended",
+                "conversation_id": view.conversation_id,
+                "utterances": view.utterances,
+            },
+        )
+
+    # --- the subscriber side ----------------------------------------------------------------
+
+    def subscribe(self, principal: Principal) -> Subscriber:
+        """A new watcher of `principal`'s tenant; its queue starts with the snapshot."""
+        subscriber = Subscriber(principal.tenant_id, principal.allows(Scope.ADMIN), self.max_queued)
+        snapshot = {
+            "type": "snapshot",
+            "conversations": [v.to_json() for v in self.conversations(principal.tenant_id)],
+            "stats": self._figures(subscriber),
+        }
+        subscriber.offer("snapshot", _dumps(snapshot))
+        self._subscribers.add(subscriber)
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="watch-stats")
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        if not self._subscribers and self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def conversations(self, tenant_id: str) -> list[ConversationView]:
+        """The tenant's running conversations, oldest first."""
+        views = [v for v in self._conversations.values() if v.tenant_id == tenant_id]
+        return sorted(views, key=lambda v: v.started_at)
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    def _publish(self, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
+        text: str | None = None
+        for subscriber in self._subscribers:
+            if subscriber.tenant_id == tenant_id:
+                text = text or _dumps(message)
+                subscriber.offer(kind, text)
+
+    # --- figures ----------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Send `stats` to every subscriber every `stats_interval_s`."""
+        while True:
+            await asyncio.sleep(self.stats_interval_s)
+            try:
+                self._send_figures()
+            except Exception:
+                log.exception("watch figures failed")
+
+    def _send_figures(self) -> None:
+        """One `stats` message per (tenant, admin or not), each serialized once."""
+        server = self._server_figures()
+        tenants: dict[str, dict[str, Any]] = {}
+        texts: dict[tuple[str, bool], str] = {}
+        for subscriber in list(self._subscribers):
+            key = (subscriber.tenant_id, subscriber.server_figures)
+            if key not in texts:
+                if subscriber.tenant_id not in tenants:
+                    tenants[subscriber.tenant_id] = self._tenant_figures(subscriber.tenant_id)
+                figures = tenants[subscriber.tenant_id]
+                if subscriber.server_figures:
+                    figures = {**figures, "server": server}
+                texts[key] = _dumps({"type": "stats", **figures})
+            subscriber.offer("stats", texts[key])
+
+    def _figures(self, subscriber: Subscriber) -> dict[str, Any]:
+        """The figures of a new subscriber's snapshot (the rates' bases are left alone)."""
+        figures = self._tenant_figures(subscriber.tenant_id, update_rate=False)
+        if subscriber.server_figures:
+            figures["server"] = self._server_figures(update_rate=False)
+        return figures
+
+    def _tenant_figures(self, tenant_id: str, *, update_rate: bool = True) -> dict[str, Any]:
+        """Sessions, conversations and the audio received per second by one tenant."""
+        sessions = [s for s in self._sessions.values() if s.tenant_id == tenant_id]
+        total = self._ended_audio_s.get(tenant_id, 0.0) + sum(s.audio_seconds for s in sessions)
+        now = time.monotonic()
+        since, before = self._rate_base.get(tenant_id, (now, total))
+        rate = (total - before) / (now - since) if now > since else 0.0
+        if update_rate:
+            self._rate_base[tenant_id] = (now, total)
+        return {
+            "sessions": len(sessions),
+            "conversations": sum(1 for v in self._conversations.values() if v.tenant_id == tenant_id),
+            "audio_seconds": round(total, 1),
+            "audio_seconds_per_second": round(max(rate, 0.0), 2),
+        }
+
+    def _server_figures(self, *, update_rate: bool = True) -> dict[str, Any]:
+        """Process-wide figures from the app's stats: sessions, ASR batches, queue wait."""
+        stats = self._server_stats()
+        out: dict[str, Any] = {"sessions": stats.get("sessions", 0), "uptime_s": stats.get("uptime_s")}
+        asr = stats.get("scheduler", {}).get("asr")
+        if asr is not None:
+            sizes = {int(k): v for k, v in asr.get("batch_sizes", {}).items()}
+            batches, requests = sum(sizes.values()), sum(k * v for k, v in sizes.items())
+            last_batches, last_requests = self._batch_base
+            if update_rate:
+                self._batch_base = (batches, requests)
+            recent = batches - last_batches
+            out["asr"] = {
+                "batch_sizes": asr.get("batch_sizes", {}),
+                "mean_batch_recent": round((requests - last_requests) / recent, 2) if recent > 0 else None,
+                "batches": batches,
+                "pending": asr.get("pending", 0),
+                "busy_workers": asr.get("busy_workers", 0),
+                "workers": asr.get("workers", 0),
+                "queue_wait_ms_p50": asr.get("queue_wait_ms_p50"),
+                "queue_wait_ms_p95": asr.get("queue_wait_ms_p95"),
+                "audio_seconds": asr.get("audio_seconds"),
+                "compute_seconds": asr.get("compute_seconds"),
+            }
+        return out
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

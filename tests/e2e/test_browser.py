@@ -1,0 +1,282 @@
+"""The meeting page and the dashboard in a real browser (Chromium driven by Playwright).
+
+Chromium's fake microphone plays the synthesised meeting (tests/fixtures: espeak-ng speech,
+looped by Chromium), so the pages run exactly as for a user: getUserMedia, WebRTC to aiortc or
+the AudioWorklet over the WebSocket, the watch channel, the ask box. Every test uses the one
+shared `tiny.en` server (with memory and the bundled LLM). The tests that pass save
+docs/screenshots/meeting.png and docs/screenshots/dashboard.png.
+
+Needs Debian's `chromium` (`./dev setup` installs it) and the `playwright` package; no browser
+is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.conftest import REPO_ROOT, PalabreServer
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 800}
+LEAD_SILENCE_S = 1.5
+"""Silence before the speech in the fake microphone: WebRTC takes about a second to connect."""
+TAIL_SILENCE_S = 2.0
+FINALS_TIMEOUT_MS = 60_000
+KEYWORDS = ("budget", "marketing", "contract", "friday", "competitor", "engineers", "march")
+"""Words of en_meeting.wav that tiny.en gets right."""
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_microphone(speech_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """en_meeting.wav between stretches of silence: the 16-bit PCM WAV Chromium's fake microphone loops."""
+    with wave.open(str(speech_dir / "en_meeting.wav"), "rb") as source:
+        params = source.getparams()
+        frames = source.readframes(params.nframes)
+    assert params.sampwidth == 2, "Chromium wants 16-bit PCM"
+    frame_bytes = params.sampwidth * params.nchannels
+
+    def silence(seconds: float) -> bytes:
+        return b"\0" * (int(seconds * params.framerate) * frame_bytes)
+
+    path = tmp_path_factory.mktemp("microphone") / "meeting.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        out.writeframes(silence(LEAD_SILENCE_S) + frames + silence(TAIL_SILENCE_S))
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(fake_microphone: Path) -> Iterator[Any]:
+    """One headless Chromium for the module, its microphone faked from `fake_microphone`."""
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (./dev setup installs it)")
+    args = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={fake_microphone}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """A fresh browser profile per test; JavaScript errors on any of its pages fail the test."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    errors: list[str] = []
+    ctx.on("weberror", lambda error: errors.append(str(error.error)))
+    yield ctx
+    ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def server(palabre_server: Callable[..., PalabreServer]) -> PalabreServer:
+    return palabre_server("tiny.en")
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def finals(page: Any, selector: str = "#transcript li.final .text") -> list[str]:
+    texts: list[str] = page.locator(selector).all_inner_texts()
+    return texts
+
+
+def wait_finals(page: Any, count: int, selector: str = "#transcript li.final") -> None:
+    page.wait_for_function(
+        f"document.querySelectorAll({selector!r}).length >= {count}", timeout=FINALS_TIMEOUT_MS
+    )
+
+
+def keywords_in(texts: list[str]) -> set[str]:
+    words = set(re.findall(r"[a-z]+", " ".join(texts).lower()))
+    return words & set(KEYWORDS)
+
+
+def conversation_of(page: Any) -> str:
+    """The conversation id the meeting page put in its URL at `ready`."""
+    return parse_qs(urlparse(page.url).query)["conversation"][0]
+
+
+def open_meeting(context: Any, server: PalabreServer, query: str = "") -> Any:
+    page = context.new_page()
+    page.goto(f"{server.http}/{query}")
+    page.click("#mic")
+    return page
+
+
+def stop_meeting(page: Any) -> None:
+    page.click("#mic")
+    page.wait_for_function("document.querySelector('#status').textContent === 'stopped'", timeout=30_000)
+
+
+def status(page: Any) -> str:
+    text: str = page.inner_text("#status")
+    return text
+
+
+# --- tests -------------------------------------------------------------------------------------------
+
+
+def test_meeting_over_webrtc_and_the_dashboard_following_it(context: Any, server: PalabreServer) -> None:
+    dashboard = context.new_page()
+    dashboard.goto(f"{server.http}/dashboard")
+    dashboard.wait_for_function("document.querySelector('#status').textContent === 'live'")
+
+    meeting = open_meeting(context, server)
+    wait_finals(meeting, 3)
+    assert status(meeting) == "live · WebRTC"
+    assert meeting.locator("#banner").is_hidden()
+    spoken = finals(meeting)
+    assert len(keywords_in(spoken)) >= 2, spoken
+
+    conversation = conversation_of(meeting)
+    row = dashboard.locator(f'#conversations tbody tr[data-conversation-id="{conversation}"]')
+    row.wait_for()
+    assert "ended" not in (row.get_attribute("class") or "")
+    assert "webrtc" in row.inner_text()
+    dashboard.wait_for_function("Number(document.querySelector('#f-sessions').textContent) >= 1")
+    dashboard.wait_for_function("parseFloat(document.querySelector('#f-audio').textContent) > 0.3")
+    row.click()
+    wait_finals(dashboard, 3, "#d-transcript li.final")
+    followed = finals(dashboard, "#d-transcript li.final .text")
+    assert set(spoken) & set(followed), (spoken, followed)
+    wait_finals(meeting, 5)  # the dashboard keeps following while the meeting runs
+    dashboard.wait_for_function(
+        "document.querySelectorAll('#d-transcript li.final').length >= 5", timeout=FINALS_TIMEOUT_MS
+    )
+    dashboard.wait_for_timeout(2500)  # a fresh `stats` message for the picture
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    dashboard.screenshot(path=str(SCREENSHOTS / "dashboard.png"))
+
+    stop_meeting(meeting)
+    dashboard.wait_for_function(
+        f"document.querySelector('#conversations tr[data-conversation-id=\"{conversation}\"]')"
+        ".classList.contains('ended')",
+        timeout=30_000,
+    )
+
+
+def test_meeting_over_the_socket_only(context: Any, server: PalabreServer) -> None:
+    meeting = open_meeting(context, server, "?transport=socket")
+    wait_finals(meeting, 2)
+    assert status(meeting) == "live · WebSocket"
+    assert meeting.input_value("#transport") == "socket"
+    assert len(keywords_in(finals(meeting))) >= 1, finals(meeting)
+    stop_meeting(meeting)
+
+
+def test_webrtc_failure_falls_back_to_the_socket(context: Any, server: PalabreServer) -> None:
+    context.add_init_script(
+        "RTCPeerConnection.prototype.createOffer = () => Promise.reject(new Error('blocked by the test'));"
+    )
+    meeting = open_meeting(context, server)
+    wait_finals(meeting, 2)
+    assert status(meeting) == "live · WebSocket (fallback)"
+    assert "blocked by the test" in meeting.inner_text("#banner")
+    assert len(keywords_in(finals(meeting))) >= 1, finals(meeting)
+    stop_meeting(meeting)
+
+
+def test_microphone_denied_is_explained(context: Any, server: PalabreServer) -> None:
+    context.add_init_script(
+        "if (navigator.mediaDevices) navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));"
+    )
+    page = context.new_page()
+    page.goto(server.http + "/")
+    page.click("#mic")
+    page.locator("#banner.error").wait_for()
+    assert "Microphone access was denied" in page.inner_text("#banner")
+    assert status(page) == "microphone blocked"
+    assert page.inner_text("#mic") == "Start microphone"
+
+
+def test_a_lost_server_is_shown_and_the_page_reconnects(context: Any, server: PalabreServer) -> None:
+    attempts: list[str] = []
+
+    def stream_socket(ws: Any) -> None:
+        attempts.append(ws.url)
+        if len(attempts) == 1:
+            ws.close(code=1011, reason="gone")  # the first connection dies at once
+        else:
+            ws.connect_to_server()
+
+    page = context.new_page()
+    page.route_web_socket(re.compile(r".*/v1/stream.*"), stream_socket)
+    page.goto(server.http + "/")
+    page.click("#mic")
+    page.locator("#banner.warn").wait_for()
+    assert "Reconnecting in 1 s" in page.inner_text("#banner")
+    page.wait_for_function("document.querySelector('#status').textContent === 'live · WebRTC'")
+    assert "Reconnected" in page.inner_text("#banner")
+    assert len(attempts) == 2
+    stop_meeting(page)
+
+
+def test_question_gets_a_streamed_answer_with_a_citation(context: Any, server: PalabreServer) -> None:
+    meeting = open_meeting(context, server)
+    wait_finals(meeting, 4)
+    stop_meeting(meeting)  # the final summary follows; the answer then has the CPU to itself
+
+    deltas: list[str] = []
+
+    def watch(ws: Any) -> None:
+        ws.on("framereceived", lambda frame: deltas.append(frame) if '"answer.delta"' in str(frame) else None)
+
+    meeting.on("websocket", watch)
+    meeting.fill("#question", "What is the marketing budget for next year?")
+    meeting.click("#ask-form button")
+    cite = meeting.locator("#citations button.cite").first
+    cite.wait_for(timeout=FINALS_TIMEOUT_MS)
+    assert deltas, "the answer was not streamed"
+    answer = meeting.inner_text("#answer-text")
+    assert answer.strip()
+    assert "streaming" not in (meeting.get_attribute("#answer", "class") or "")
+
+    cited = cite.get_attribute("data-utterance-id")
+    cite.click()
+    highlighted = meeting.locator("#transcript li.highlight")
+    highlighted.wait_for()
+    assert highlighted.count() == 1
+    assert highlighted.get_attribute("data-utterance-id") == cited
+    meeting.locator("#summary li, #summary p:not(.empty)").first.wait_for(timeout=30_000)
+
+    conversation = conversation_of(meeting)
+    meeting.click("#mic")  # the microphone again: the same conversation resumes
+    meeting.wait_for_function(
+        "[...document.querySelectorAll('#transcript li.partial .text')]"
+        ".some((e) => e.textContent.replace('…', '').trim().length > 2)",
+        timeout=FINALS_TIMEOUT_MS,
+    )
+    assert status(meeting) == "live · WebRTC"
+    assert conversation_of(meeting) == conversation
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    meeting.screenshot(path=str(SCREENSHOTS / "meeting.png"))
+    stop_meeting(meeting)

@@ -1,0 +1,249 @@
+"""server/watch.py: the watch hub's views, tenant scoping, slow watchers and figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from server.auth import Principal, Scope
+from server.live import LiveSession
+from server.watch import Subscriber, WatchHub
+from stream.events import (
+    Closed,
+    Final,
+    Partial,
+    Ready,
+    ServerEvent,
+    SpeechStarted,
+    SpeechStopped,
+    Start,
+    Summary,
+)
+
+READER_A = Principal("tenant-a", frozenset({Scope.READ}))
+ADMIN_A = Principal("tenant-a", frozenset(Scope))
+READER_B = Principal("tenant-b", frozenset({Scope.READ}))
+
+
+@dataclass
+class FakeSession:
+    """The attributes of a `LiveSession` the hub reads."""
+
+    session_id: str
+    conversation_id: str
+    tenant_id: str = "tenant-a"
+    start: Start | None = None
+    audio_seconds: float = 0.0
+
+
+def server_stats() -> dict[str, Any]:
+    return {
+        "sessions": 3,
+        "uptime_s": 10.0,
+        "scheduler": {
+            "asr": {
+                "batch_sizes": {"1": 4, "2": 3},
+                "pending": 1,
+                "busy_workers": 1,
+                "workers": 2,
+                "queue_wait_ms_p50": 5.0,
+                "queue_wait_ms_p95": 40.0,
+            }
+        },
+    }
+
+
+def session(sid: str, cid: str, tenant: str = "tenant-a", transport: str = "webrtc") -> FakeSession:
+    start = Start(sample_rate=48000, language="en", transport=transport)  # type: ignore[arg-type]
+    return FakeSession(sid, cid, tenant, start)
+
+
+def emit(hub: WatchHub, live: FakeSession, *events: ServerEvent) -> None:
+    for event in events:
+        hub.observe(cast(LiveSession, live), event)
+
+
+def ready(live: FakeSession) -> Ready:
+    return Ready(live.conversation_id, live.session_id, 48000, "tiny.en")
+
+
+def final(cid: str, seq: int, text: str) -> Final:
+    return Final(f"{cid}:{seq}", text, seq * 2.0, seq * 2.0 + 1.5, "en", seq)
+
+
+async def texts(subscriber: Subscriber) -> list[str]:
+    """Everything queued for a subscriber."""
+    out = []
+    while subscriber.pending():
+        text = await subscriber.get()
+        assert text is not None
+        out.append(text)
+    return out
+
+
+async def drain(subscriber: Subscriber) -> list[dict[str, Any]]:
+    """Everything queued for a subscriber, parsed."""
+    return [json.loads(text) for text in await texts(subscriber)]
+
+
+async def test_snapshot_then_the_life_of_a_conversation() -> None:
+    hub = WatchHub(server_stats)
+    early = session("s0", "c0")
+    emit(hub, early, ready(early))
+    watcher = hub.subscribe(READER_A)
+    snapshot = (await drain(watcher))[0]
+    assert snapshot["type"] == "snapshot"
+    assert [c["conversation_id"] for c in snapshot["conversations"]] == ["c0"]
+    assert snapshot["conversations"][0]["transports"] == ["webrtc"]
+    assert snapshot["stats"]["sessions"] == 1
+    assert "server" not in snapshot["stats"]  # readers do not see process-wide figures
+
+    live = session("s1", "c1")
+    emit(
+        hub,
+        live,
+        ready(live),
+        SpeechStarted("c1:0", 0.5),
+        Partial("c1:0", "hello wor", "hello", " wor", 0.5, 1.2),
+        SpeechStopped("c1:0", 1.8),
+        final("c1", 0, "Hello world."),
+        Closed(utterances=1),
+    )
+    got = await drain(watcher)
+    assert [m["type"] for m in got] == [
+        "conversation.started",
+        "speech_started",
+        "partial",
+        "speech_stopped",
+        "final",
+        "conversation.ended",
+    ]
+    assert all(m["conversation_id"] == "c1" for m in got)
+    assert got[0]["language"] == "en" and got[0]["speaking"] is False
+    assert got[1]["session_id"] == "s1"
+    assert got[4]["text"] == "Hello world." and got[4]["latency_ms"] >= 0
+    assert got[5]["utterances"] == 1
+    assert [v.conversation_id for v in hub.conversations("tenant-a")] == ["c0"]
+    hub.unsubscribe(watcher)
+
+
+async def test_view_follows_speech_and_finals() -> None:
+    hub = WatchHub(server_stats)
+    live = session("s1", "c1")
+    emit(hub, live, ready(live), SpeechStarted("c1:0", 0.0))
+    view = hub.conversations("tenant-a")[0]
+    assert view.to_json()["speaking"] is True
+    emit(hub, live, SpeechStopped("c1:0", 1.0), final("c1", 0, "One."), final("c1", 1, ""))
+    state = view.to_json()
+    assert state["speaking"] is False
+    assert state["utterances"] == 1  # the empty final counts for nothing
+    assert state["last_final"] == "One."
+    assert state["latency_ms"] is not None
+
+
+async def test_two_sessions_make_one_conversation_and_one_summary() -> None:
+    hub = WatchHub(server_stats)
+    watcher = hub.subscribe(READER_A)
+    await drain(watcher)
+    inbound, outbound = session("s1", "call", transport="socket"), session("s2", "call", transport="socket")
+    summary = Summary("call", "extractive", "- Hi.", ["call:0"], 0)
+    emit(hub, inbound, ready(inbound))
+    emit(hub, outbound, ready(outbound))
+    emit(hub, inbound, summary)
+    emit(hub, outbound, summary)  # app.publish hands it to every session of the conversation
+    emit(hub, inbound, Closed(0))
+    types = [m["type"] for m in await drain(watcher)]
+    assert types == ["conversation.started", "summary"]
+    assert hub.conversations("tenant-a")[0].to_json()["sessions"] == 1
+    emit(hub, outbound, Closed(0))
+    assert [m["type"] for m in await drain(watcher)] == ["conversation.ended"]
+    hub.unsubscribe(watcher)
+
+
+async def test_watchers_see_only_their_tenant() -> None:
+    hub = WatchHub(server_stats)
+    a, b = hub.subscribe(READER_A), hub.subscribe(READER_B)
+    live = session("s1", "secret", tenant="tenant-a")
+    emit(hub, live, ready(live), final("secret", 0, "Confidential."))
+    assert [m["type"] for m in await drain(a)] == ["snapshot", "conversation.started", "final"]
+    snapshot_b = await drain(b)
+    assert [m["type"] for m in snapshot_b] == ["snapshot"]
+    later_b = hub.subscribe(READER_B)
+    assert (await drain(later_b))[0]["conversations"] == []
+    assert hub.conversations("tenant-b") == []
+    for watcher in (a, b, later_b):
+        hub.unsubscribe(watcher)
+
+
+async def test_a_slow_watcher_loses_partials_and_figures_first() -> None:
+    subscriber = Subscriber("t", server_figures=False, max_queued=4)
+    subscriber.offer("event", "final-0")
+    subscriber.offer("stats", "stats-0")
+    subscriber.offer("partial", "partial-0")
+    subscriber.offer("partial", "partial-1")
+    subscriber.offer("event", "final-1")  # full: the queued partials and figures go
+    subscriber.offer("event", "final-2")
+    subscriber.offer("event", "final-3")
+    subscriber.offer("partial", "partial-late")  # full of finals: the new partial goes
+    assert subscriber.dropped == 4 and not subscriber.overflowed
+    assert await texts(subscriber) == ["final-0", "final-1", "final-2", "final-3"]
+
+
+async def test_a_watcher_too_slow_for_finals_is_cut_off() -> None:
+    subscriber = Subscriber("t", server_figures=False, max_queued=2)
+    for i in range(3):
+        subscriber.offer("event", f"final-{i}")
+    assert subscriber.overflowed
+    assert await subscriber.get() is None
+
+
+async def test_stats_every_interval_with_server_figures_for_admins() -> None:
+    hub = WatchHub(server_stats, stats_interval_s=0.05)
+    reader, admin = hub.subscribe(READER_A), hub.subscribe(ADMIN_A)
+    assert "server" in json.loads(await admin.get() or "")["stats"]
+    live = session("s1", "c1")
+    emit(hub, live, ready(live))
+    await asyncio.sleep(0.12)
+    stats = [m for m in await drain(reader) if m["type"] == "stats"]
+    assert len(stats) >= 2 and all("server" not in m for m in stats)
+    assert stats[-1]["sessions"] == 1 and stats[-1]["conversations"] == 1
+    server = [m for m in await drain(admin) if m["type"] == "stats"][-1]["server"]
+    assert server["asr"]["batch_sizes"] == {"1": 4, "2": 3}
+    assert server["asr"]["batches"] == 7
+    assert server["asr"]["queue_wait_ms_p95"] == 40.0
+    hub.unsubscribe(reader)
+    hub.unsubscribe(admin)
+    assert hub.subscribers == 0
+    await hub.close()
+
+
+async def test_closed_sessions_keep_counting_in_the_audio_total() -> None:
+    hub = WatchHub(server_stats)
+    watcher = hub.subscribe(READER_A)
+    live = session("s1", "c1")
+    emit(hub, live, ready(live))
+    live.audio_seconds = 3.0
+    emit(hub, live, Closed(0))
+    later = hub.subscribe(READER_A)
+    stats = (await drain(later))[0]["stats"]
+    assert stats["audio_seconds"] == 3.0 and stats["sessions"] == 0
+    hub.unsubscribe(watcher)
+    hub.unsubscribe(later)
+    await hub.close()
+
+
+async def test_audio_seconds_per_second_between_two_figures() -> None:
+    hub = WatchHub(server_stats, stats_interval_s=3600)
+    watcher = hub.subscribe(READER_A)
+    live = session("s1", "c1")
+    emit(hub, live, ready(live))
+    hub._send_figures()
+    live.audio_seconds = 0.1
+    await asyncio.sleep(0.1)
+    hub._send_figures()
+    stats = [m for m in await drain(watcher) if m["type"] == "stats"]
+    assert stats[0]["audio_seconds_per_second"] == 0
+    assert 0.3 < stats[1]["audio_seconds_per_second"] <= 1.0
+    hub.unsubscribe(watcher)
