@@ -49,7 +49,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
@@ -59,6 +58,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 import numpy.typing as npt
+
+from models.model_files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -370,9 +371,8 @@ class FaissIndex:
         blob = np.ascontiguousarray(data).data
         meta = IndexMeta(FORMAT_VERSION, kind, self.dim, self.embedder_name, count, max_id, nlist, trained,
                          blob.nbytes, hashlib.sha256(blob).hexdigest())
-        _atomic_write(path, blob)
-        _atomic_write(sidecar_path(path), json.dumps(asdict(meta), indent=1).encode())
-        _fsync_dir(path.parent)
+        write_bytes_atomic(path, blob)
+        write_bytes_atomic(sidecar_path(path), json.dumps(asdict(meta), indent=1).encode())
         return meta
 
     @classmethod
@@ -569,24 +569,3 @@ def _to_gpu(index: Any, nprobe: int) -> Any:
 def _set_gpu_nprobe(gpu: Any, nprobe: int) -> None:
     if hasattr(faiss, "GpuParameterSpace"):
         faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", nprobe)
-
-
-def _atomic_write(path: Path, data: memoryview | bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

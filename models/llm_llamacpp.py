@@ -21,7 +21,6 @@ each other (a lock held from the first piece until the iterator ends or is close
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.model_files import marker_matches, write_marker
 from models.registry import DEFAULT_CACHE_DIR, ModelCorrupt, ModelError, ModelNotFound
 from stream.interfaces import LlmEngine, LlmRequest
 
@@ -42,7 +42,6 @@ BUILTIN_LLMS: tuple[str, ...] = ("gemma3-270m",)
 GEMMA_DIR = "gemma3-270m"
 """Sub-directory of the cache root where the bundled GGUF is assembled."""
 
-_MARKER = ".verified.json"
 
 
 @dataclass(slots=True)
@@ -223,7 +222,7 @@ def ensure_gemma(target_dir: str | os.PathLike[str], *, verify: bool = False) ->
     directory = Path(target_dir).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     model = directory / bundle.MODEL_NAME
-    if not verify and _marker_matches(directory, model, bundle.EXPECTED_SHA256):
+    if not verify and marker_matches(model, bundle.EXPECTED_SHA256):
         return model
     if model.exists():
         try:
@@ -240,20 +239,5 @@ def ensure_gemma(target_dir: str | os.PathLike[str], *, verify: bool = False) ->
             raise ModelCorrupt(f"the installed gemma3-270m parts do not match their SHA-256: {exc}") from exc
         finally:
             Path(tmp).unlink(missing_ok=True)
-    stat = model.stat()
-    record = {"sha256": bundle.EXPECTED_SHA256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".marker.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(record, out)
-    os.replace(tmp, directory / _MARKER)
+    write_marker(model, bundle.EXPECTED_SHA256)
     return model
-
-
-def _marker_matches(directory: Path, model: Path, sha256: str) -> bool:
-    try:
-        marker = json.loads((directory / _MARKER).read_text())
-        stat = model.stat()
-    except (OSError, ValueError):
-        return False
-    return (isinstance(marker, dict) and marker.get("sha256") == sha256
-            and marker.get("size") == stat.st_size and marker.get("mtime_ns") == stat.st_mtime_ns)

