@@ -39,7 +39,7 @@ measured on Palabre then on WhisperLive, so both see the same machine state.
     .venv/bin/python -m bench.capacity [--sizes 1,2,4,8,12,16] [--duration 40]
         [--servers palabre,whisperlive] [--model-dir DIR] [--audio-dir /work/shared/audio]
         [--scheduler batched|sequential] [--frame-ms 20] [--stagger 0.25] [--no-offline]
-        [--out bench/out/capacity.json] [--plot docs/capacity.png]
+        [--out bench/out/capacity.json] [--plot docs/capacity.png] [--replot]
 
 Prints a table and the command line; writes the JSON (after every run, so an interrupted sweep
 keeps what it measured) and a plot of p95 latency against sessions for both servers.
@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -360,8 +361,9 @@ async def whisperlive_session(
     """Stream `plan` to WhisperLive as float32 frames; collect its segments as they come.
 
     After the audio, wait until every file spoken has a completed segment, or no message came
-    for `quiet_s` (its own client waits 15 s), or `drain_s` passed; then send END_OF_AUDIO and
-    wait for the server to close (WhisperLive drops what it has not transcribed by then).
+    for `quiet_s` since the later of the audio's end and the last message (its own client waits
+    15 s after the last message), or `drain_s` passed; then send END_OF_AUDIO and wait for the
+    server to close (WhisperLive drops what it has not transcribed by then).
     """
     result = SessionResult("whisperlive", plan.index)
     loop = asyncio.get_running_loop()
@@ -405,11 +407,12 @@ async def whisperlive_session(
         receiver = asyncio.create_task(receive())
         try:
             await send_paced(payloads, 4, ws.send, result.pacing)
-            deadline = loop.time() + drain_s
+            audio_end = loop.time()
+            deadline = audio_end + drain_s
             while not receiver.done() and loop.time() < deadline:
                 if all(any(overlaps(f, p) > 0 for f in result.finals) for p in plan.placements):
                     break
-                if loop.time() - last_message > quiet_s:
+                if loop.time() - max(last_message, audio_end) > quiet_s:
                     break
                 await asyncio.sleep(0.1)
             await ws.send(b"END_OF_AUDIO")
@@ -665,21 +668,45 @@ def capacity(runs: Sequence[RunFigures], server: str) -> int:
 
 
 def plot(runs: Sequence[RunFigures], path: Path, title: str) -> None:
-    """p95 final latency against sessions, one line per server, the 1.5 s target dashed."""
+    """p95 final latency against sessions, one line per server, the 1.5 s target dotted.
+
+    A point whose run lost finals says how many: its p95 is over the finals that did arrive.
+    """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for server, style in (("palabre", "o-"), ("whisperlive", "s--")):
-        points = sorted(
-            (r.sessions, r.latency_p95_s) for r in runs if r.server == server and r.latency_p95_s is not None
+        shown = sorted(
+            (r for r in runs if r.server == server and r.latency_p95_s is not None), key=lambda r: r.sessions
         )
-        if points:
-            ax.plot(*zip(*points, strict=True), style, label=f"{server} (capacity {capacity(runs, server)})")
+        if not shown:
+            continue
+        (line,) = ax.plot(
+            [r.sessions for r in shown],
+            [r.latency_p95_s or 0.0 for r in shown],
+            style,
+            label=f"{server} (capacity {capacity(runs, server)})",
+        )
+        for r in shown:
+            if r.lost or r.refused:
+                note = f"{r.lost}/{r.expected} lost" + (f", {r.refused} refused" if r.refused else "")
+                ax.annotate(
+                    note,
+                    (r.sessions, r.latency_p95_s or 0.0),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=7,
+                    color=line.get_color(),
+                )
     ax.axhline(TARGET_P95_S, color="grey", linestyle=":", label=f"target p95 ≤ {TARGET_P95_S} s")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("concurrent sessions (real speech, real-time pace)")
     ax.set_ylabel("final latency p95 (s, log scale)")
     sizes = sorted({r.sessions for r in runs})
@@ -750,7 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain", type=float, default=120.0, help="most seconds to wait for results after the audio"
     )
-    parser.add_argument("--quiet", type=float, default=15.0, help="WhisperLive: silence that ends the wait")
+    parser.add_argument(
+        "--quiet", type=float, default=30.0, help="WhisperLive: seconds without a message that end the wait"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds of rest between runs")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline faster-whisper WER")
@@ -758,6 +787,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--whisperlive-torch", default="torch==2.13.0", help="pip requirement for its torch")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "capacity.json")
     parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "capacity.png")
+    parser.add_argument(
+        "--replot", action="store_true", help="measure nothing: print and redraw the plot from --out"
+    )
     return parser
 
 
@@ -812,9 +844,45 @@ async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) ->
     return runs
 
 
+def plot_title(report: dict[str, Any]) -> str:
+    """The plot's caption: when, on what, how loaded."""
+    start, end = report.get("machine_at_start", {}), report.get("machine_at_end", {})
+    load = f"load avg {start.get('load_average', ['?'])[0]}"
+    if end:
+        load += f" → {end.get('load_average', ['?'])[0]}"
+    return f"{str(report.get('started', ''))[:10]}, {start.get('cpus')} CPUs, {load}; tiny.en int8, CPU"
+
+
+def print_summary(report: dict[str, Any], runs: Sequence[RunFigures]) -> None:
+    """The table, the offline WER, the capacities and the command line."""
+    print()
+    print_table(runs)
+    print()
+    for o in report.get("offline", []):
+        beam, wer, rtf = o["beam_size"], o["wer"], o["rtf"]
+        print(f"offline faster-whisper tiny.en int8 beam {beam}: WER {wer:.3f}, RTF {rtf:.3f}")
+    for server, n in report.get("capacity", {}).items():
+        print(f"capacity {server}: {n} session(s) (p95 ≤ {TARGET_P95_S} s, nothing lost, nobody refused)")
+    print("$", report["command"])
+
+
+def replot(path: Path, plot_path: Path) -> int:
+    """Print the summary and redraw the plot of a JSON report written earlier, measuring nothing."""
+    report = json.loads(path.read_text())
+    fields = {f.name for f in dataclasses.fields(RunFigures)}
+    runs = [RunFigures(**{k: v for k, v in r.items() if k in fields}) for r in report.get("runs", [])]
+    report["capacity"] = {s: capacity(runs, s) for s in sorted({r.server for r in runs})}
+    plot(runs, plot_path, plot_title(report))
+    print_summary(report, runs)
+    print(f"redrew {plot_path} from {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and the command; write the JSON and the plot."""
     args = build_parser().parse_args(argv)
+    if args.replot:
+        return replot(args.out, args.plot)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped on the way out
     args.model_dir = args.model_dir or default_model_dir()
     command = command_line()
@@ -843,24 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     report["machine_at_end"] = machine()
     report["capacity"] = {s: capacity(runs, s) for s in args.servers}
     write()
-    day = datetime.now().date().isoformat()
-    plot(
-        runs,
-        args.plot,
-        f"{day}, {os.cpu_count()} CPUs, load avg at start {report['machine_at_start']['load_average'][0]}",
-    )
-
-    print()
-    print_table(runs)
-    print()
-    if "offline" in report:
-        for o in report["offline"]:
-            beam, wer, rtf = o["beam_size"], o["wer"], o["rtf"]
-            print(f"offline faster-whisper tiny.en int8 beam {beam}: WER {wer:.3f}, RTF {rtf:.3f}")
-    for server, n in report["capacity"].items():
-        print(f"capacity {server}: {n} session(s) (p95 ≤ {TARGET_P95_S} s, nothing lost, nobody refused)")
+    plot(runs, args.plot, plot_title(report))
+    print_summary(report, runs)
     print(f"wrote {args.out} and {args.plot}")
-    print("$", command)
     return 0
 
 

@@ -233,7 +233,7 @@ class App:
         """Raise `overloaded` unless `count` more sessions of the tenant fit (server/limits.py)."""
         live_tenants = (live.tenant_id for live in self.sessions.values())
         try:
-            admit_sessions(self.config.limits, tenant_id, live_tenants, count)
+            admit_sessions(self.config.limits, tenant_id, live_tenants, count, per_tenant=self.config.auth)
         except ProtocolError as refusal:  # sent before any session exists: count it here
             self.metrics.count_error(refusal.code)
             raise

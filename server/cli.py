@@ -84,6 +84,24 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="transcription only: no embeddings, index, answers or summaries",
     )
     parser.add_argument(
+        "--no-entities",
+        dest="entities",
+        action="store_const",
+        const=False,
+        help="do not tag named entities (people, places, dates, amounts) in utterances",
+    )
+    parser.add_argument(
+        "--asr-fallback",
+        choices=["auto", "cpu", "off"],
+        help="a CPU engine that takes over when the GPU engine fails (auto: when the ASR runs on a GPU)",
+    )
+    parser.add_argument(
+        "--inject-asr-fault-after",
+        type=int,
+        metavar="N",
+        help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
+    )
+    parser.add_argument(
         "--audiosocket-port", type=int, help="also accept Asterisk AudioSocket calls on this TCP port"
     )
     parser.add_argument(

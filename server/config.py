@@ -16,7 +16,8 @@ class LimitsConfig:
 
     max_sessions: int = 64
     max_sessions_per_tenant: int = 32
-    """Live sessions one tenant may hold at once (every transport counts)."""
+    """Live sessions one tenant may hold at once, every transport counted (with `auth`: open
+    access has a single tenant, which `max_sessions` limits; 0: no cap of its own)."""
     max_text_bytes: int = 65_536
     max_frame_bytes: int = 1 << 20
     outbox_events: int = 256

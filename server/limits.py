@@ -7,7 +7,8 @@ Pure (a clock value is passed in), so every rule is tested with plain calls:
   that goes over either is refused with `rate_limited` and the connection closes (1008): the
   server never buffers or transcribes audio faster than `LimitsConfig.audio_rate` times real
   time (beyond a burst of `audio_burst_s` seconds).
-* `admit_sessions`: the process-wide and per-tenant session caps (`overloaded`, 1013).
+* `admit_sessions`: the process-wide and per-tenant session caps (`overloaded`, 1013). The
+  per-tenant cap applies to authenticated tenants: open access has one tenant only.
 
 Defaults are in `server.config.LimitsConfig`; docs/security.md lists them.
 """
@@ -79,19 +80,28 @@ class ConnectionLimits:
             )
 
 
-def admit_sessions(limits: LimitsConfig, tenant_id: str, live_tenants: Iterable[str], count: int = 1) -> None:
+def admit_sessions(
+    limits: LimitsConfig,
+    tenant_id: str,
+    live_tenants: Iterable[str],
+    count: int = 1,
+    *,
+    per_tenant: bool = True,
+) -> None:
     """Raise `overloaded` (close 1013) unless `count` more sessions of `tenant_id` fit.
 
-    `live_tenants` is the tenant of every live session of the process.
+    `live_tenants` is the tenant of every live session of the process. `per_tenant` False (open
+    access) or `max_sessions_per_tenant` 0 leaves only the process-wide cap.
     """
     tenants = list(live_tenants)
     if len(tenants) + count > limits.max_sessions:
         raise ProtocolError(
             ErrorCode.OVERLOADED, "too many sessions; try again later", CloseCode.TRY_AGAIN_LATER
         )
-    if sum(1 for t in tenants if t == tenant_id) + count > limits.max_sessions_per_tenant:
+    cap = limits.max_sessions_per_tenant if per_tenant else 0
+    if cap > 0 and sum(1 for t in tenants if t == tenant_id) + count > cap:
         raise ProtocolError(
             ErrorCode.OVERLOADED,
-            f"this tenant already has {limits.max_sessions_per_tenant} live sessions; try again later",
+            f"this tenant already has {cap} live sessions; try again later",
             CloseCode.TRY_AGAIN_LATER,
         )

@@ -468,8 +468,15 @@ def connect(address: str) -> None:
     if address == "local":
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(namespace=NAMESPACE, include_dashboard=False, logging_level=logging.WARNING)
-    else:
+        return
+    try:
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"{error}. Is the cluster up (`ray status --address {address}`)? If it uses token "
+            "authentication, give this process RAY_AUTH_MODE=token and the token too "
+            "(~/.ray/auth_token or RAY_AUTH_TOKEN; docs/deploy.md)"
+        ) from error
 
 
 def actor_name(kind: Kind, config: ServerConfig) -> str:

@@ -30,7 +30,14 @@ from tests.conftest import PalabreServer, server_command
 pytestmark = pytest.mark.slow
 
 ORIGIN = "https://app.example"
-SERVER_ARGS = ("--auth", "--allowed-origin", ORIGIN)
+SESSIONS_PER_TENANT = 2
+SERVER_ARGS = (
+    "--auth",
+    "--allowed-origin",
+    ORIGIN,
+    "--set",
+    f"limits.max_sessions_per_tenant={SESSIONS_PER_TENANT}",
+)
 TIMEOUT_S = 60.0
 
 
@@ -245,3 +252,25 @@ async def test_realtime_sessions_belong_to_the_token_tenant(server: PalabreServe
     while not get(server, "/v1/conversations", token)[1]["conversations"]:
         assert time.monotonic() < deadline, "no conversation for tenant charlie"
         await asyncio.sleep(0.5)
+
+
+async def test_sessions_are_capped_per_tenant(server: PalabreServer) -> None:
+    """alpha's sessions beyond the cap are refused (overloaded, 1013) while bravo still gets one."""
+    admin = create_token(server, "alpha", "admin")
+    alpha = create_token(server, "alpha", "stream")
+    bravo = create_token(server, "bravo", "stream")
+    deadline = time.monotonic() + TIMEOUT_S
+    while get(server, "/v1/stats", admin)[1]["sessions"] > 0:  # sessions of earlier tests finishing
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    sessions = [await StreamSession.open(server.url, token=alpha) for _ in range(SESSIONS_PER_TENANT)]
+    try:
+        with pytest.raises(PalabreError) as info:
+            await StreamSession.open(server.url, token=alpha)
+        assert info.value.code == "overloaded"
+        other = await StreamSession.open(server.url, token=bravo)
+        sessions.append(other)
+    finally:
+        for session in sessions:
+            await session.stop()
+            await session.close()

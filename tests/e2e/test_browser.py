@@ -12,8 +12,10 @@ is downloaded.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,12 @@ from tests.conftest import REPO_ROOT, PalabreServer
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+SCREENSHOTS = (
+    REPO_ROOT / "docs" / "screenshots"
+    if os.environ.get("PALABRE_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "palabre-screenshots"
+)
+"""docs/screenshots/ is rewritten only with PALABRE_UPDATE_SCREENSHOTS=1 (else a temp folder)."""
 VIEWPORT = {"width": 1280, "height": 800}
 LEAD_SILENCE_S = 1.5
 """Silence before the speech in the fake microphone: WebRTC takes about a second to connect."""

@@ -5,11 +5,12 @@ authentication with a token made for the test) runs in its own process group; tw
 `palabre serve --ray ADDRESS` front-ends (separate data directories) attach to it, the first one
 to start creating the detached ASR actor that both then use. Two different speech files are
 streamed at once, one to each front-end: each gets its own words, and the actor's figures count
-requests from both front-ends.
+requests from both front-ends. Then the actor is killed: Ray restarts it and a third stream works.
 
-Teardown, even on failure: the front-ends, then the head (SIGTERM; it stops its Ray processes),
-then SIGKILL to whatever is left of the head's process group. Not `ray stop`, which would stop
-every Ray cluster of the machine, not only this test's.
+Teardown, even on failure: the front-ends, then the head (SIGTERM; it stops its Ray processes,
+and the workers, which run in sessions of their own, exit with their raylet), then SIGKILL to
+whatever is left of the head's process group. Not `ray stop`, which would stop every Ray cluster
+of the machine, not only this test's.
 """
 
 from __future__ import annotations
@@ -124,6 +125,12 @@ def ray_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayHea
         head.stop()
 
 
+def parent_of(pid: int) -> int:
+    """The parent process id of `pid` (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 def words_of(events: list[dict[str, Any]]) -> set[str]:
     text = " ".join(e["text"] for e in events if e["type"] == "final")
     return set(re.findall(r"[a-z]+", text.lower()))
@@ -177,6 +184,19 @@ async def test_two_front_ends_share_one_asr_actor(
         stats_b = front_b.get_json("/v1/stats")
         assert stats_b["scheduler"]["asr"]["ray"]["pid"] == asr["ray"]["pid"]  # one actor
         assert stats_b["asr"]["model"] == "tiny.en"
+
+        # A crashed actor is restarted by Ray (max_restarts=-1) and serves on.
+        actor_pid = asr["ray"]["pid"]
+        assert os.getpgid(parent_of(actor_pid)) == ray_head.proc.pid  # a worker of this test's raylet
+        os.kill(actor_pid, signal.SIGKILL)
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            events = await stream_file(front_b.url, speech_dir / files[0], language="en", speed=3.0)
+        assert not [e for e in events if e["type"] == "error"], events
+        assert len(words_of(events) & WORDS[files[0]]) >= len(WORDS[files[0]]) - 2, events
+        deadline = time.monotonic() + 10
+        while front_b.get_json("/v1/stats")["scheduler"]["asr"]["ray"].get("pid") == actor_pid:
+            assert time.monotonic() < deadline, "the actor's figures still name the killed process"
+            await asyncio.sleep(0.5)
     except BaseException:
         for server in servers:
             print(f"--- front-end {server.port} log ---\n{server.log_tail()}")

@@ -310,6 +310,10 @@ def test_sessions_per_tenant_and_per_process() -> None:
         admit_sessions(limits, "c", ["a", "a", "b", "b"])
     with pytest.raises(ProtocolError):
         admit_sessions(limits, "b", ["a"], count=2 + 1)
+    admit_sessions(limits, "a", ["a", "a"], per_tenant=False)  # open access: one tenant, max_sessions
+    admit_sessions(replace(limits, max_sessions_per_tenant=0), "a", ["a", "a", "a"])  # 0: no own cap
+    with pytest.raises(ProtocolError):
+        admit_sessions(limits, "a", ["a", "a", "a", "a"], per_tenant=False)
 
 
 # --- palabre token ------------------------------------------------------------------------------
