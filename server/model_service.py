@@ -135,20 +135,7 @@ class ModelService(Generic[P, R]):
 
     async def call(self, request: Request[P]) -> R:
         """Submit and wait for the result (for callers that simply await one)."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-
-        def done(_: Request[P], result: R | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            elif result is None:
-                future.set_exception(RuntimeError(f"{self.name}: request dropped"))
-            else:
-                future.set_result(result)
-
-        self.submit(request, done)
-        return await future
+        return await submit_and_wait(self.name, self.submit, request)
 
     def cancel(self, session_id: str) -> list[Request[P]]:
         """Forget the queued requests of a session that went away (running ones complete).
@@ -254,3 +241,23 @@ class ModelService(Generic[P, R]):
             callback(request, result, error)
         except Exception:
             log.exception("%s: result callback of session %s failed", self.name, request.session_id)
+
+
+async def submit_and_wait(
+    name: str, submit: Callable[[Request[P], ResultCallback[P, R]], None], request: Request[P]
+) -> R:
+    """Submit `request` through `submit` and wait for its result; a dropped request raises."""
+    future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+
+    def done(_: Request[P], result: R | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        elif result is None:
+            future.set_exception(RuntimeError(f"{name}: request dropped"))
+        else:
+            future.set_result(result)
+
+    submit(request, done)
+    return await future

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
 from server.config import ServerConfig
-from server.model_service import BatchRecord, ModelService, ResultCallback
+from server.model_service import BatchRecord, ModelService, ResultCallback, submit_and_wait
 from stream.scheduler import Request, SchedulerStats, SizeCost
 
 log = logging.getLogger(__name__)
@@ -364,20 +364,7 @@ class RemoteModelService(Generic[P, R]):
 
     async def call(self, request: Request[P]) -> R:
         """Submit and wait for the result."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-
-        def done(_: Request[P], result: R | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            elif result is None:
-                future.set_exception(RuntimeError(f"{self.name}: request dropped"))
-            else:
-                future.set_result(result)
-
-        self.submit(request, done)
-        return await future
+        return await submit_and_wait(self.name, self.submit, request)
 
     def cancel(self, session_id: str) -> list[Request[P]]:
         """Forget a session's outstanding requests here and drop its queued ones in the actor."""
