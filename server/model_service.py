@@ -180,7 +180,7 @@ class ModelService(Generic[P, R]):
             for stale in self.scheduler.shed_stale(now):
                 self._finish(stale, None, None)
             while self._free > 0:
-                batch = self.scheduler.next_batch(now)
+                batch = self.scheduler.next_batch(now, self._free, self.workers)
                 if batch is None:
                     break
                 self._free -= 1
@@ -214,6 +214,7 @@ class ModelService(Generic[P, R]):
 
     def _done(self, batch: Batch[P], future: asyncio.Future[tuple[list[R | BaseException], float]]) -> None:
         self._free += 1
+        self.scheduler.finished(batch)
         self._wake.set()
         error = future.exception()
         if error is not None:  # _execute catches model errors; this is shutdown or a bug

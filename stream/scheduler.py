@@ -10,8 +10,14 @@ Rules, all in this file:
 * The batch size is chosen from measurements: the scheduler keeps, per batch size, the compute
   seconds per second of audio it observed, tries larger sizes when enough work is queued, and
   settles on the cheapest per audio second (on CPU that is usually 1; on a GPU, larger).
+* Batch only when backlogged: a batch never takes more than its share of the queued compatible
+  requests per free worker, so an idle CPU runs requests one by one at their lowest latency and
+  batching starts when work queues up (or when the device, like a GPU, is cheaper per item in
+  batches and the queue is long).
 * Bounded wait: when a batch could grow to the chosen size, it waits at most `max_wait_s` for
   more requests; it never waits when the chosen size is already reached or is 1.
+* A worker is kept for finals: while there are several workers, batches of partials may occupy
+  all but `reserve_for_finals` of them, so a final never waits behind partials.
 * Under overload partials are shed, never finals: a partial older than `partial_max_age_s` is
   dropped, and partials are held back while the queued finals' estimated work exceeds
   `shed_partials_above_s`.
@@ -49,6 +55,8 @@ class SchedulerConfig:
     """Partials wait while queued finals hold more estimated compute seconds than this."""
     explore_every: int = 200
     """Batches between re-measurements of batch sizes that were not chosen."""
+    reserve_for_finals: int = 1
+    """Workers that batches of partials leave free for finals (when there are more workers)."""
     sequential: bool = False
     """Baseline mode: one request at a time, in arrival order, no replacement and no shedding."""
 
@@ -118,6 +126,7 @@ class Scheduler(Generic[PayloadT]):
         self.costs: dict[int, SizeCost] = {}
         self.stats = SchedulerStats()
         self._since_explore = 0
+        self._running_partial_batches = 0
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -180,8 +189,11 @@ class Scheduler(Generic[PayloadT]):
         self.stats.dropped_partials += len(stale)
         return stale
 
-    def next_batch(self, now: float) -> Batch[PayloadT] | None:
-        """The batch a free worker should run now, or None (nothing ready, or worth waiting)."""
+    def next_batch(self, now: float, free_workers: int = 1, workers: int = 1) -> Batch[PayloadT] | None:
+        """The batch a free worker should run now, or None (nothing ready, or worth waiting).
+
+        `free_workers` of `workers` are idle (the caller's worker pool).
+        """
         if self.config.sequential:
             if not self._fifo:
                 return None
@@ -191,7 +203,12 @@ class Scheduler(Generic[PayloadT]):
         if not candidates:
             return None
         head = candidates[0]
-        target = self.choose_batch_size(sum(1 for r in candidates if r.key == head.key))
+        if head.kind == "partial" and workers > self.config.reserve_for_finals:
+            if self._running_partial_batches >= workers - self.config.reserve_for_finals:
+                return None
+        available = sum(1 for r in candidates if r.key == head.key)
+        share = -(-available // max(1, free_workers))
+        target = min(self.choose_batch_size(available), max(1, share))
         members = self._fill(head, candidates, target)
         oldest_wait = now - min(r.submitted_at for r in members)
         if len(members) < target and oldest_wait < self.config.max_wait_s:
@@ -233,6 +250,8 @@ class Scheduler(Generic[PayloadT]):
         return members
 
     def _form(self, members: list[Request[PayloadT]], now: float, target: int) -> Batch[PayloadT]:
+        if all(r.kind == "partial" for r in members):
+            self._running_partial_batches += 1
         self.stats.batches += 1
         size = len(members)
         self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
@@ -267,6 +286,11 @@ class Scheduler(Generic[PayloadT]):
                     self._since_explore = 0
                 return b
         return best
+
+    def finished(self, batch: Batch[PayloadT]) -> None:
+        """A batch left its worker (done or failed): its worker is free again."""
+        if all(r.kind == "partial" for r in batch.requests):
+            self._running_partial_batches = max(0, self._running_partial_batches - 1)
 
     def complete(self, batch: Batch[PayloadT], compute_seconds: float) -> None:
         """Report what a batch cost; feeds the batch-size choice."""

@@ -40,7 +40,11 @@ class SessionConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     partials: bool = True
     partial_interval_s: float = 0.6
-    """Audio between two partial requests of one utterance."""
+    """Audio between two partial requests of one utterance (at least)."""
+    partial_interval_ratio: float = 0.15
+    """...and at least this fraction of the utterance so far: a partial re-reads the whole
+    utterance, so its cost grows with it; spacing partials in proportion keeps a long
+    utterance's partial compute per second constant."""
     partial_min_s: float = 0.4
     """No partial for an utterance shorter than this."""
     task: Literal["transcribe", "translate"] = "transcribe"
@@ -278,7 +282,8 @@ class Session:
         if utt is None or not cfg.partials or self._partial_outstanding:
             return Output()
         now = self._frame_pos
-        if now - utt.last_partial_end < cfg.partial_interval_s * SAMPLE_RATE:
+        interval = max(cfg.partial_interval_s * SAMPLE_RATE, cfg.partial_interval_ratio * (now - utt.start))
+        if now - utt.last_partial_end < interval:
             return Output()
         if now - utt.start < cfg.partial_min_s * SAMPLE_RATE:
             return Output()

@@ -83,11 +83,12 @@ def test_bounded_wait_then_dispatch() -> None:
     s: Scheduler[str] = Scheduler(SchedulerConfig(max_batch=4, max_wait_s=0.05))
     for size, cost in [(1, 0.1), (2, 0.05), (4, 0.02)]:
         s.complete(s._form([req(str(i)) for i in range(size)], 0.0, size), cost * 2.0 * size)
-    s.submit(req("a", "final"), 1.0)
-    assert s.next_batch(1.01) is None
+    s.submit(req("a", "final", seconds=1.0), 1.0)
+    s.submit(req("b", "final", seconds=20.0), 1.0)  # too long to share a batch with "a"
+    assert s.next_batch(1.01) is None  # waits (bounded) for a request of similar length
     assert s.wake_at(1.01) == 1.05
     batch = s.next_batch(1.06)
-    assert batch is not None and len(batch.requests) == 1
+    assert batch is not None and [r.session_id for r in batch.requests] == ["a"]
 
 
 def test_length_similarity_in_a_batch() -> None:
@@ -121,3 +122,39 @@ def test_cancel_forgets_a_session() -> None:
     s.submit(req("b", "final"), 0.0)
     gone = s.cancel("a")
     assert len(gone) == 1 and s.pending == 1
+
+
+def test_partials_leave_a_worker_free_for_finals() -> None:
+    s: Scheduler[str] = Scheduler(SchedulerConfig(max_batch=1, max_wait_s=0))
+    s.submit(req("a"), 0.0)
+    s.submit(req("b"), 0.0)
+    first = s.next_batch(0.1, free_workers=2, workers=2)
+    assert first is not None and first.requests[0].kind == "partial"
+    assert s.next_batch(0.1, free_workers=1, workers=2) is None  # the last worker waits for a final
+    s.submit(req("c", "final"), 0.2)
+    final = s.next_batch(0.2, free_workers=1, workers=2)
+    assert final is not None and final.requests[0].kind == "final"
+    s.finished(first)
+    s.finished(final)
+    second = s.next_batch(0.3, free_workers=2, workers=2)
+    assert second is not None and second.requests[0].session_id == "b"
+
+
+def test_a_single_worker_still_runs_partials() -> None:
+    s: Scheduler[str] = Scheduler(SchedulerConfig(max_batch=1, max_wait_s=0))
+    s.submit(req("a"), 0.0)
+    assert s.next_batch(0.1, free_workers=1, workers=1) is not None
+
+
+def test_no_batching_while_each_free_worker_can_take_one_request() -> None:
+    s: Scheduler[str] = Scheduler(SchedulerConfig(max_batch=8, max_wait_s=0))
+    for size, cost in [(1, 0.1), (2, 0.05), (4, 0.03), (8, 0.02)]:  # GPU-like: batches are cheaper
+        s.complete(s._form([req(str(i)) for i in range(size)], 0.0, size), cost * 2.0 * size)
+    for i in range(2):
+        s.submit(req(f"f{i}", "final"), 0.0)
+    batch = s.next_batch(0.0, free_workers=2, workers=2)
+    assert batch is not None and len(batch.requests) == 1
+    for i in range(8):
+        s.submit(req(f"g{i}", "final"), 0.0)
+    batch = s.next_batch(0.0, free_workers=1, workers=2)
+    assert batch is not None and len(batch.requests) == 8  # backlogged: the cheapest size

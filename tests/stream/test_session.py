@@ -122,3 +122,17 @@ def test_clear_drops_the_open_utterance() -> None:
     events, requests = feed_in_frames(s, silence(1.0))
     assert events == [] and requests == []
     assert s.stop().requests == []
+
+
+def test_partials_of_a_long_utterance_are_spaced_in_proportion_to_its_length() -> None:
+    s = make(partial_interval_s=0.5, partial_interval_ratio=0.25)
+    ends = []
+    for _ in range(20):
+        _, requests = feed_in_frames(s, tone(0.5))
+        for r in requests:
+            ends.append(r.payload.end_sample / SAMPLE_RATE)
+            s.on_result(r.payload, AsrOutput("x", "en"))
+    gaps = [b - a for a, b in itertools.pairwise(ends)]
+    assert gaps[0] < 1.0
+    for end, gap in zip(ends[1:], gaps, strict=True):
+        assert gap >= 0.25 * end - 0.05
