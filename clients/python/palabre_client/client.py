@@ -253,8 +253,12 @@ class StreamSession:
             self._queue.put_nowait(_END)
 
 
+RESUME_MARGIN_S: Final = 0.1
+"""Resent audio starts this many seconds before the end of the last acknowledged final."""
+
+
 async def stream_file(
-    url: str,
+    url: str | Callable[[], str],
     path: str | os.PathLike[str],
     *,
     language: str | None = "en",
@@ -263,6 +267,9 @@ async def stream_file(
     token: str | None = None,
     conversation_id: str | None = None,
     on_event: Callable[[Event], None] | None = None,
+    reconnect: bool = True,
+    max_reconnects: int = 3,
+    resume_margin: float = RESUME_MARGIN_S,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -272,43 +279,199 @@ async def stream_file(
     drift. Then `stop` is sent and events are collected until `closed`. `on_event` is called with
     each event as it arrives.
 
+    With `reconnect` (the default), a connection that drops before `closed` is resumed, at most
+    `max_reconnects` times: see `ResilientStream`. `url` may be a callable, asked for the URL
+    before each connection (e.g. to go to another server after a failover).
+
     A server `error` event does not raise: it is among the returned events. Raises `PalabreError`
-    when the session cannot be opened, and when the connection ends before `closed` without an
-    `error` event to explain it.
+    when the first session cannot be opened, and when the connection ends before `closed`
+    without an `error` event to explain it and cannot be resumed.
     """
     if math.isnan(speed) or speed < 0:
         raise ValueError(f"speed must be >= 0, got {speed}")
     if frame_ms <= 0:
         raise ValueError(f"frame_ms must be positive, got {frame_ms}")
+    if max_reconnects < 0:
+        raise ValueError(f"max_reconnects must be >= 0, got {max_reconnects}")
     samples = await asyncio.to_thread(load_audio, path, DEFAULT_SAMPLE_RATE)
-    pcm = to_pcm16(samples)
-    bytes_per_second = DEFAULT_SAMPLE_RATE * 2
-    frame_bytes = bytes_per_second * frame_ms // 1000
-    seconds_per_byte = 0.0 if speed == 0 or math.isinf(speed) else 1.0 / (bytes_per_second * speed)
+    stream = ResilientStream(
+        url,
+        to_pcm16(samples),
+        language=language,
+        speed=speed,
+        frame_ms=frame_ms,
+        token=token,
+        conversation_id=conversation_id,
+        on_event=on_event,
+        max_reconnects=max_reconnects if reconnect else 0,
+        resume_margin=resume_margin,
+    )
+    return await stream.run()
 
-    events: list[Event] = []
 
-    def seen(event: Event) -> None:
-        events.append(event)
-        if on_event is not None:
-            on_event(event)
+_RETRYABLE: Final = frozenset(
+    {ClientErrorCode.CONNECTION_FAILED, ClientErrorCode.CONNECTION_CLOSED, ClientErrorCode.TIMEOUT}
+)
+_RESUMABLE_CLOSE_CODES: Final = frozenset({None, 1001, 1006, 1012, 1013})
+"""Connection ends worth resuming: no close frame (a crash, a cut network), going away, restart,
+try again later. A deliberate close (1000, 1008, 1011, ...) raises instead."""
 
-    async with await StreamSession.open(
-        url, language=language, token=token, conversation_id=conversation_id
-    ) as session:
-        seen(session.ready)
-        sender = asyncio.create_task(_send_paced(session, pcm, frame_bytes, seconds_per_byte))
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+class ResilientStream:
+    """Streams 16 kHz PCM into one conversation, reconnecting when the connection drops.
+
+    A final the client received is *acknowledged*: the server stores a final before sending it,
+    so it is safe in the conversation. When a connection ends before `closed` (and without an
+    `error` event), the stream waits a moment (0.5 s, doubling), opens a new connection with the
+    same `conversation_id` and resends the audio from `resume_margin` seconds before the end of
+    the last acknowledged final (from the start of the lost connection's audio if none was
+    acknowledged). Only ends without a close frame or with 1001, 1012 or 1013 are resumed; a
+    deliberate close (1000, 1008, 1011, ...) raises as without reconnection. Audio after that
+    point was not acknowledged: the server lost it (crash), or still finalizes it (dropped
+    connection), so resending can repeat an utterance. Finals are therefore de-duplicated: a
+    final whose `seq` was already seen, or a final of a resumed connection whose text equals an
+    acknowledged final that overlaps the resent audio, is not passed on, nor is an empty final
+    of a resumed connection before its first non-empty one (a fragment of the resent tail).
+    The caller sees each final once.
+
+    Times: finals' `start`/`end` are conversation seconds. The stream maps them to file positions
+    taking the first connection's offset as 0 (a new conversation) and a resumed one's as the
+    last acknowledged `end` + 1 s (the server's rule for resuming a conversation with no live
+    session); positions are clamped to the audio the connection was sent.
+
+    Gives up, raising `PalabreError`, after `max_reconnects` failed or dropped reconnections;
+    the first connection's failure raises at once.
+    """
+
+    def __init__(
+        self,
+        url: str | Callable[[], str],
+        pcm: bytes,
+        *,
+        language: str | None = "en",
+        speed: float = 1.0,
+        frame_ms: int = 20,
+        token: str | None = None,
+        conversation_id: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        max_reconnects: int = 3,
+        resume_margin: float = RESUME_MARGIN_S,
+    ) -> None:
+        """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
+        self._url = url
+        self._pcm = pcm
+        self._language = language
+        self._token = token
+        self._on_event = on_event
+        self._bytes_per_second = DEFAULT_SAMPLE_RATE * 2
+        self._frame_bytes = self._bytes_per_second * frame_ms // 1000
+        self._seconds_per_byte = (
+            0.0 if speed == 0 or math.isinf(speed) else 1.0 / (self._bytes_per_second * speed)
+        )
+        self._max_reconnects = max_reconnects
+        self._margin_bytes = int(resume_margin * self._bytes_per_second) // 2 * 2
+        self.conversation_id = conversation_id
+        """The conversation, once the first `ready` named it."""
+        self.events: list[Event] = []
+        """Every event passed on, in order: one `ready` per connection, each final once."""
+        self.finals: list[Event] = []
+        """The finals passed on (the acknowledged ones)."""
+        self.reconnects = 0
+        """Reconnections tried so far."""
+        self._seqs: set[int] = set()
+        self._acked: list[tuple[int, str]] = []  # (file byte where the final ends, normalised text)
+        self._acked_byte = 0
+        self._overlap: frozenset[str] | None = None
+        """Texts a resumed connection may repeat; None once it passed on a non-empty final."""
+
+    def _next_url(self) -> str:
+        return self._url() if callable(self._url) else self._url
+
+    def _seen(self, event: Event) -> None:
+        self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def run(self) -> list[Event]:
+        """Stream until `closed` or an `error` event; returns `events`."""
+        start_byte, offset = 0, 0.0
+        while True:
+            try:
+                session = await StreamSession.open(
+                    self._next_url(),
+                    language=self._language,
+                    token=self._token,
+                    conversation_id=self.conversation_id,
+                )
+            except PalabreError as exc:
+                if not self.events or exc.code not in _RETRYABLE or self.reconnects >= self._max_reconnects:
+                    raise
+                await self._back_off()
+                continue
+            async with session:
+                if await self._stream(session, start_byte, offset):
+                    return self.events
+                resumable = session.close_code in _RESUMABLE_CLOSE_CODES
+                if not resumable or self.reconnects >= self._max_reconnects:
+                    raise session._closed_error("before `closed`")
+            await self._back_off()
+            start_byte = max(0, self._acked_byte - self._margin_bytes) // 2 * 2
+            offset = self._last_end + 1.0 if self.finals else 0.0
+            self._overlap = frozenset(text for end, text in self._acked if end > start_byte)
+
+    @property
+    def _last_end(self) -> float:
+        return float(self.finals[-1].get("end", 0.0)) if self.finals else 0.0
+
+    async def _back_off(self) -> None:
+        self.reconnects += 1
+        await asyncio.sleep(0.5 * 2 ** (self.reconnects - 1))
+
+    async def _stream(self, session: StreamSession, start_byte: int, offset: float) -> bool:
+        """One connection, its audio from `start_byte`; True when it ended with `closed` or `error`."""
+        self.conversation_id = session.conversation_id
+        self._seen(session.ready)
+        pcm = self._pcm[start_byte:]
+        sender = asyncio.create_task(_send_paced(session, pcm, self._frame_bytes, self._seconds_per_byte))
+        finished = False
         try:
             async for event in session:
-                seen(event)
+                kind = event.get("type")
+                if kind == "final":
+                    self._final(event, start_byte, offset)
+                    continue
+                self._seen(event)
+                finished = finished or kind in ("closed", "error")
         finally:
             if not sender.done():
                 sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-        if events[-1].get("type") != "closed" and not any(e.get("type") == "error" for e in events):
-            raise session._closed_error("before `closed`")
-    return events
+        return finished
+
+    def _final(self, event: Event, start_byte: int, offset: float) -> None:
+        """Acknowledge a final; pass it on unless it repeats one already passed on."""
+        seq = event.get("seq")
+        text = _normalised(str(event.get("text", "")))
+        end_seconds = float(event.get("end", 0.0)) - offset
+        end_byte = start_byte + int(end_seconds * self._bytes_per_second)
+        end_byte = min(max(end_byte, start_byte), len(self._pcm))
+        self._acked_byte = max(self._acked_byte, end_byte)
+        if isinstance(seq, int) and seq in self._seqs:
+            return
+        if self._overlap is not None:
+            if not text or text in self._overlap:
+                return  # the resent tail again
+            self._overlap = None
+        if isinstance(seq, int):
+            self._seqs.add(seq)
+        self._acked.append((end_byte, text))
+        self.finals.append(event)
+        self._seen(event)
 
 
 async def _send_paced(session: StreamSession, pcm: bytes, frame_bytes: int, seconds_per_byte: float) -> None:
