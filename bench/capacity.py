@@ -10,11 +10,17 @@ a lead silence of 0.5-4 s so that sessions speak at different moments, then file
 Measured per run (one server, one N):
 - **final latency** p50/p95/max: arrival of a final − wall time the audio at its `end` was sent
   (WhisperLive: arrival of a segment marked `completed`, first time it is seen, − wall time its
-  `end` was sent). Palabre's `end` is where its VAD closed the utterance, WhisperLive's is where
-  Whisper's segment ends.
-- **finals lost**: a file placed in a session ("an utterance spoken") that no final overlaps,
-  plus sessions whose end never came (Palabre: no `closed`; WhisperLive: no close by the server
-  after END_OF_AUDIO) and sessions refused (WhisperLive: a WAIT status instead of SERVER_READY).
+  `end` was sent). Palabre's `end` is where its VAD heard the speech stop (it waits for 0.48 s of
+  silence to say so, and that wait is in the latency); WhisperLive's is where Whisper's segment
+  ends. The JSON also has the p95 without each session's last final (`latency_p95_not_last_s`):
+  WhisperLive completes a stream's last segment only after eleven identical transcriptions, and
+  with five or six utterances per session that one is the p95.
+- **finals lost**: a file placed in a session ("an utterance spoken") that the finals (with
+  text) overlapping it do not cover up to its end, within 1 s: none came, or WhisperLive
+  completed a segment that merges it with the previous file but stops short ("... Sunday is
+  the"). All the files of a refused session are lost (WhisperLive answers WAIT instead of
+  SERVER_READY); sessions whose end never came (Palabre: no `closed`; WhisperLive: no close by
+  the server after END_OF_AUDIO) are counted apart, as `unclosed`.
 - **partial cadence**: partials per second of speech sent, per session (WhisperLive: messages
   whose last segment is not completed).
 - **WER** (jiwer; lower case, punctuation stripped): per session, the finals in time order
@@ -25,6 +31,11 @@ Measured per run (one server, one N):
 - client lateness: how late the benchmark itself sent frames (a loaded client shows here).
 
 Capacity = the largest N with p95 ≤ 1.5 s, nothing lost, nobody refused.
+
+How a session ends: Palabre gets `stop` after the audio and is given `--drain` seconds to send its
+last finals and `closed`. WhisperLive has no such message (END_OF_AUDIO drops what it has not
+transcribed), so its session stays open after the audio until its completed segments cover every
+file, or no message came for `--quiet` seconds, or `--drain` seconds passed; then END_OF_AUDIO.
 
 Also, unless `--no-offline`: offline WER and real-time factor of faster-whisper on the same
 files with the same model (int8, beam 5 and greedy), the ceiling the streaming WER compares to.
@@ -102,6 +113,9 @@ TAIL_S: Final = 3.0
 DITHER: Final = 3e-4
 OVERLAP_SLACK_S: Final = 0.3
 """A final counts for a file when their spans, the file's widened by this much, overlap."""
+END_SLACK_S: Final = 1.0
+"""A file is covered when the finals overlapping it reach its end, to within this much (the
+files end within 0.3 s of their last word; Whisper's segment times are coarser)."""
 
 WHISPERLIVE_VERSION: Final = "0.10.0"
 WHISPERLIVE_NEEDS: Final = (
@@ -223,6 +237,16 @@ def overlaps(final: FinalRecord, placement: Placement, slack: float = OVERLAP_SL
     return min(final.end, placement.end + slack) - max(final.start, placement.start - slack)
 
 
+def covered(placement: Placement, finals: Sequence[FinalRecord]) -> bool:
+    """Whether finals with text overlap `placement` and reach its end (within `END_SLACK_S`).
+
+    A final that merges several files but stops short of the last one (WhisperLive completes a
+    segment so) does not cover that last file.
+    """
+    ends = [f.end for f in finals if f.text.strip() and overlaps(f, placement) > 0]
+    return bool(ends) and max(ends) >= placement.end - END_SLACK_S
+
+
 @dataclass
 class SessionAnalysis:
     """One session's figures."""
@@ -234,17 +258,21 @@ class SessionAnalysis:
     errors: WordErrors
     errors_by_file: WordErrors
     latencies: list[float]
+    latencies_not_last: list[float]
+    """The same without the session's last final (WhisperLive completes the last segment of a
+    stream only after eleven identical transcriptions, no later segment coming to close it)."""
     partials_per_s: float
 
 
 def analyse(plan: SessionPlan, result: SessionResult) -> SessionAnalysis:
     """Match a session's finals to the files it spoke; count losses, word errors and latencies.
 
-    A file is covered by a final with text that overlaps it; empty finals (Palabre sends one for
-    an utterance that turned out to hold no words) cover nothing but their latency counts.
+    A file is covered by finals with text that overlap it and reach its end (`covered`); empty
+    finals (Palabre sends one for an utterance that turned out to hold no words) cover nothing,
+    but their latency counts.
     """
     finals = sorted((f for f in result.finals if f.text.strip()), key=lambda f: f.start)
-    covered = sum(1 for p in plan.placements if any(overlaps(f, p) > 0 for f in finals))
+    n_covered = sum(1 for p in plan.placements if covered(p, finals))
     by_file: dict[str, list[str]] = {p.name + f"@{p.start}": [] for p in plan.placements}
     spurious: list[str] = []
     for final in finals:
@@ -259,18 +287,20 @@ def analyse(plan: SessionPlan, result: SessionResult) -> SessionAnalysis:
     errors_by_file.add("", " ".join(spurious))
     errors = WordErrors()
     errors.add(" ".join(p.text for p in plan.placements), " ".join(f.text for f in finals))
-    lost = len(plan.placements) - covered
+    lost = len(plan.placements) - n_covered
     if result.refused:
         lost = len(plan.placements)
-    latencies = [f.latency for f in result.finals if f.latency is not None]
+    timed = sorted((f for f in result.finals if f.latency is not None), key=lambda f: f.end)
+    latencies = [f.latency for f in timed if f.latency is not None]
     return SessionAnalysis(
         expected=len(plan.placements),
-        covered=covered,
+        covered=n_covered,
         lost=lost,
         spurious=len(spurious),
         errors=errors,
         errors_by_file=errors_by_file,
         latencies=latencies,
+        latencies_not_last=latencies[:-1],
         partials_per_s=result.partials / plan.speech_seconds if plan.speech_seconds else math.nan,
     )
 
@@ -360,7 +390,7 @@ async def whisperlive_session(
 ) -> SessionResult:
     """Stream `plan` to WhisperLive as float32 frames; collect its segments as they come.
 
-    After the audio, wait until every file spoken has a completed segment, or no message came
+    After the audio, wait until completed segments cover every file spoken, or no message came
     for `quiet_s` since the later of the audio's end and the last message (its own client waits
     15 s after the last message), or `drain_s` passed; then send END_OF_AUDIO and wait for the
     server to close (WhisperLive drops what it has not transcribed by then).
@@ -410,7 +440,7 @@ async def whisperlive_session(
             audio_end = loop.time()
             deadline = audio_end + drain_s
             while not receiver.done() and loop.time() < deadline:
-                if all(any(overlaps(f, p) > 0 for f in result.finals) for p in plan.placements):
+                if all(covered(p, result.finals) for p in plan.placements):
                     break
                 if loop.time() - max(last_message, audio_end) > quiet_s:
                     break
@@ -509,14 +539,20 @@ class RunFigures:
     latency_p50_s: float | None
     latency_p95_s: float | None
     latency_max_s: float | None
+    latency_p95_not_last_s: float | None
+    """p95 without each session's last final (see `SessionAnalysis.latencies_not_last`)."""
     partials_per_s: float
     wer: float
     wer_by_file: float
+    deleted_words: int
+    """Reference words missing from the finals: also what a final that stops short loses."""
     cpu_share: float
     rss_peak_mb: float
     client_late_p95_ms: float | None
     wall_s: float
     errors: list[str]
+    load_1m: float | None = None
+    """The machine's 1-minute load average when the run began (other work competes for the CPU)."""
     server_stats: dict[str, Any] | None = None
     per_session: list[dict[str, Any]] = field(default_factory=list)
 
@@ -590,9 +626,11 @@ def summarise(
         latency_p50_s=percentile(latencies, 0.5),
         latency_p95_s=percentile(latencies, 0.95),
         latency_max_s=max(latencies) if latencies else None,
+        latency_p95_not_last_s=percentile([x for a in analyses for x in a.latencies_not_last], 0.95),
         partials_per_s=float(np.mean(speaking)) if speaking else math.nan,
         wer=errors.wer,
         wer_by_file=errors_by_file.wer,
+        deleted_words=errors.deletions,
         cpu_share=usage.cpu_share,
         rss_peak_mb=usage.rss_peak_bytes / 2**20,
         client_late_p95_ms=None if late_p95 is None else late_p95 * 1000,
@@ -648,7 +686,7 @@ def print_table(runs: Sequence[RunFigures]) -> None:
     """One line per run."""
     head = (
         f"{'server':<12}{'N':>3}{'fin/utt':>8}{'lost':>6}{'refused':>8}{'p50 s':>8}{'p95 s':>8}"
-        f"{'max s':>8}{'part/s':>8}{'WER':>7}{'CPU':>6}{'RSS MB':>8}{'late ms':>8}  ok"
+        f"{'max s':>8}{'part/s':>8}{'WER':>7}{'CPU':>6}{'RSS MB':>8}{'late ms':>8}{'load':>6}  ok"
     )
     print(head)
     print("-" * len(head))
@@ -657,7 +695,7 @@ def print_table(runs: Sequence[RunFigures]) -> None:
             f"{r.server:<12}{r.sessions:>3}{f'{r.finals}/{r.expected}':>8}{r.lost:>6}{r.refused:>8}"
             f"{fmt(r.latency_p50_s):>8}{fmt(r.latency_p95_s):>8}{fmt(r.latency_max_s):>8}"
             f"{r.partials_per_s:>8.2f}{r.wer:>7.3f}{r.cpu_share:>6.2f}{r.rss_peak_mb:>8.0f}"
-            f"{fmt(r.client_late_p95_ms, '.1f'):>8}"
+            f"{fmt(r.client_late_p95_ms, '.1f'):>8}{fmt(r.load_1m, '.1f'):>6}"
             f"  {'yes' if r.ok else 'no'}"
         )
 
@@ -711,6 +749,7 @@ def plot(runs: Sequence[RunFigures], path: Path, title: str) -> None:
     ax.set_ylabel("final latency p95 (s, log scale)")
     sizes = sorted({r.sessions for r in runs})
     ax.set_xticks(sizes)
+    ax.margins(x=0.12)  # room for the "lost" notes beside the last points
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -825,8 +864,10 @@ async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) ->
                     if not server.alive():
                         raise RuntimeError(f"{name} died:\n{server.log_tail()}")
                     print(f"[{datetime.now():%H:%M:%S}] {name}: {n} session(s) ...", flush=True)
+                    load = os.getloadavg()[0]
                     results, usage = await server.measure(run_sessions(name, urls[name], plans[:n], args))
                     figures = summarise(name, plans[:n], results, usage)
+                    figures.load_1m = round(load, 2)
                     if palabre is not None and name == "palabre":
                         with contextlib.suppress(OSError, ValueError):
                             figures.server_stats = palabre.get("/v1/stats")
@@ -870,7 +911,15 @@ def replot(path: Path, plot_path: Path) -> int:
     """Print the summary and redraw the plot of a JSON report written earlier, measuring nothing."""
     report = json.loads(path.read_text())
     fields = {f.name for f in dataclasses.fields(RunFigures)}
-    runs = [RunFigures(**{k: v for k, v in r.items() if k in fields}) for r in report.get("runs", [])]
+    runs = [
+        RunFigures(
+            **(
+                {"deleted_words": 0, "latency_p95_not_last_s": None}
+                | {k: v for k, v in r.items() if k in fields}
+            )
+        )
+        for r in report.get("runs", [])
+    ]
     report["capacity"] = {s: capacity(runs, s) for s in sorted({r.server for r in runs})}
     plot(runs, plot_path, plot_title(report))
     print_summary(report, runs)
