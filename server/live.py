@@ -45,7 +45,9 @@ class Outbox:
 
     A single writer task sends them in order; a `Final` is committed to the store before it is
     sent. A slow consumer's queue is bounded: queued partials are dropped first, finals and
-    errors never.
+    errors never. A consumer that still cannot keep up (`max_events` events queued without a
+    partial to drop) is cut off: sending stops, so the writer goes on committing every final,
+    and `on_overflow` is called once so the transport can close with a clear code.
     """
 
     def __init__(self, commit: Callable[[Final], Awaitable[None]], max_events: int = 256) -> None:
@@ -60,6 +62,8 @@ class Outbox:
         self.closed_callback: Callable[[], None] | None = None
         self.observers: list[Callable[[ServerEvent], None]] = []
         """Called with each event as it is delivered, whether or not a client reads them."""
+        self.on_overflow: Callable[[], None] | None = None
+        self.overflowed = False
 
     def put(self, event: ServerEvent | Deferred) -> None:
         if len(self._queue) >= self.max_events:
@@ -69,6 +73,11 @@ class Outbox:
             if isinstance(event, Partial):
                 self.dropped_partials += 1
                 return
+            if len(self._queue) >= self.max_events and self.send is not None and not self.overflowed:
+                self.overflowed = True
+                self.send = None
+                if self.on_overflow is not None:
+                    self.on_overflow()
         self._queue.append(event)
         self._ready.set()
 

@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     """The client sends messages or audio faster than the connection's limits allow."""
     IDLE_TIMEOUT = "idle_timeout"
     """The client sent nothing for longer than the idle timeout."""
+    SLOW_CONSUMER = "slow_consumer"
+    """The client did not read its events fast enough; its finals are stored, the connection closes."""
     INTERNAL = "internal"
     """The server failed on this session; other sessions are unaffected."""
 

@@ -118,6 +118,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                         live = candidate
                         app.register(live)
                         live.outbox.send = send
+                        live.outbox.on_overflow = lambda: _close_slow_consumer(ws)
                         live.outbox.put(ready)
                     elif isinstance(msg, Ask):
                         if not ask_allowed(principal, msg, live.conversation_id if live else None):
@@ -184,3 +185,17 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
             await rtc.close()
         if live is not None and not live.outbox.closed.is_set():
             live.detach()
+
+
+def _close_slow_consumer(ws: ServerConnection) -> None:
+    """The client stopped reading its events: close it (its finals are still stored)."""
+    log.warning("closing a client that does not read its events (slow consumer)")
+    task = asyncio.get_running_loop().create_task(
+        ws.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SLOW_CONSUMER.value)
+    )
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[None]] = set()
+"""Close handshakes in flight (kept referenced until done)."""
