@@ -52,9 +52,10 @@ from server.transports.twilio import handle_twilio
 from server.transports.watch import handle_watch
 from server.transports.ws import handle_stream
 from server.watch import WatchHub
+from stream.answers import Passage, build_answer_request
 from stream.errors import CloseCode, ProtocolError
 from stream.events import ServerEvent
-from stream.interfaces import AsrOutput, Embedder
+from stream.interfaces import AsrOutput, Embedder, LlmEngine
 from stream.session import AsrJob
 
 log = logging.getLogger("palabre")
@@ -158,6 +159,7 @@ class App:
             engine = await asyncio.to_thread(
                 load_llm, cfg.llm, device=cfg.device, n_threads=1, cache_dir=cfg.data_dir / "models"
             )
+            await asyncio.to_thread(warm_up_answers, engine)
             llm_queue = LlmQueue(engine)
             llm_queue.start()
         knowledge = Knowledge(
@@ -423,3 +425,14 @@ async def run(config: ServerConfig) -> None:
                 sip.close()
             await app.close()
             app.auth.close()
+
+
+def warm_up_answers(engine: LlmEngine) -> None:
+    """Evaluate the answer prompt's fixed part once, so the first question reuses it (llama.cpp
+    keeps the previous prompt's cache): the first token of every answer then comes in well under
+    a second instead of paying for the few-shot examples."""
+    request = build_answer_request(
+        "Warm up?", [Passage("warm:0", 0, "Warm up.", 0.0)], chat=engine.chat, max_tokens=1
+    )
+    for _ in engine.generate(request):
+        pass
