@@ -5,6 +5,7 @@
 
 Sections (``--only`` picks some; all run by default):
 
+- ``summary``: extractive summary latency for conversations of 20, 200 and 2000 utterances.
 - ``index``: MiniLM embedding latency (batch 1 and 32, ours against `FlagModel.encode`); then, on
   real embeddings of `--sentences` meeting-like sentences made from templates, recall@5 of IVF
   against the exact (flat) index; then, for each of `--sizes`, flat against IVF: build time,
@@ -266,7 +267,30 @@ def bench_kind(kind: str, base: Matrix, queries: Matrix) -> tuple[tuple[Results,
     return (index.search(queries, K), index.search(queries, K, allowed_ids=conversation)), index
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"index": bench_index}
+def bench_summary(args: argparse.Namespace) -> None:
+    """Extractive summary latency (the live summary with a base LLM) by conversation length.
+
+    Real MiniLM embeddings of meeting-like sentences; the time covers choosing the key utterances
+    from their vectors (what the server adds to reading them from the index).
+    """
+    from models.embed_flag import load_embedder
+    from stream.summary import extractive_summary
+
+    embedder = load_embedder(threads=args.threads)
+    sentences = meeting_sentences(max(args.sentences, 50))
+    vectors = embedder.embed(sentences)
+    print("\nextractive summary (5 key utterances) of a conversation of n utterances:")
+    for n in (20, 200, 2000):
+        rows = vectors[np.arange(n) % len(vectors)]
+
+        def summarise(_i: int, rows: Matrix = rows) -> object:
+            return extractive_summary(rows, 5)
+
+        times = each_ms(summarise, 50)
+        print(f"  n = {n:5d}: {percentiles(times)}")
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"index": bench_index, "summary": bench_summary}
 """Benchmark sections by name, in the order they run."""
 
 
