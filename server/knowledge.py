@@ -281,7 +281,6 @@ class Knowledge:
         `entity` / `entity_label` keep only utterances that mention that entity (by text,
         case-insensitive) or an entity of that kind (person, organization, place, date, amount).
         """
-        index = await self.index(tenant_id)
         allowed: list[int] | None = None
         if entity is not None or entity_label is not None:
             allowed = await self.store.utterance_ids_with_entity(
@@ -290,13 +289,20 @@ class Knowledge:
         elif conversation_id is not None:
             rows = await self.store.utterances(tenant_id, conversation_id)
             allowed = [row.id for row in rows]
+        scores = dict(await self._nearest(tenant_id, query, allowed, k))
+        rows = await self.store.utterances_by_ids(tenant_id, list(scores))
+        return [SearchHit(row, scores[row.id]) for row in rows]
+
+    async def _nearest(
+        self, tenant_id: str, query: str, allowed: list[int] | None, k: int
+    ) -> list[tuple[int, float]]:
+        """(utterance id, score) of the `k` nearest to `query`, best first, among `allowed` ids if given."""
+        index = await self.index(tenant_id)
         if allowed is not None and not allowed:
             return []
         vector = await self._embed(tenant_id, query)
         results = await asyncio.to_thread(index.search, vector, k, allowed)
-        scores = dict(results[0])
-        rows = await self.store.utterances_by_ids(tenant_id, list(scores))
-        return [SearchHit(row, scores[row.id]) for row in rows]
+        return results[0]
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -316,12 +322,18 @@ class Knowledge:
                 raise ProtocolError(ErrorCode.CONVERSATION_NOT_FOUND, f"no conversation {conversation_id!r}")
             await self.flush(conversation_id)
         scope_id = conversation_id if ask.scope == "conversation" else None
-        hits = await self.search(tenant_id, ask.question, scope_id, self.config.top_k)
-        rows = [hit.utterance for hit in sorted(hits, key=lambda h: -h.score)]
-        if scope_id is not None and self.config.recent_context > 0:
-            recent = await self.store.utterances(tenant_id, scope_id)
+        if scope_id is None:
+            hits = await self.search(tenant_id, ask.question, None, self.config.top_k)
+            rows = [hit.utterance for hit in sorted(hits, key=lambda h: -h.score)]
+        else:
+            # One read of the conversation serves the retrieval filter and the recent context.
+            said = await self.store.utterances(tenant_id, scope_id)
+            by_row_id = {row.id: row for row in said}
+            nearest = await self._nearest(tenant_id, ask.question, list(by_row_id), self.config.top_k)
+            rows = [by_row_id[i] for i, _ in nearest if i in by_row_id]
             seen = {row.id for row in rows}
-            rows += [row for row in recent[-self.config.recent_context :] if row.id not in seen]
+            recent = said[-self.config.recent_context :] if self.config.recent_context > 0 else []
+            rows += [row for row in recent if row.id not in seen]
         passages = [Passage(row.public_id, row.seq, row.text, row.start, row.track) for row in rows]
         by_id = {row.public_id: row for row in rows}
         text = ""

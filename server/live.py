@@ -26,7 +26,7 @@ from server.timing import SessionTiming
 from stream.audio import AudioConverter
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent, SpeechStopped, Start
-from stream.interfaces import AsrOutput, VadModel
+from stream.interfaces import SAMPLE_RATE, AsrOutput, VadModel
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
 
@@ -219,7 +219,6 @@ class LiveSession:
         self._writer: asyncio.Task[None] | None = None
         self.conversation_id = ""
         self.audio_seconds = 0.0
-        self.last_final: Final | None = None
         self._close_queued = False
         self.timing = SessionTiming()
         """When this session's audio arrived (for the final latency metric)."""
@@ -277,7 +276,7 @@ class LiveSession:
         if self.session is None or self._converter is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio")
         samples = self._converter.feed(data)
-        self.audio_seconds += len(samples) / 16000
+        self.audio_seconds += len(samples) / SAMPLE_RATE
         self.timing.audio_arrived(self.audio_seconds, time.monotonic())
         self._handle(self.session.feed(samples))
 
@@ -370,7 +369,6 @@ class LiveSession:
         return [summary] if summary is not None else []
 
     async def _commit(self, final: Final) -> None:
-        self.last_final = final
         if not final.text:
             return
         row = await self.services.store.add_utterance(
