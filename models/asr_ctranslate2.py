@@ -4,19 +4,21 @@ faster-whisper's `WhisperModel.transcribe` always encodes a full 30 s window. He
 padded with silence only to its longest input plus `pad_seconds` (5 s by default), which keeps the
 accuracy of the full window at a fraction of the encoder cost (measured by bench/asr_padding.py).
 A short window can make the decoder repeat itself past the end of the speech; a guard detects that
-(repeated words at the end, a high compression ratio, or a decode that ran out of tokens) and
-re-decodes that input in the full 30 s window.
+(repeated words at the end, a high compression ratio, or a decode that ran out of tokens). A text
+that is one phrase said over and over ("And so my fellow Americans. And so my fellow Americans.")
+is cut to its first saying, at no cost; any other suspect is re-decoded in the full 30 s window.
 
 The pipeline, in `CTranslate2Whisper.transcribe_batch`:
     audio → (digital silence is answered empty, not decoded)
           → log-mel features (batch padded to one length) → encoder (once)
           → language detection on the encoder output (multilingual models, language=None)
           → greedy decoding, one `generate` call per (language, task, with prompt or not)
-          → repetition guard → full-window re-decode of the suspects → non-speech rule → outputs
+          → repetition guard (cut a repeated phrase, or re-decode in the full window) → non-speech rule
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import zlib
@@ -139,6 +141,11 @@ class CTranslate2Whisper:
             # The repetition guard: a decode looping past the end of the speech is redone in the full window.
             suspects = [i for i in audible
                         if window < WINDOW_SAMPLES and decoded[i].looks_looped and not decoded[i].is_silence]
+            for i in list(suspects):
+                once = first_saying(decoded[i].text)
+                if once is not None:
+                    decoded[i] = dataclasses.replace(decoded[i], text=once, hit_max_length=False)
+                    suspects.remove(i)
             if suspects:
                 decoded.update(self._decode(inputs, audios, suspects, WINDOW_SAMPLES, languages))
                 fallback.update(suspects)
@@ -240,6 +247,27 @@ def compression_ratio(text: str) -> float:
     """Bytes of `text` over bytes of its zlib compression (high means repetitive)."""
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+_WORD = re.compile(r"\w+(?:'\w+)*")
+
+
+def first_saying(text: str, min_words: int = 2) -> str | None:
+    """The first saying of a phrase that `text` only repeats, or None when it is not such a loop.
+
+    "And so my fellow Americans. And so my fellow Americans. And so" → "And so my fellow
+    Americans." (case and punctuation ignored when comparing; at least two full sayings of at
+    least `min_words` words). "no no no" is not cut: a one-word period may be real speech.
+    """
+    matches = list(_WORD.finditer(text))
+    words = [m.group().lower() for m in matches]
+    for period in range(min_words, len(words) // 2 + 1):
+        if all(words[i] == words[i % period] for i in range(period, len(words))):
+            end = matches[period - 1].end()
+            while end < len(text) and not text[end].isspace():
+                end += 1  # keep the punctuation that ends the phrase
+            return text[:end].strip()
+    return None
 
 
 def repeats_at_end(text: str, n: int = REPEATED_NGRAM) -> bool:

@@ -18,6 +18,9 @@ Rules, all in this file:
   more requests; it never waits when the chosen size is already reached or is 1.
 * A worker is kept for finals: while there are several workers, batches of partials may occupy
   all but `reserve_for_finals` of them, so a final never waits behind partials.
+* Finals get the device to themselves: no batch of partials starts while a final is queued or
+  running (`partials_beside_finals` False), so the partial cadence gives way under load instead
+  of the finals' latency (a running partial is not interrupted).
 * Under overload partials are shed, never finals: a partial older than `partial_max_age_s` is
   dropped, and partials are held back while the queued finals' estimated work exceeds
   `shed_partials_above_s`.
@@ -57,6 +60,8 @@ class SchedulerConfig:
     """Batches between re-measurements of batch sizes that were not chosen."""
     reserve_for_finals: int = 1
     """Workers that batches of partials leave free for finals (when there are more workers)."""
+    partials_beside_finals: bool = False
+    """Whether a batch of partials may start while a batch holding a final runs."""
     sequential: bool = False
     """Baseline mode: one request at a time, in arrival order, no replacement and no shedding."""
 
@@ -127,6 +132,7 @@ class Scheduler(Generic[PayloadT]):
         self.stats = SchedulerStats()
         self._since_explore = 0
         self._running_partial_batches = 0
+        self._running_final_batches = 0
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -203,9 +209,12 @@ class Scheduler(Generic[PayloadT]):
         if not candidates:
             return None
         head = candidates[0]
-        if head.kind == "partial" and workers > self.config.reserve_for_finals:
-            if self._running_partial_batches >= workers - self.config.reserve_for_finals:
+        if head.kind == "partial":
+            if self._running_final_batches and not self.config.partials_beside_finals:
                 return None
+            if workers > self.config.reserve_for_finals:
+                if self._running_partial_batches >= workers - self.config.reserve_for_finals:
+                    return None
         available = sum(1 for r in candidates if r.key == head.key)
         share = -(-available // max(1, free_workers))
         target = min(self.choose_batch_size(available), max(1, share))
@@ -252,6 +261,8 @@ class Scheduler(Generic[PayloadT]):
     def _form(self, members: list[Request[PayloadT]], now: float, target: int) -> Batch[PayloadT]:
         if all(r.kind == "partial" for r in members):
             self._running_partial_batches += 1
+        else:
+            self._running_final_batches += 1
         self.stats.batches += 1
         size = len(members)
         self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
@@ -291,6 +302,8 @@ class Scheduler(Generic[PayloadT]):
         """A batch left its worker (done or failed): its worker is free again."""
         if all(r.kind == "partial" for r in batch.requests):
             self._running_partial_batches = max(0, self._running_partial_batches - 1)
+        else:
+            self._running_final_batches = max(0, self._running_final_batches - 1)
 
     def complete(self, batch: Batch[PayloadT], compute_seconds: float) -> None:
         """Report what a batch cost; feeds the batch-size choice."""

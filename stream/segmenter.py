@@ -96,6 +96,16 @@ class Segmenter:
             return self._utterance_start_frame * self.frame_samples
         return None
 
+    @property
+    def pause_start(self) -> int | None:
+        """Sample where the open utterance's current run of quiet frames began, or None.
+
+        If the utterance ends at this pause, it ends at this sample.
+        """
+        if self.state is SegmentState.SPEECH and self._run > 0:
+            return (self.frames - self._run) * self.frame_samples
+        return None
+
     def push(self, probability: float) -> list[SegmentEvent]:
         """Advance by one frame of the given speech probability."""
         cfg = self.config

@@ -12,6 +12,11 @@ Partial/final policy:
 * A partial's `stable` part only grows (LocalAgreement-2, `stream.stability`).
 * When the utterance ends, one final is requested for it, padded by `pad_ms` on both sides
   (not on a side that was cut for length). Finals are released in utterance order.
+* Early finals: the final's audio is complete `pad_ms` into a pause, long before the pause is
+  long enough (`min_silence_ms`) to end the utterance. So at that moment the session already
+  requests the final of the utterance as it would end there (`early_finals`). If the pause does
+  end the utterance, at the same sample, that request is its final and the VAD's wait overlaps
+  the decoding; if speech resumes, its result is shown as a partial.
 * An utterance whose final text is empty (noise the VAD took for speech, or output the engine
   judged to be no speech) still gets its `final`, with empty text, so every `speech_started`
   is closed.
@@ -48,6 +53,8 @@ class SessionConfig:
     partial_min_s: float = 0.4
     """No partial for an utterance shorter than this."""
     task: Literal["transcribe", "translate"] = "transcribe"
+    early_finals: bool = True
+    """Request an utterance's final `pad_ms` into each pause, before the pause ends it."""
     turn_detection: Literal["vad", "manual"] = "vad"
     """vad: utterances end at pauses; manual: every frame counts as speech and only `commit()`
     (or the length limit) ends an utterance — clients that decide turns themselves."""
@@ -117,6 +124,9 @@ class _Utterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_end: int = 0
     language_hint: str | None = None
+    early: dict[int, AsrOutput | None] = field(default_factory=dict)
+    """Early finals requested, by the sample the utterance would end at: their result, or None
+    while it is pending."""
 
 
 class Session:
@@ -158,6 +168,8 @@ class Session:
         """Sample where the last utterance was cut for length (the next one starts there, unpadded)."""
         self.stopped = False
         self.utterances = 0
+        self.early_finals_used = 0
+        """Utterances whose final came from an early final (for statistics)."""
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -176,6 +188,7 @@ class Session:
             for seg in self._segmenter.push(probability):
                 out.extend(self._on_segment(seg))
             if self._open is not None:
+                out.extend(self._maybe_early_final())
                 out.extend(self._maybe_partial())
         self._trim()
         return out
@@ -210,17 +223,28 @@ class Session:
         if job.kind == "partial":
             self._partial_outstanding = False
             return self._on_partial(job, result)
-        start, end = self._bounds.pop(job.seq)
-        self._finals[job.seq] = Final(
-            utterance_id=self.utterance_id(job.seq),
+        bounds = self._bounds.get(job.seq)
+        if bounds is None or bounds[1] != job.end_sample:
+            # An early final whose pause did not end the utterance (or not yet).
+            utt = self._open
+            if utt is not None and utt.seq == job.seq and job.end_sample in utt.early:
+                utt.early[job.end_sample] = result
+                return self._on_partial(job, result) if self.config.partials else Output()
+            return Output()
+        return Output(events=self._take_final(job.seq, result))
+
+    def _take_final(self, seq: int, result: AsrOutput) -> list[ServerEvent]:
+        start, end = self._bounds.pop(seq)
+        self._finals[seq] = Final(
+            utterance_id=self.utterance_id(seq),
             text=result.text.strip(),
             start=self._seconds(start),
             end=self._seconds(end),
             language=result.language,
-            seq=job.seq,
+            seq=seq,
             track=self.track,
         )
-        return Output(events=list(self._release_finals()))
+        return list(self._release_finals())
 
     def on_dropped(self, job: AsrJob) -> Output:
         """The scheduler dropped one of this session's partial requests (replaced or stale)."""
@@ -272,15 +296,37 @@ class Session:
         self._bounds[utt.seq] = (utt.start, seg.sample)
         self._awaiting.append(utt.seq)
         out.events.append(SpeechStopped(self.utterance_id(utt.seq), self._seconds(seg.sample)))
+        if not seg.forced and seg.sample in utt.early:
+            # Its early final is (or will be) the final: same audio, no second request.
+            self.early_finals_used += 1
+            early = utt.early[seg.sample]
+            if early is not None:
+                out.events.extend(self._take_final(utt.seq, early))
+            return out
         job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", seg.sample)
         out.requests.append(self._request(job))
         return out
+
+    def _maybe_early_final(self) -> Output:
+        utt = self._open
+        pause = self._segmenter.pause_start
+        if utt is None or pause is None or not self.config.early_finals or pause in utt.early:
+            return Output()
+        if self._frame_pos - pause < self._pad:
+            return Output()
+        utt.early[pause] = None
+        begin = utt.start - (self._pad if utt.pad_start else 0)
+        audio = self._buffer.slice(begin, pause + self._pad)
+        job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", pause)
+        return Output(requests=[self._request(job)])
 
     def _maybe_partial(self) -> Output:
         utt = self._open
         cfg = self.config
         if utt is None or not cfg.partials or self._partial_outstanding:
             return Output()
+        if any(result is None for result in utt.early.values()):
+            return Output()  # an early final is on its way: it will be shown as a partial
         now = self._frame_pos
         interval = max(cfg.partial_interval_s * SAMPLE_RATE, cfg.partial_interval_ratio * (now - utt.start))
         if now - utt.last_partial_end < interval:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models import asr_ctranslate2
-from models.asr_ctranslate2 import CTranslate2Whisper, compression_ratio, repeats_at_end
+from models.asr_ctranslate2 import CTranslate2Whisper, compression_ratio, first_saying, repeats_at_end
 from models.registry import load_asr
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
 
@@ -131,3 +131,15 @@ def test_repetition_detectors() -> None:
     assert compression_ratio("noi, " * 60) > 2.4
     assert compression_ratio("Please send me the quarterly report before the meeting on Friday.") < 2.4
     assert compression_ratio("") == 0.0
+
+
+def test_first_saying_cuts_a_phrase_repeated_over_and_over() -> None:
+    once = "And so my fellow Americans."
+    assert first_saying(f"{once} {once}") == once
+    assert first_saying("And so am I fellow Americans. And so am I fellow Americans. And so am") == (
+        "And so am I fellow Americans.")
+    assert first_saying("thank you, thank you") == "thank you,"
+    assert first_saying("no no no") is None  # a one-word period may be real
+    assert first_saying("At that high level the air is pure. At that high level") is None  # not whole
+    assert first_saying("We met on Monday. We met again on Tuesday.") is None
+    assert first_saying("") is None

@@ -46,7 +46,29 @@ def test_partials_held_back_while_finals_backlog_is_large() -> None:
     kinds = []
     while (b := s.next_batch(1.0)) is not None:
         kinds.append(b.requests[0].kind)
+        s.finished(b)
     assert kinds == ["final", "final", "final", "partial"]
+
+
+def test_no_partial_starts_beside_a_running_final() -> None:
+    s: Scheduler[str] = Scheduler(SchedulerConfig(max_wait_s=0))
+    s.submit(req("a", "final"), 0.0)
+    s.submit(req("b"), 0.0)
+    final = s.next_batch(0.0, free_workers=2, workers=2)
+    assert final is not None and final.requests[0].kind == "final"
+    assert s.next_batch(0.0, free_workers=1, workers=2) is None  # the final has the device
+    s.finished(final)
+    partial = s.next_batch(0.0, free_workers=2, workers=2)
+    assert partial is not None and partial.requests[0].session_id == "b"
+
+
+def test_partials_beside_finals_when_configured() -> None:
+    s: Scheduler[str] = Scheduler(SchedulerConfig(max_wait_s=0, partials_beside_finals=True))
+    s.submit(req("a", "final"), 0.0)
+    s.submit(req("b"), 0.0)
+    assert s.next_batch(0.0, free_workers=2, workers=2) is not None
+    partial = s.next_batch(0.0, free_workers=1, workers=2)
+    assert partial is not None and partial.requests[0].kind == "partial"
 
 
 def test_batches_group_compatible_requests_only() -> None:

@@ -136,3 +136,55 @@ def test_partials_of_a_long_utterance_are_spaced_in_proportion_to_its_length() -
     assert gaps[0] < 1.0
     for end, gap in zip(ends[1:], gaps, strict=True):
         assert gap >= 0.25 * end - 0.05
+
+
+def test_early_final_is_requested_before_the_pause_ends_the_utterance() -> None:
+    s = make(partials=False)
+    events, requests = feed_in_frames(s, np.concatenate([silence(0.5), tone(1.0), silence(0.3)]))
+    assert [type(e) for e in events] == [SpeechStarted]  # the pause is not long enough yet
+    assert [r.kind for r in requests] == ["final"]
+    early: AsrJob = requests[0].payload
+    assert abs(len(early.input.audio) / SAMPLE_RATE - 1.4) < 0.1  # the final's audio, both pads
+    assert s.on_result(early, AsrOutput("hello", "en")).events == []  # not final yet
+    events, requests = feed_in_frames(s, silence(1.0))
+    assert requests == []  # no second decode of the same audio
+    assert [type(e) for e in events] == [SpeechStopped, Final]
+    assert events[1].text == "hello"  # type: ignore[union-attr]
+    assert s.early_finals_used == 1
+
+
+def test_early_final_result_after_the_end_is_the_final() -> None:
+    s = make(partials=False)
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(1.5)]))
+    assert [r.kind for r in requests] == ["final"]
+    released = s.on_result(requests[0].payload, AsrOutput("hi", "en")).events
+    assert [e.text for e in released] == ["hi"]  # type: ignore[union-attr]
+    assert s.pending_finals == 0
+
+
+def test_early_final_of_a_pause_that_does_not_end_the_utterance_is_a_partial() -> None:
+    s = make(partial_interval_s=10.0)
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(0.3)]))
+    early = requests[-1].payload
+    events, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(1.5)]))
+    shown = s.on_result(early, AsrOutput("first words", "en")).events
+    assert shown == []  # the utterance has ended since, elsewhere: a stale early final is ignored
+    finals = [r.payload for r in requests if r.kind == "final"]
+    assert [type(e) for e in events if not isinstance(e, Partial)] == [SpeechStopped]
+    released = s.on_result(finals[-1], AsrOutput("first words and more", "en")).events
+    assert [e.text for e in released] == ["first words and more"]  # type: ignore[union-attr]
+
+
+def test_early_final_shown_as_partial_while_speech_goes_on() -> None:
+    s = make(partial_interval_s=10.0)
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(0.3), tone(0.5)]))
+    early = [r.payload for r in requests if r.kind == "final"]
+    assert len(early) == 1
+    shown = s.on_result(early[0], AsrOutput("first words", "en")).events
+    assert isinstance(shown[0], Partial) and shown[0].text == "first words"
+
+
+def test_no_early_finals_when_disabled() -> None:
+    s = make(partials=False, early_finals=False)
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(0.3)]))
+    assert requests == []
