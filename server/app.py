@@ -228,6 +228,23 @@ class App:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    def supersede(self, tenant_id: str, conversation_id: str, track: str | None) -> int:
+        """A client resumes this conversation and track: the sessions still streaming into it (their
+        connections presumably dropped without the server noticing) are closed and finished, so
+        the resumed session does not transcribe their audio twice. Returns how many."""
+        taken = [
+            live
+            for live in self.sessions.values()
+            if live.tenant_id == tenant_id
+            and live.conversation_id == conversation_id
+            and live.start is not None
+            and live.start.track == track
+            and not live.outbox.closed.is_set()
+        ]
+        for live in taken:
+            live.supersede()
+        return len(taken)
+
     def active_sessions(self) -> int:
         return len(self.sessions)
 

@@ -21,16 +21,30 @@ from typing import Literal
 
 from server.knowledge import Knowledge
 from server.model_service import BatchService
-from server.store import AsyncStore
+from server.store import AsyncStore, UtteranceRow
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
 from stream.errors import ErrorCode, ProtocolError
-from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent, SpeechStopped, Start
+from stream.events import (
+    Closed,
+    Error,
+    Final,
+    Partial,
+    Ready,
+    ServerEvent,
+    SpeechStopped,
+    Start,
+    utterance_id,
+)
 from stream.interfaces import SAMPLE_RATE, AsrOutput, VadModel
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
 
 log = logging.getLogger(__name__)
+
+RESUME_SETTLE_S = 30.0
+"""How long a resuming client's `start` waits for the conversation's sessions that lost their
+client to store their last finals."""
 
 Send = Callable[[ServerEvent], Awaitable[None]]
 Deferred = Callable[[], Awaitable[list[ServerEvent]]]
@@ -141,6 +155,29 @@ class LiveConversations:
 
     def __init__(self) -> None:
         self._live: dict[str, LiveConversation] = {}
+        self._closing: dict[str, set[asyncio.Event]] = {}
+        """Per conversation, the `closed` events of its sessions whose client went away."""
+
+    def closing(self, conversation_id: str, closed: asyncio.Event) -> None:
+        """A session of the conversation lost its client and is finishing its finals."""
+        self._closing.setdefault(conversation_id, set()).add(closed)
+
+    async def settle(self, conversation_id: str, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until the conversation's sessions that lost their client have
+        stored their last finals, so a client resuming it starts from the stored transcript.
+
+        Returns False when some were still running at the deadline.
+        """
+        pending = {e for e in self._closing.get(conversation_id, ()) if not e.is_set()}
+        if pending:
+            waits = [asyncio.ensure_future(e.wait()) for e in pending]
+            _, still = await asyncio.wait(waits, timeout=timeout)
+            for waiter in still:
+                waiter.cancel()
+        left = {e for e in self._closing.pop(conversation_id, ()) if not e.is_set()}
+        if left:
+            self._closing[conversation_id] = left
+        return not left
 
     async def join(
         self, store: AsyncStore, tenant_id: str, conversation_id: str
@@ -152,9 +189,9 @@ class LiveConversations:
             return live, live.offset_now()
         next_seq = await store.next_seq(conversation_id)
         offset = 0.0
-        if next_seq > 0:
+        if next_seq > 0:  # a resumed conversation continues where its stored transcript ends
             last = await store.utterances(tenant_id, conversation_id, after_seq=next_seq - 2)
-            offset = max((u.end for u in last), default=0.0) + 1.0
+            offset = max((u.end for u in last), default=0.0)
         live = self._live.get(conversation_id)  # another session may have joined meanwhile
         if live is not None:
             live.sessions += 1
@@ -222,6 +259,11 @@ class LiveSession:
         self._close_queued = False
         self.timing = SessionTiming()
         """When this session's audio arrived (for the final latency metric)."""
+        self.on_superseded: Callable[[], None] | None = None
+        """Set by the transport: close this session's connection (a resuming client took over)."""
+        self.replayed: list[Final] = []
+        """For a resuming client (`start.resume_after`): the stored finals it has not received,
+        to send right after `ready`."""
 
     async def open(self, start: Start, *, turn_detection: Literal["vad", "manual"] | None = None) -> Ready:
         """Validate the start parameters, open the conversation, create the core session.
@@ -238,6 +280,10 @@ class LiveSession:
             )
         self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
         language = "en" if not svc.multilingual else start.language
+        if start.conversation_id is not None and start.resume_after is not None:
+            if not await svc.conversations.settle(start.conversation_id, RESUME_SETTLE_S):
+                log.warning("conversation %s resumed while an earlier session still finishes",
+                            start.conversation_id)
         try:
             conversation = await svc.store.open_conversation(self.tenant_id, start.conversation_id, language)
         except (ValueError, LookupError) as error:
@@ -261,11 +307,16 @@ class LiveSession:
         )
         self._writer = asyncio.create_task(self.outbox.run(), name=f"outbox-{self.session_id}")
         self.start = start
+        if start.resume_after is not None:
+            rows = await svc.store.utterances(self.tenant_id, conversation.id, after_seq=start.resume_after)
+            self.replayed = [_replayed_final(row) for row in rows if row.track == start.track]
         ready = Ready(
             conversation_id=conversation.id,
             session_id=self.session_id,
             sample_rate=start.sample_rate,
             model=svc.model_name,
+            time_offset=round(time_offset, 3),
+            resume_from=await svc.store.last_end(self.tenant_id, conversation.id, start.track),
         )
         for observer in svc.observers:
             observer(self, ready)
@@ -300,9 +351,22 @@ class LiveSession:
             self._handle(self.session.clear())
 
     def detach(self) -> None:
-        """The client went away: stop sending, but finish and store the pending finals."""
+        """The client went away: stop sending, but finish and store the pending finals.
+
+        A client resuming the conversation waits for them (`LiveConversations.settle`).
+        """
         self.outbox.send = None
+        if self.session is not None:
+            self.services.conversations.closing(self.conversation_id, self.outbox.closed)
         self.stop()
+
+    def supersede(self) -> None:
+        """A client resumed this session's conversation and track: it takes over this session,
+        whose connection is presumed dead (a drop the server has not noticed yet). Close the
+        connection and finish the session without it (its finals are stored)."""
+        if self.on_superseded is not None:
+            self.on_superseded()
+        self.detach()
 
     async def wait_closed(self) -> None:
         if self._writer is not None:
@@ -320,7 +384,7 @@ class LiveSession:
 
     def _observe(self, event: ServerEvent) -> None:
         """Pass a delivered event to the services' observers (`Ready` was announced by `open`)."""
-        if isinstance(event, Ready):
+        if isinstance(event, Ready) or (isinstance(event, Final) and event.replayed):
             return
         for observer in self.services.observers:
             observer(self, event)
@@ -369,7 +433,7 @@ class LiveSession:
         return [summary] if summary is not None else []
 
     async def _commit(self, final: Final) -> None:
-        if not final.text:
+        if not final.text or final.replayed:
             return
         row = await self.services.store.add_utterance(
             self.tenant_id,
@@ -383,3 +447,17 @@ class LiveSession:
         )
         if self.services.knowledge is not None:
             self.services.knowledge.utterance_stored(row)
+
+
+def _replayed_final(row: UtteranceRow) -> Final:
+    """A stored utterance as the `final` it was (sent again to a resuming client)."""
+    return Final(
+        utterance_id=utterance_id(row.conversation_id, row.seq),
+        text=row.text,
+        start=row.start,
+        end=row.end,
+        language=row.language or "",
+        seq=row.seq,
+        track=row.track,
+        replayed=True,
+    )

@@ -465,6 +465,15 @@ class Store:
         ).fetchone()[0]
         return seq
 
+    def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
+        """The `end` of the track's last stored utterance in the conversation (None: it has none)."""
+        row = self._conn.execute(
+            'SELECT "end" FROM utterances WHERE conversation_id = ? AND tenant_id = ? AND track IS ?'
+            " ORDER BY seq DESC LIMIT 1",
+            (conversation_id, tenant_id, track),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
     def add_utterance(
         self,
         tenant_id: str,
@@ -893,6 +902,10 @@ class AsyncStore:
     async def next_seq(self, conversation_id: str) -> int:
         """See `Store.next_seq`."""
         return await self._call(self._store.next_seq, conversation_id)
+
+    async def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
+        """See `Store.last_end`."""
+        return await self._call(self._store.last_end, tenant_id, conversation_id, track)
 
     async def add_utterance(
         self,

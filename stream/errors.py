@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     """The client sent nothing for longer than the idle timeout."""
     SLOW_CONSUMER = "slow_consumer"
     """The client did not read its events fast enough; its finals are stored, the connection closes."""
+    SUPERSEDED = "superseded"
+    """A client resumed this session's conversation and track (`resume_after`): this connection,
+    presumed dead, is closed; its finals are stored."""
     INTERNAL = "internal"
     """The server failed on this session; other sessions are unaffected."""
 

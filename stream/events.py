@@ -47,6 +47,10 @@ class Start:
     partials: bool = True
     track: str | None = None
     """Which speaker or call leg this audio is (e.g. "inbound"), recorded on each utterance."""
+    resume_after: int | None = None
+    """A client resuming `conversation_id`: the seq of the last final it received (-1: none).
+    The server first finishes the conversation's sessions that lost their client, then replays
+    the stored finals of this track after that seq, and says in `ready` where to resume."""
     transport: Transport = "socket"
     """"webrtc": the audio comes over a WebRTC track negotiated with `webrtc.offer`."""
 
@@ -99,6 +103,13 @@ class Ready:
     session_id: str
     sample_rate: int
     model: str
+    time_offset: float = 0.0
+    """Conversation seconds at this session's first audio sample (times in events are
+    conversation seconds)."""
+    resume_from: float | None = None
+    """Conversation seconds where the stored transcript of this track ends (the `end` of its
+    last stored utterance), None when it has none: a resuming client sends its audio from
+    there, so nothing is transcribed twice or skipped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +157,9 @@ class Final:
     seq: int
     """The utterance's position in its conversation, from 0."""
     track: str | None = None
+    replayed: bool = dataclasses.field(default=False, metadata={"omit_default": True})
+    """Stored earlier and sent again to a resuming client (`start.resume_after`); on the wire
+    only when true."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +252,10 @@ def event_to_dict(event: ServerEvent) -> dict[str, Any]:
 def _fields(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
-        out[f.name] = _value(getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            continue
+        out[f.name] = _value(value)
     return out
 
 

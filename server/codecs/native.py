@@ -100,6 +100,13 @@ def parse_start(obj: JsonObject) -> Start:
         partials = True
     elif not isinstance(partials, bool):
         _bad_start(f"partials must be true or false, not {_show(partials)}")
+    resume_after = obj.get("resume_after")
+    if resume_after is not None:
+        resume_after = _integer(obj, "resume_after", None)
+        if resume_after < -1:
+            _bad_start(f"resume_after must be a seq (>= 0) or -1, not {resume_after}")
+        if obj.get("conversation_id") is None:
+            _bad_start("resume_after needs the conversation_id of the conversation to resume")
     return Start(
         sample_rate=sample_rate,
         encoding=cast(Encoding, encoding),
@@ -108,6 +115,7 @@ def parse_start(obj: JsonObject) -> Start:
         conversation_id=_conversation_id(obj.get("conversation_id")),
         partials=partials,
         track=_track(obj.get("track")),
+        resume_after=resume_after,
         transport=transport,
     )
 

@@ -112,6 +112,8 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                         if not principal.allows(Scope.STREAM):
                             raise ProtocolError(ErrorCode.FORBIDDEN, "streaming needs a token with 'stream'")
                         app.admit(principal.tenant_id)
+                        if msg.resume_after is not None and msg.conversation_id is not None:
+                            app.supersede(principal.tenant_id, msg.conversation_id, msg.track)
                         candidate = app.new_session(principal)
                         ready = await candidate.open(msg)
                         rates.started(msg)
@@ -119,7 +121,10 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                         app.register(live)
                         live.outbox.send = send
                         live.outbox.on_overflow = lambda: _close_slow_consumer(ws)
+                        live.on_superseded = lambda: _close_superseded(ws)
                         live.outbox.put(ready)
+                        for final in live.replayed:
+                            live.outbox.put(final)
                     elif isinstance(msg, Ask):
                         if not ask_allowed(principal, msg, live.conversation_id if live else None):
                             raise ProtocolError(
@@ -195,6 +200,20 @@ def _close_slow_consumer(ws: ServerConnection) -> None:
     )
     _closing.add(task)
     task.add_done_callback(_closing.discard)
+
+
+def _close_superseded(ws: ServerConnection) -> None:
+    """A resuming client took this connection's stream over: close it (in the background, since
+    a dead connection only closes at the close timeout)."""
+    task = asyncio.get_running_loop().create_task(_send_and_close(ws, ErrorCode.SUPERSEDED))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _send_and_close(ws: ServerConnection, code: ErrorCode) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(serialize_event(Error(code, "a client resumed this conversation and track")))
+        await ws.close(CloseCode.POLICY_VIOLATION, code.value)
 
 
 _closing: set[asyncio.Task[None]] = set()

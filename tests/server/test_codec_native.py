@@ -143,10 +143,24 @@ def test_start_sample_rates(wire: object, rate: int) -> None:
         {"track": "tab\there"},
         {"track": "\ud800"},
         {"track": 3},
+        {"resume_after": 2},  # without conversation_id
+        {"resume_after": -2, "conversation_id": "c"},
+        {"resume_after": "3", "conversation_id": "c"},
+        {"resume_after": 1.5, "conversation_id": "c"},
+        {"resume_after": True, "conversation_id": "c"},
     ],
 )
 def test_start_refuses_bad_fields(fields: dict[str, object]) -> None:
     assert error_code(start(**fields)) is ErrorCode.BAD_START
+
+
+def test_start_resume_after() -> None:
+    message = parse_client_text(start(conversation_id="c1", resume_after=4))
+    assert isinstance(message, Start) and message.resume_after == 4
+    message = parse_client_text(start(conversation_id="c1", resume_after=-1))
+    assert isinstance(message, Start) and message.resume_after == -1
+    message = parse_client_text(start(conversation_id="c1"))
+    assert isinstance(message, Start) and message.resume_after is None
 
 
 def test_start_requires_sample_rate() -> None:

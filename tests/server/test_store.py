@@ -367,3 +367,13 @@ def test_api_tokens_create_list_lookup_revoke(store: Store) -> None:
 
     with pytest.raises(StoreError):
         store.create_token("beta", "hash-b", ["read"])
+
+
+def test_last_end_of_a_track(store: Store) -> None:
+    conversation = store.open_conversation("t", "c", "en").id
+    assert store.last_end("t", conversation) is None
+    store.add_utterance("t", conversation, 0, "one", 0.0, 1.5, "en")
+    store.add_utterance("t", conversation, 1, "two", 2.0, 3.25, "en", "inbound")
+    assert store.last_end("t", conversation) == 1.5
+    assert store.last_end("t", conversation, "inbound") == 3.25
+    assert store.last_end("other", conversation) is None  # another tenant sees nothing

@@ -96,6 +96,7 @@ class StreamSession:
         partials: bool = True,
         token: str | None = None,
         track: str | None = None,
+        resume_after: int | None = None,
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
@@ -130,6 +131,8 @@ class StreamSession:
             start["conversation_id"] = conversation_id
         if track is not None:
             start["track"] = track
+        if resume_after is not None:
+            start["resume_after"] = resume_after
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -253,7 +256,6 @@ class StreamSession:
             self._queue.put_nowait(_END)
 
 
-RESUME_MARGIN_S: Final = 0.1
 """Resent audio starts this many seconds before the end of the last acknowledged final."""
 
 
@@ -269,7 +271,6 @@ async def stream_file(
     on_event: Callable[[Event], None] | None = None,
     reconnect: bool = True,
     max_reconnects: int = 3,
-    resume_margin: float = RESUME_MARGIN_S,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -304,7 +305,6 @@ async def stream_file(
         conversation_id=conversation_id,
         on_event=on_event,
         max_reconnects=max_reconnects if reconnect else 0,
-        resume_margin=resume_margin,
     )
     return await stream.run()
 
@@ -317,31 +317,24 @@ _RESUMABLE_CLOSE_CODES: Final = frozenset({None, 1001, 1006, 1012, 1013})
 try again later. A deliberate close (1000, 1008, 1011, ...) raises instead."""
 
 
-def _normalised(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 class ResilientStream:
     """Streams 16 kHz PCM into one conversation, reconnecting when the connection drops.
 
     A final the client received is *acknowledged*: the server stores a final before sending it,
     so it is safe in the conversation. When a connection ends before `closed` (and without an
-    `error` event), the stream waits a moment (0.5 s, doubling), opens a new connection with the
-    same `conversation_id` and resends the audio from `resume_margin` seconds before the end of
-    the last acknowledged final (from the start of the lost connection's audio if none was
-    acknowledged). Only ends without a close frame or with 1001, 1012 or 1013 are resumed; a
-    deliberate close (1000, 1008, 1011, ...) raises as without reconnection. Audio after that
-    point was not acknowledged: the server lost it (crash), or still finalizes it (dropped
-    connection), so resending can repeat an utterance. Finals are therefore de-duplicated: a
-    final whose `seq` was already seen, or a final of a resumed connection whose text equals an
-    acknowledged final that overlaps the resent audio, is not passed on, nor is an empty final
-    of a resumed connection before its first non-empty one (a fragment of the resent tail).
-    The caller sees each final once.
+    `error` event), the stream waits a moment (0.5 s, doubling) and opens a new connection with
+    the same `conversation_id` and `resume_after` (the seq of the last final received). The
+    server first lets the conversation's session that lost this client store its last finals,
+    replays the stored finals after that seq (passed on like any final), and says in `ready`
+    where the stored transcript ends (`resume_from`, conversation seconds) and where the new
+    session's audio starts (`time_offset`): the stream resends its audio from that point, so no
+    utterance is transcribed twice or skipped. Only ends without a close frame or with 1001,
+    1012 or 1013 are resumed; a deliberate close (1000, 1008, 1011, ...) raises as without
+    reconnection. A final whose `seq` was already passed on is not passed on again: the caller
+    sees each final once.
 
-    Times: finals' `start`/`end` are conversation seconds. The stream maps them to file positions
-    taking the first connection's offset as 0 (a new conversation) and a resumed one's as the
-    last acknowledged `end` + 1 s (the server's rule for resuming a conversation with no live
-    session); positions are clamped to the audio the connection was sent.
+    Times: finals' `start`/`end` are conversation seconds; the stream maps `resume_from` to a
+    position in its audio with the `time_offset` of the connection that sent it.
 
     Gives up, raising `PalabreError`, after `max_reconnects` failed or dropped reconnections;
     the first connection's failure raises at once.
@@ -359,8 +352,7 @@ class ResilientStream:
         conversation_id: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         max_reconnects: int = 3,
-        resume_margin: float = RESUME_MARGIN_S,
-    ) -> None:
+        ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
         self._pcm = pcm
@@ -373,7 +365,6 @@ class ResilientStream:
             0.0 if speed == 0 or math.isinf(speed) else 1.0 / (self._bytes_per_second * speed)
         )
         self._max_reconnects = max_reconnects
-        self._margin_bytes = int(resume_margin * self._bytes_per_second) // 2 * 2
         self.conversation_id = conversation_id
         """The conversation, once the first `ready` named it."""
         self.events: list[Event] = []
@@ -383,10 +374,8 @@ class ResilientStream:
         self.reconnects = 0
         """Reconnections tried so far."""
         self._seqs: set[int] = set()
-        self._acked: list[tuple[int, str]] = []  # (file byte where the final ends, normalised text)
-        self._acked_byte = 0
-        self._overlap: frozenset[str] | None = None
-        """Texts a resumed connection may repeat; None once it passed on a non-empty final."""
+        self._connections: list[tuple[int, float]] = []
+        """(first byte sent, its conversation seconds) of each connection so far."""
 
     def _next_url(self) -> str:
         return self._url() if callable(self._url) else self._url
@@ -398,43 +387,58 @@ class ResilientStream:
 
     async def run(self) -> list[Event]:
         """Stream until `closed` or an `error` event; returns `events`."""
-        start_byte, offset = 0, 0.0
         while True:
+            resuming = bool(self.events)
             try:
                 session = await StreamSession.open(
                     self._next_url(),
                     language=self._language,
                     token=self._token,
                     conversation_id=self.conversation_id,
+                    resume_after=max(self._seqs, default=-1) if resuming else None,
                 )
             except PalabreError as exc:
-                if not self.events or exc.code not in _RETRYABLE or self.reconnects >= self._max_reconnects:
+                if not resuming or exc.code not in _RETRYABLE or self.reconnects >= self._max_reconnects:
                     raise
                 await self._back_off()
                 continue
             async with session:
-                if await self._stream(session, start_byte, offset):
+                self._seen(session.ready)
+                if resuming:
+                    start_byte, offset = self._resume_point(session.ready)
+                else:
+                    start_byte, offset = 0, _time_offset(session.ready)
+                self._connections.append((start_byte, offset))
+                if await self._stream(session, start_byte):
                     return self.events
                 resumable = session.close_code in _RESUMABLE_CLOSE_CODES
                 if not resumable or self.reconnects >= self._max_reconnects:
                     raise session._closed_error("before `closed`")
             await self._back_off()
-            start_byte = max(0, self._acked_byte - self._margin_bytes) // 2 * 2
-            offset = self._last_end + 1.0 if self.finals else 0.0
-            self._overlap = frozenset(text for end, text in self._acked if end > start_byte)
 
-    @property
-    def _last_end(self) -> float:
-        return float(self.finals[-1].get("end", 0.0)) if self.finals else 0.0
+    def _resume_point(self, ready: Event) -> tuple[int, float]:
+        """(first byte of the audio to resend, its conversation seconds) for a resumed connection."""
+        resume_from, time_offset = ready.get("resume_from"), _time_offset(ready)
+        if not isinstance(resume_from, int | float):  # nothing of this stream is stored: all of it again
+            return self._connections[0][0], time_offset
+        return self._byte_at(float(resume_from)), time_offset
+
+    def _byte_at(self, seconds: float) -> int:
+        """The byte of the audio that conversation time `seconds` was, by the connection that sent it."""
+        start_byte, offset = self._connections[0]
+        for candidate in self._connections:
+            if candidate[1] <= seconds + 1e-6:
+                start_byte, offset = candidate
+        position = start_byte + int(max(0.0, seconds - offset) * self._bytes_per_second)
+        return min(position, len(self._pcm)) // 2 * 2
 
     async def _back_off(self) -> None:
         self.reconnects += 1
         await asyncio.sleep(0.5 * 2 ** (self.reconnects - 1))
 
-    async def _stream(self, session: StreamSession, start_byte: int, offset: float) -> bool:
+    async def _stream(self, session: StreamSession, start_byte: int) -> bool:
         """One connection, its audio from `start_byte`; True when it ended with `closed` or `error`."""
         self.conversation_id = session.conversation_id
-        self._seen(session.ready)
         pcm = self._pcm[start_byte:]
         sender = asyncio.create_task(_send_paced(session, pcm, self._frame_bytes, self._seconds_per_byte))
         finished = False
@@ -442,7 +446,7 @@ class ResilientStream:
             async for event in session:
                 kind = event.get("type")
                 if kind == "final":
-                    self._final(event, start_byte, offset)
+                    self._final(event)
                     continue
                 self._seen(event)
                 finished = finished or kind in ("closed", "error")
@@ -453,25 +457,23 @@ class ResilientStream:
                 await sender
         return finished
 
-    def _final(self, event: Event, start_byte: int, offset: float) -> None:
-        """Acknowledge a final; pass it on unless it repeats one already passed on."""
+    def _final(self, event: Event) -> None:
+        """Pass a final on unless its seq was already passed on."""
         seq = event.get("seq")
-        text = _normalised(str(event.get("text", "")))
-        end_seconds = float(event.get("end", 0.0)) - offset
-        end_byte = start_byte + int(end_seconds * self._bytes_per_second)
-        end_byte = min(max(end_byte, start_byte), len(self._pcm))
-        self._acked_byte = max(self._acked_byte, end_byte)
-        if isinstance(seq, int) and seq in self._seqs:
-            return
-        if self._overlap is not None:
-            if not text or text in self._overlap:
-                return  # the resent tail again
-            self._overlap = None
         if isinstance(seq, int):
+            if seq in self._seqs:
+                return
             self._seqs.add(seq)
-        self._acked.append((end_byte, text))
         self.finals.append(event)
         self._seen(event)
+
+
+def _time_offset(ready: Event) -> float:
+    """Conversation seconds of the connection's first audio sample, from its `ready`."""
+    value = ready.get("time_offset", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PalabreError(ClientErrorCode.BAD_EVENT.value, f"bad time_offset in ready: {value!r}")
+    return float(value)
 
 
 async def _send_paced(session: StreamSession, pcm: bytes, frame_bytes: int, seconds_per_byte: float) -> None:
