@@ -2,11 +2,13 @@
 
 Starts its own `palabre serve --no-memory` on a free port with a temporary data dir, then runs
 `--sessions` concurrent loops for `--minutes`; each loop streams a short test file into a new
-conversation and, by chance, cuts the connection mid-stream (no close frame) or sends a bad
-message (not JSON, then an unknown type). At the end it checks, in the store, that every final
-a client received is stored once with its text (`lost`: missing or different; `duplicated`: a
-received seq received twice, or a stored text stored twice in one conversation), that the server
-has 0 sessions left, and reads its RSS (`/v1/stats` `process.rss_bytes`) at start and end.
+conversation and, by chance, cuts the connection mid-stream (no close frame) and resumes the
+conversation as the SDK does (`resume_after`, audio resent from `ready.resume_from`), or sends a
+bad message (not JSON, then an unknown type). At the end it checks, in the store, that every
+final a client received is stored once with its text (`lost`: missing or different;
+`duplicated`: a seq received twice, or a text stored twice in one conversation: a resumed stream
+that transcribed some audio again), that the server has 0 sessions left, and reads its RSS
+(`/v1/stats` `process.rss_bytes`) at start and end.
 
     python -m bench.soak --sessions 4 --minutes 2 [--audio tests/fixtures/generated/en_fox.wav]
 """
@@ -91,15 +93,36 @@ def _start_server(data_dir: Path, model: str, log_path: Path) -> tuple[subproces
 
 
 async def _one_stream(url: str, pcm: bytes, rng: random.Random, result: SoakResult, speed: float) -> None:
-    """Stream `pcm` once into a new conversation, maybe cut or fed a bad message."""
+    """Stream `pcm` once into a new conversation, maybe fed a bad message, maybe cut mid-stream
+    (no close frame) and then resumed as the SDK does: `resume_after` the last final received,
+    the rest of the audio resent from `ready.resume_from`."""
     action = rng.choices(["normal", "disconnect", "bad"], weights=[2, 1, 1])[0]
     cut_at = rng.randrange(len(pcm) // 4, len(pcm)) // FRAME_BYTES * FRAME_BYTES
     try:
         session = await StreamSession.open(url)
     except PalabreError:
         return
-    finals = result.received.setdefault(session.conversation_id, [])
+    conversation_id = session.conversation_id
+    finals = result.received.setdefault(conversation_id, [])
     result.streams += 1
+    cut = await _send(session, pcm, 0, cut_at if action == "disconnect" else None,
+                      cut_at if action == "bad" else None, finals, result, speed)
+    if not cut:
+        return
+    result.disconnects += 1
+    last_seq = max((int(f["seq"]) for f in finals), default=-1)
+    try:
+        session = await StreamSession.open(url, conversation_id=conversation_id, resume_after=last_seq)
+    except PalabreError:
+        return
+    resume_from = session.ready.get("resume_from")
+    start = 0 if resume_from is None else int(float(resume_from) * 32000) // 2 * 2
+    await _send(session, pcm, min(start, len(pcm)), None, None, finals, result, speed)
+
+
+async def _send(session: StreamSession, pcm: bytes, start: int, cut_at: int | None, bad_at: int | None,
+                finals: list[dict[str, Any]], result: SoakResult, speed: float) -> bool:
+    """Stream `pcm[start:]` on `session`, collecting finals with text; True when it was cut."""
 
     async def receive() -> None:
         async for event in session:
@@ -107,19 +130,21 @@ async def _one_stream(url: str, pcm: bytes, rng: random.Random, result: SoakResu
                 finals.append(event)
 
     receiver = asyncio.create_task(receive())
+    cut = False
     try:
-        start = time.monotonic()
-        for offset in range(0, len(pcm), FRAME_BYTES):
-            if action == "disconnect" and offset >= cut_at:
-                result.disconnects += 1
+        began = time.monotonic()
+        for offset in range(start, len(pcm), FRAME_BYTES):
+            if cut_at is not None and offset >= cut_at:
                 session._ws.transport.abort()  # no close frame: a dropped network
+                cut = True
                 break
-            if action == "bad" and offset == cut_at:
+            if bad_at is not None and offset == bad_at:
                 result.bad_messages += 1
                 await session._send("{not json")
                 await session._send(json.dumps({"type": "no_such_type"}))
             await session.send_audio(pcm[offset : offset + FRAME_BYTES])
-            await asyncio.sleep(max(0.0, start + (offset + FRAME_BYTES) / 32000 / speed - time.monotonic()))
+            sent = offset - start + FRAME_BYTES
+            await asyncio.sleep(max(0.0, began + sent / 32000 / speed - time.monotonic()))
         else:
             await session.stop()
         async with asyncio.timeout(60):
@@ -129,6 +154,7 @@ async def _one_stream(url: str, pcm: bytes, rng: random.Random, result: SoakResu
     finally:
         await session.close()
         receiver.cancel()
+    return cut
 
 
 async def _loop(url: str, pcm: bytes, seed: int, until: float, result: SoakResult, speed: float) -> None:
