@@ -22,15 +22,19 @@ class LimitsConfig:
     max_frame_bytes: int = 1 << 20
     outbox_events: int = 256
     audio_rate: float = 16.0
-    """Seconds of audio one `/v1/stream` connection may send per second, sustained (0: no limit)."""
+    """Seconds of audio one connection (any transport) may send per second, sustained (0: no limit)."""
     audio_burst_s: float = 10.0
     """Seconds of audio a connection may send ahead of `audio_rate` (the token bucket's size)."""
+    audio_rate_policy: Literal["refuse", "pace"] = "refuse"
+    """What a connection sending audio faster than `audio_rate` gets: `refuse` closes it with
+    `rate_limited`; `pace` stops reading from it until it is back within the rate (TCP pushes
+    back on the sender). SIP/RTP audio (UDP, nothing to push back on) is always refused."""
     message_rate: float = 1000.0
-    """Messages (text and binary) one `/v1/stream` connection may send per second (0: no limit)."""
+    """Messages (text and binary) one WebSocket connection may send per second (0: no limit)."""
     message_burst: int = 1000
     """Messages a connection may send ahead of `message_rate`."""
     idle_timeout_s: float = 120.0
-    """A `/v1/stream` connection that sends nothing for this long is closed (0: never)."""
+    """A connection (WebSocket or AudioSocket) that sends nothing for this long is closed (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,12 @@
 Pure (a clock value is passed in), so every rule is tested with plain calls:
 
 * `TokenBucket`: `rate` units per second, up to `capacity` saved up.
-* `ConnectionLimits`: one `/v1/stream` connection's message rate and audio rate. A client
-  that goes over either is refused with `rate_limited` and the connection closes (1008): the
-  server never buffers or transcribes audio faster than `LimitsConfig.audio_rate` times real
-  time (beyond a burst of `audio_burst_s` seconds).
+* `ConnectionLimits`: one connection's message rate and audio rate (every transport). A client
+  that goes over the message rate is refused with `rate_limited` and the connection closes
+  (1008). One that sends audio faster than `LimitsConfig.audio_rate` times real time (beyond a
+  burst of `audio_burst_s` seconds) is refused the same way, or with `audio_rate_policy`
+  "pace" told how long to wait: the transport stops reading from it for that long. Either way
+  the server never transcribes audio faster than the rate.
 * `admit_sessions`: the process-wide and per-tenant session caps (`overloaded`, 1013). The
   per-tenant cap applies to authenticated tenants: open access has one tenant only.
 
@@ -32,6 +34,16 @@ class TokenBucket:
         self.tokens = capacity
         self.updated = now
 
+    def wait(self, amount: float, now: float) -> float:
+        """Spend `amount` tokens even if that runs into debt; the seconds until the debt is paid
+        (0.0 when there were enough)."""
+        if self.rate <= 0:
+            return 0.0
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= amount
+        return max(0.0, -self.tokens / self.rate)
+
     def take(self, amount: float, now: float) -> bool:
         """Spend `amount` tokens; False (nothing spent) when there are not enough."""
         if self.rate <= 0:
@@ -55,8 +67,9 @@ class ConnectionLimits:
         """Of the announced audio format (0 until `started`)."""
 
     def started(self, start: Start) -> None:
-        """Audio in `start`'s format follows."""
-        self.bytes_per_second = float(BYTES_PER_SAMPLE[start.encoding] * start.channels * start.sample_rate)
+        """Audio in `start`'s format follows (a connection carrying several streams, such as the
+        two tracks of a Twilio call, calls this once per stream: their rates add up)."""
+        self.bytes_per_second += float(BYTES_PER_SAMPLE[start.encoding] * start.channels * start.sample_rate)
 
     def message(self, now: float) -> None:
         """One message arrived; raises `rate_limited` when the message rate is exceeded."""
@@ -67,17 +80,23 @@ class ConnectionLimits:
                 CloseCode.POLICY_VIOLATION,
             )
 
-    def audio(self, size: int, now: float) -> None:
-        """An audio frame of `size` bytes arrived; raises `rate_limited` when audio comes too fast."""
+    def audio(self, size: int, now: float, *, can_pace: bool = True) -> float:
+        """An audio frame of `size` bytes arrived. Within the rate: 0.0. Too fast: raises
+        `rate_limited`, or with the "pace" policy (and a transport that `can_pace`) returns the
+        seconds to stop reading from the connection (the frame is counted and may be used)."""
         if self.bytes_per_second <= 0:
-            return
-        if not self.audio_seconds.take(size / self.bytes_per_second, now):
+            return 0.0
+        seconds = size / self.bytes_per_second
+        if self.limits.audio_rate_policy == "pace" and can_pace:
+            return self.audio_seconds.wait(seconds, now)
+        if not self.audio_seconds.take(seconds, now):
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"audio sent faster than {self.limits.audio_rate:g}x real time "
                 f"(beyond a burst of {self.limits.audio_burst_s:g} s); pace the audio",
                 CloseCode.POLICY_VIOLATION,
             )
+        return 0.0
 
 
 def admit_sessions(

@@ -4,7 +4,9 @@ The socket side only; `server/codecs/audiosocket.py` frames the bytes. One conne
 call: its first frame, the call's UUID, names the conversation (the UUID's 32 hex digits), and
 its audio frames feed a `LiveSession` of track "caller". Nothing is sent back to Asterisk:
 finals go to the store. A hangup frame, an error frame, the socket closing or a bad frame stop
-the session (its pending finals are still stored).
+the session (its pending finals are still stored), and so do audio faster than `limits.audio_rate`
+(or, with `audio_rate_policy = "pace"`, reading stops for a while) and `limits.idle_timeout_s`
+without a byte.
 
 AudioSocket carries no credentials. Without `--auth` calls go to the server's tenant; with
 `--auth` they run under the configured `audiosocket_token` (its tenant, and it needs `stream`),
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from server.auth import Scope, authenticate_token
 from server.codecs.audiosocket import SAMPLE_RATE, Audio, AudioSocketParser, CallId, Digit, ErrorFrame, Hangup
+from server.limits import ConnectionLimits
 from server.live import LiveSession
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Start
@@ -50,17 +54,24 @@ async def handle_audiosocket(reader: asyncio.StreamReader, writer: asyncio.Strea
     peer = writer.get_extra_info("peername")
     parser = AudioSocketParser()
     live: LiveSession | None = None
+    limits = app.config.limits
+    rates = ConnectionLimits(limits, time.monotonic())
     try:
-        while data := await reader.read(READ_BYTES):
+        while data := await _read(reader, limits.idle_timeout_s):
             for frame in parser.feed(data):
                 if isinstance(frame, Audio):
                     if live is None:
                         raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the UUID frame")
+                    delay = rates.audio(len(frame.pcm), time.monotonic())
                     live.feed(frame.pcm)
+                    if delay > 0:  # audio_rate_policy "pace": TCP pushes back on Asterisk
+                        await asyncio.sleep(delay)
                 elif isinstance(frame, CallId):
                     if live is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second UUID frame")
                     live = await _open_session(app, frame.id.hex)
+                    if live.start is not None:
+                        rates.started(live.start)
                     log.info("audiosocket call %s from %s", frame.id, peer)
                 elif isinstance(frame, Hangup):
                     return
@@ -83,6 +94,17 @@ async def handle_audiosocket(reader: asyncio.StreamReader, writer: asyncio.Strea
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def _read(reader: asyncio.StreamReader, idle_timeout_s: float) -> bytes:
+    """The next bytes of the call; `idle_timeout` when none come for `idle_timeout_s` (0: never)."""
+    if idle_timeout_s <= 0:
+        return await reader.read(READ_BYTES)
+    try:
+        async with asyncio.timeout(idle_timeout_s):
+            return await reader.read(READ_BYTES)
+    except TimeoutError:
+        raise ProtocolError(ErrorCode.IDLE_TIMEOUT, f"nothing received for {idle_timeout_s:g} s") from None
 
 
 async def _open_session(app: App, conversation_id: str) -> LiveSession:

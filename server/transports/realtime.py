@@ -9,8 +9,10 @@ socket detaches the session (its pending finals are still stored).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
@@ -29,7 +31,9 @@ from server.codecs.realtime import (
     parse_client_event,
     parse_handshake,
 )
+from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.transports.receive import messages_until_idle
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import ServerEvent
 
@@ -78,10 +82,12 @@ async def handle_realtime(ws: ServerConnection, app: App) -> None:
         candidate.outbox.send = send_events
         return candidate
 
+    rates = ConnectionLimits(limits, time.monotonic())
     try:
         await ws.send(dumps(translator.session_created()))
-        async for message in ws:
+        async for message in messages_until_idle(ws, limits.idle_timeout_s):
             try:
+                rates.message(time.monotonic())
                 if not isinstance(message, str):
                     raise RealtimeError(
                         ErrorCode.BAD_JSON,
@@ -92,8 +98,13 @@ async def handle_realtime(ws: ServerConnection, app: App) -> None:
                 if isinstance(event, AppendAudio):
                     if live is None:
                         live = await open_session()
+                        if live.start is not None:
+                            rates.started(live.start)
                     if event.audio:
+                        delay = rates.audio(len(event.audio), time.monotonic())
                         live.feed(event.audio)
+                        if delay > 0:  # audio_rate_policy "pace"
+                            await asyncio.sleep(delay)
                 elif isinstance(event, CommitAudio):
                     if live is None or live.session is None or not live.session.speaking:
                         raise commit_empty_error(event.event_id)
@@ -109,6 +120,10 @@ async def handle_realtime(ws: ServerConnection, app: App) -> None:
                 if error.close is not None:
                     await ws.close(error.close, error.code.value)
                     return
+    except ProtocolError as error:  # idle timeout
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(dumps(translator.error(error)))
+            await ws.close(error.close or CloseCode.POLICY_VIOLATION, error.code.value)
     except ConnectionClosed:
         pass
     except Exception:

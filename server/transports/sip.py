@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Literal, cast
 from server.auth import Scope, authenticate_token
 from server.codecs import rtp, sdp, sip
 from server.codecs.sip import Headers, Request, make_response, parse_name_addr, serialize
+from server.limits import ConnectionLimits
 from server.live import LiveSession
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import CONVERSATION_ID_RE, Start
@@ -130,6 +131,8 @@ class Call:
     receiver: rtp.G711Receiver | None = None
     rtp_source: tuple[str, int] | None = None
     last_rtp: float = 0.0
+    rates: ConnectionLimits | None = None
+    """The audio rate limit of the call (RTP cannot be paced: a flood ends the call)."""
     answer: bytes = b""
     """The current SDP answer."""
     sdp_session: int = 0
@@ -284,6 +287,9 @@ class SipServer(asyncio.DatagramProtocol):
             self._end(call, "cancelled")
             return
         call.receiver = rtp.G711Receiver(call.chosen.payload_type, call.chosen.encoding)
+        call.rates = ConnectionLimits(self.app.config.limits, time.monotonic())
+        if live.start is not None:
+            call.rates.started(live.start)
         call.answer = self._answer_sdp(call)
         call.state = "answered"
         call.last_rtp = call.answered_at = time.monotonic()
@@ -438,7 +444,12 @@ class SipServer(asyncio.DatagramProtocol):
         try:
             audio = receiver.feed(packet)
             if audio:
+                if call.rates is not None:
+                    call.rates.audio(len(audio), call.last_rtp, can_pace=False)
                 live.feed(audio)
+        except ProtocolError as error:  # audio faster than the rate limit
+            log.warning("sip call %s: %s", call.call_id, error)
+            self._end(call, error.code.value, bye=True)
         except Exception:
             log.exception("sip call %s: audio failed", call.call_id)
             self._end(call, "audio failed", bye=True)

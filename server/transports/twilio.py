@@ -7,7 +7,8 @@ message feeds its track's session. Nothing is sent back: finals go to the store.
 socket closing, stops both sessions (their pending finals are still stored).
 
 A bad message is logged and ignored; after `MAX_BAD_MESSAGES` of them, or at a `start` that
-cannot be served, the socket is closed with 1008 (1013 when the server is full).
+cannot be served, the socket is closed with 1008 (1013 when the server is full). The connection
+limits apply (`[limits]`): message rate, audio rate (both tracks together) and idle timeout.
 
 Twilio cannot send headers: the API token (scope `stream`) travels as the `<Parameter
 name="token">` of the `<Stream>`, i.e. `customParameters.token` of `start`, and names the tenant.
@@ -16,7 +17,10 @@ A start without a valid one closes the socket with 1008 (reason `unauthorized` o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
@@ -24,7 +28,9 @@ from websockets.exceptions import ConnectionClosed
 
 from server.auth import Scope, authenticate_token
 from server.codecs.twilio import Media, StreamStart, StreamStop, parse_message, session_start
+from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.transports.receive import messages_until_idle
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -39,12 +45,14 @@ MAX_BAD_MESSAGES = 20
 async def handle_twilio(ws: ServerConnection, app: App) -> None:
     """Serve one Twilio Media Stream until `stop` or until Twilio closes the socket."""
     limits = app.config.limits
+    rates = ConnectionLimits(limits, time.monotonic())
     sessions: dict[str, LiveSession] = {}
     started: StreamStart | None = None
     bad_messages = 0
     try:
-        async for message in ws:
+        async for message in messages_until_idle(ws, limits.idle_timeout_s):
             try:
+                rates.message(time.monotonic())
                 if not isinstance(message, str):
                     raise ProtocolError(ErrorCode.BAD_JSON, "Twilio sends text messages only")
                 msg = parse_message(message, limits.max_text_bytes)
@@ -54,12 +62,18 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
                         raise ProtocolError(
                             ErrorCode.NOT_STARTED, f"media of track {msg.track!r} before its start"
                         )
+                    delay = rates.audio(len(msg.payload), time.monotonic())
                     live.feed(msg.payload)
+                    if delay > 0:  # audio_rate_policy "pace"
+                        await asyncio.sleep(delay)
                 elif isinstance(msg, StreamStart):
                     if started is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start on this stream")
                     started = msg
                     await _open_sessions(app, msg, sessions)
+                    for live in sessions.values():
+                        if live.start is not None:
+                            rates.started(live.start)
                     log.info(
                         "twilio call %s: stream %s, tracks %s, conversation %s",
                         msg.call_sid,
@@ -91,6 +105,10 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
                 if bad_messages >= MAX_BAD_MESSAGES:
                     await ws.close(CloseCode.POLICY_VIOLATION, "too many bad messages")
                     return
+    except ProtocolError as error:  # idle timeout
+        log.warning("twilio stream: closing: %s", error)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(error.close or CloseCode.POLICY_VIOLATION, error.code.value)
     except ConnectionClosed:
         pass
     except Exception:

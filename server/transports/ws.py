@@ -159,8 +159,10 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                             f"audio frame of {len(message)} bytes exceeds {limits.max_frame_bytes}",
                             CloseCode.MESSAGE_TOO_BIG,
                         )
-                    rates.audio(len(message), last_message)
+                    delay = rates.audio(len(message), last_message)
                     live.feed(message)
+                    if delay > 0:  # audio_rate_policy "pace": read nothing more until back in rate
+                        await asyncio.sleep(delay)
             except ProtocolError as error:
                 event = Error(error.code, error.message)
                 if live is not None:

@@ -368,3 +368,33 @@ def test_token_cli_refuses_bad_tenants_and_missing_databases(tmp_path: Path) -> 
     assert status == 2 and "--tenant" in err
     status, _, err = run_cli("token", "list", "--data-dir", str(tmp_path / "nowhere"))
     assert status == 2 and "no database" in err
+
+
+def test_token_bucket_wait_runs_into_debt_and_says_how_long_to_wait() -> None:
+    bucket = TokenBucket(rate=2.0, capacity=4.0, now=0.0)
+    assert bucket.wait(3.0, 0.0) == 0.0
+    assert bucket.wait(3.0, 0.0) == pytest.approx(1.0)  # 2 tokens short at 2 per second
+    assert bucket.wait(1.0, 1.0) == pytest.approx(0.5)  # the debt was paid at 1.0; 1 more is short
+    assert TokenBucket(rate=0.0, capacity=0.0, now=0.0).wait(1e9, 0.0) == 0.0
+
+
+def test_audio_faster_than_the_rate_is_paced_with_the_pace_policy() -> None:
+    limits = LimitsConfig(audio_rate=2.0, audio_burst_s=1.0, audio_rate_policy="pace")
+    rates = ConnectionLimits(limits, now=0.0)
+    rates.started(Start(sample_rate=16_000))
+    second = 32_000
+    assert rates.audio(second, 0.0) == 0.0  # the burst
+    assert rates.audio(second, 0.0) == pytest.approx(0.5)  # 1 s of audio at 2x: half a second
+    with pytest.raises(ProtocolError):  # a transport that cannot pace (RTP) refuses instead
+        rates.audio(second, 0.0, can_pace=False)
+
+
+def test_the_audio_rate_of_a_connection_counts_every_stream_it_carries() -> None:
+    rates = ConnectionLimits(LimitsConfig(audio_rate=1.0, audio_burst_s=1.0), now=0.0)
+    for _ in range(2):  # a Twilio call's two tracks: 8000 μ-law bytes per second each
+        rates.started(Start(sample_rate=8000, encoding="mulaw"))
+    now = 0.0
+    for _ in range(100):  # both tracks at real time: within a 1x rate for the connection
+        now += 0.02
+        rates.audio(160, now)
+        rates.audio(160, now)
