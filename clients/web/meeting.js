@@ -49,6 +49,7 @@
     rtcTimer: null,
     retries: 0,
     retryTimer: null,
+    lastSeq: -1, // the seq of the last final received: a reconnection resumes after it
     utterances: new Map(), // utterance_id → <li>
     answerId: null,
   };
@@ -181,6 +182,9 @@
       Object.assign(message, { transport: "socket", sample_rate: SAMPLE_RATE, encoding: "pcm_s16le", channels: 1 });
     }
     if (state.conversationId) message.conversation_id = state.conversationId;
+    // Reconnecting: the server lets the session that lost us store its last finals, then
+    // replays those we did not receive (the utterance cut by the drop, usually).
+    if (state.conversationId && state.retries > 0) message.resume_after = state.lastSeq;
     return message;
   }
 
@@ -302,6 +306,7 @@
   }
 
   function onFinal(event) {
+    if (Number.isInteger(event.seq)) state.lastSeq = Math.max(state.lastSeq, event.seq);
     const li = state.utterances.get(event.utterance_id);
     if (!event.text) {
       if (li) li.remove();

@@ -12,6 +12,7 @@ is downloaded.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -245,6 +246,54 @@ def test_a_lost_server_is_shown_and_the_page_reconnects(context: Any, server: Pa
     assert "Reconnected" in page.inner_text("#banner")
     assert len(attempts) == 2
     stop_meeting(page)
+
+
+def test_a_connection_lost_mid_meeting_resumes_the_conversation(context: Any, server: PalabreServer) -> None:
+    """The socket drops after two finals: the page reconnects with `resume_after` its last seq,
+    into the same conversation, and no utterance shows twice."""
+    starts: list[dict[str, Any]] = []
+    finals_seen = 0
+
+    def stream_socket(ws: Any) -> None:
+        nonlocal finals_seen
+        upstream = ws.connect_to_server()
+        first = not starts
+
+        def from_page(message: Any) -> None:
+            if isinstance(message, str) and '"start"' in message:
+                starts.append(json.loads(message))
+            upstream.send(message)
+
+        def from_server(message: Any) -> None:
+            nonlocal finals_seen
+            ws.send(message)
+            is_final = isinstance(message, str) and '"type":"final"' in message and '"text":""' not in message
+            if first and is_final:
+                finals_seen += 1
+                if finals_seen == 2:
+                    ws.close(code=1001, reason="network")  # the page sees a drop
+                    upstream.close()
+
+        ws.on_message(from_page)
+        upstream.on_message(from_server)
+
+    page = context.new_page()
+    page.route_web_socket(re.compile(r".*/v1/stream.*"), stream_socket)
+    page.goto(server.http + "/")
+    page.click("#mic")
+    page.locator("#banner.warn").wait_for(timeout=FINALS_TIMEOUT_MS)
+    page.wait_for_function("document.querySelector('#banner').textContent.includes('Reconnected')",
+                           timeout=FINALS_TIMEOUT_MS)
+    wait_finals(page, 4)
+    stop_meeting(page)
+    assert len(starts) == 2, starts
+    assert "resume_after" not in starts[0]
+    assert starts[1]["conversation_id"] == conversation_of(page)
+    assert starts[1]["resume_after"] >= 1  # the seq of the second final (or later)
+    ids = page.locator("#transcript li.final").evaluate_all("lis => lis.map(li => li.dataset.utteranceId)")
+    assert len(ids) == len(set(ids)), ids
+    texts = [t for t in finals(page) if t.strip()]
+    assert len(texts) == len(set(texts)), texts
 
 
 def test_question_gets_a_streamed_answer_with_a_citation(context: Any, server: PalabreServer) -> None:
