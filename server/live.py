@@ -34,7 +34,6 @@ from stream.events import (
     ServerEvent,
     SpeechStopped,
     Start,
-    utterance_id,
 )
 from stream.interfaces import SAMPLE_RATE, AsrOutput, VadModel
 from stream.scheduler import Request
@@ -452,7 +451,7 @@ class LiveSession:
 def _replayed_final(row: UtteranceRow) -> Final:
     """A stored utterance as the `final` it was (sent again to a resuming client)."""
     return Final(
-        utterance_id=utterance_id(row.conversation_id, row.seq),
+        utterance_id=row.public_id,
         text=row.text,
         start=row.start,
         end=row.end,

@@ -26,6 +26,7 @@ from server.auth import Scope, authenticate_token
 from server.codecs.audiosocket import SAMPLE_RATE, Audio, AudioSocketParser, CallId, Digit, ErrorFrame, Hangup
 from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.transports.receive import feed_within_rate
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Start
 
@@ -62,10 +63,7 @@ async def handle_audiosocket(reader: asyncio.StreamReader, writer: asyncio.Strea
                 if isinstance(frame, Audio):
                     if live is None:
                         raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the UUID frame")
-                    delay = rates.audio(len(frame.pcm), time.monotonic())
-                    live.feed(frame.pcm)
-                    if delay > 0:  # audio_rate_policy "pace": TCP pushes back on Asterisk
-                        await asyncio.sleep(delay)
+                    await feed_within_rate(live, rates, frame.pcm)  # "pace": TCP pushes back
                 elif isinstance(frame, CallId):
                     if live is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second UUID frame")

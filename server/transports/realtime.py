@@ -9,7 +9,6 @@ socket detaches the session (its pending finals are still stored).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -33,7 +32,7 @@ from server.codecs.realtime import (
 )
 from server.limits import ConnectionLimits
 from server.live import LiveSession
-from server.transports.receive import messages_until_idle
+from server.transports.receive import feed_within_rate, messages_until_idle
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import ServerEvent
 
@@ -101,10 +100,7 @@ async def handle_realtime(ws: ServerConnection, app: App) -> None:
                         if live.start is not None:
                             rates.started(live.start)
                     if event.audio:
-                        delay = rates.audio(len(event.audio), time.monotonic())
-                        live.feed(event.audio)
-                        if delay > 0:  # audio_rate_policy "pace"
-                            await asyncio.sleep(delay)
+                        await feed_within_rate(live, rates, event.audio)
                 elif isinstance(event, CommitAudio):
                     if live is None or live.session is None or not live.session.speaking:
                         raise commit_empty_error(event.event_id)

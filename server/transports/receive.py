@@ -1,14 +1,27 @@
-"""Reading a WebSocket transport's messages under the connection limits (`server.limits`)."""
+"""Reading a transport's messages and audio under the connection limits (`server.limits`)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedOK
 
+from server.limits import ConnectionLimits
+from server.live import LiveSession
 from stream.errors import CloseCode, ErrorCode, ProtocolError
+
+
+async def feed_within_rate(live: LiveSession, rates: ConnectionLimits, audio: bytes) -> None:
+    """Feed `audio` to `live` under the connection's audio rate: too fast raises `rate_limited`,
+    or with `audio_rate_policy` "pace" the caller is held (reading nothing more) until the
+    connection is back within the rate."""
+    delay = rates.audio(len(audio), time.monotonic())
+    live.feed(audio)
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 async def messages_until_idle(ws: ServerConnection, idle_timeout_s: float) -> AsyncIterator[str | bytes]:

@@ -17,7 +17,6 @@ A start without a valid one closes the socket with 1008 (reason `unauthorized` o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -30,7 +29,7 @@ from server.auth import Scope, authenticate_token
 from server.codecs.twilio import Media, StreamStart, StreamStop, parse_message, session_start
 from server.limits import ConnectionLimits
 from server.live import LiveSession
-from server.transports.receive import messages_until_idle
+from server.transports.receive import feed_within_rate, messages_until_idle
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -62,10 +61,7 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
                         raise ProtocolError(
                             ErrorCode.NOT_STARTED, f"media of track {msg.track!r} before its start"
                         )
-                    delay = rates.audio(len(msg.payload), time.monotonic())
-                    live.feed(msg.payload)
-                    if delay > 0:  # audio_rate_policy "pace"
-                        await asyncio.sleep(delay)
+                    await feed_within_rate(live, rates, msg.payload)
                 elif isinstance(msg, StreamStart):
                     if started is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start on this stream")

@@ -15,6 +15,7 @@ from server.auth import Scope, ask_allowed
 from server.codecs.native import parse_client_text, serialize_event
 from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.transports.receive import feed_within_rate
 from server.transports.webrtc import WebRtcIngest
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import Ask, Error, ServerEvent, Start, Stop, WebRtcCandidate, WebRtcOffer
@@ -159,10 +160,7 @@ async def handle_stream(ws: ServerConnection, app: App) -> None:
                             f"audio frame of {len(message)} bytes exceeds {limits.max_frame_bytes}",
                             CloseCode.MESSAGE_TOO_BIG,
                         )
-                    delay = rates.audio(len(message), last_message)
-                    live.feed(message)
-                    if delay > 0:  # audio_rate_policy "pace": read nothing more until back in rate
-                        await asyncio.sleep(delay)
+                    await feed_within_rate(live, rates, message)
             except ProtocolError as error:
                 event = Error(error.code, error.message)
                 if live is not None:
