@@ -256,9 +256,6 @@ class StreamSession:
             self._queue.put_nowait(_END)
 
 
-"""Resent audio starts this many seconds before the end of the last acknowledged final."""
-
-
 async def stream_file(
     url: str | Callable[[], str],
     path: str | os.PathLike[str],
