@@ -272,7 +272,7 @@ def first_saying(text: str, min_words: int = 2) -> str | None:
 
 def repeats_at_end(text: str, n: int = REPEATED_NGRAM) -> bool:
     """True when the last `n` words of `text` (case and punctuation ignored) also occur earlier in it."""
-    words = re.findall(r"\w+(?:'\w+)*", text.lower())
+    words = _WORD.findall(text.lower())
     if len(words) <= n:
         return False
     tail = words[-n:]

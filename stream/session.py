@@ -124,9 +124,11 @@ class _Utterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     last_partial_end: int = 0
     language_hint: str | None = None
-    early: dict[int, AsrOutput | None] = field(default_factory=dict)
-    """Early finals requested, by the sample the utterance would end at: their result, or None
-    while it is pending."""
+    early_end: int | None = None
+    """Where the utterance would end at its latest pause, if an early final was requested there
+    (an earlier pause can no longer end it: speech resumed after it)."""
+    early_result: AsrOutput | None = None
+    """That early final's result, once it came."""
 
 
 class Session:
@@ -168,8 +170,6 @@ class Session:
         """Sample where the last utterance was cut for length (the next one starts there, unpadded)."""
         self.stopped = False
         self.utterances = 0
-        self.early_finals_used = 0
-        """Utterances whose final came from an early final (for statistics)."""
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -227,10 +227,9 @@ class Session:
         if bounds is None or bounds[1] != job.end_sample:
             # An early final whose pause did not end the utterance (or not yet).
             utt = self._open
-            if utt is not None and utt.seq == job.seq and job.end_sample in utt.early:
-                utt.early[job.end_sample] = result
-                return self._on_partial(job, result) if self.config.partials else Output()
-            return Output()
+            if utt is not None and utt.seq == job.seq and job.end_sample == utt.early_end:
+                utt.early_result = result
+            return self._on_partial(job, result) if self.config.partials else Output()
         return Output(events=self._take_final(job.seq, result))
 
     def _take_final(self, seq: int, result: AsrOutput) -> list[ServerEvent]:
@@ -296,12 +295,10 @@ class Session:
         self._bounds[utt.seq] = (utt.start, seg.sample)
         self._awaiting.append(utt.seq)
         out.events.append(SpeechStopped(self.utterance_id(utt.seq), self._seconds(seg.sample)))
-        if not seg.forced and seg.sample in utt.early:
+        if not seg.forced and seg.sample == utt.early_end:
             # Its early final is (or will be) the final: same audio, no second request.
-            self.early_finals_used += 1
-            early = utt.early[seg.sample]
-            if early is not None:
-                out.events.extend(self._take_final(utt.seq, early))
+            if utt.early_result is not None:
+                out.events.extend(self._take_final(utt.seq, utt.early_result))
             return out
         job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", seg.sample)
         out.requests.append(self._request(job))
@@ -310,11 +307,11 @@ class Session:
     def _maybe_early_final(self) -> Output:
         utt = self._open
         pause = self._segmenter.pause_start
-        if utt is None or pause is None or not self.config.early_finals or pause in utt.early:
+        if utt is None or pause is None or not self.config.early_finals or pause == utt.early_end:
             return Output()
         if self._frame_pos - pause < self._pad:
             return Output()
-        utt.early[pause] = None
+        utt.early_end, utt.early_result = pause, None
         begin = utt.start - (self._pad if utt.pad_start else 0)
         audio = self._buffer.slice(begin, pause + self._pad)
         job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", pause)
@@ -325,7 +322,7 @@ class Session:
         cfg = self.config
         if utt is None or not cfg.partials or self._partial_outstanding:
             return Output()
-        if any(result is None for result in utt.early.values()):
+        if utt.early_end is not None and utt.early_result is None:
             return Output()  # an early final is on its way: it will be shown as a partial
         now = self._frame_pos
         interval = max(cfg.partial_interval_s * SAMPLE_RATE, cfg.partial_interval_ratio * (now - utt.start))

@@ -150,7 +150,6 @@ def test_early_final_is_requested_before_the_pause_ends_the_utterance() -> None:
     assert requests == []  # no second decode of the same audio
     assert [type(e) for e in events] == [SpeechStopped, Final]
     assert events[1].text == "hello"  # type: ignore[union-attr]
-    assert s.early_finals_used == 1
 
 
 def test_early_final_result_after_the_end_is_the_final() -> None:
