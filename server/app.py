@@ -12,8 +12,8 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
@@ -25,7 +25,6 @@ from models.ner_spacy import SpacyNer
 from server.auth import (
     Authenticator,
     OpenAccess,
-    Principal,
     Scope,
     build_authenticator,
     origin_allowed,
@@ -36,25 +35,25 @@ from server.engines import asr_service, load_asr_engine
 from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.knowledge import Knowledge
-from server.limits import admit_sessions
-from server.live import LiveConversations, LiveSession, SessionServices
+from server.live import LiveConversations, SessionServices
 from server.llm_queue import LlmQueue
 from server.metrics import Metrics
 from server.model_service import BatchService
 from server.pages import add_page_routes
 from server.ray_services import ModelInfo, RemoteModelService
 from server.routes import add_memory_routes
+from server.sessions import SessionHub
 from server.store import AsyncStore
-from server.transports.audiosocket import serve_audiosocket
+from server.transports.audiosocket import AudioSocketEndpoint, serve_audiosocket
+from server.transports.handshake import principal_of
 from server.transports.realtime import handle_realtime
-from server.transports.sip import serve_sip
+from server.transports.sip import SipEndpoint, serve_sip
 from server.transports.twilio import handle_twilio
 from server.transports.watch import handle_watch
 from server.transports.ws import handle_stream
 from server.watch import WatchHub
 from stream.answers import Passage, build_answer_request
-from stream.errors import CloseCode, ProtocolError
-from stream.events import ServerEvent
+from stream.errors import CloseCode
 from stream.interfaces import AsrOutput, Embedder, LlmEngine
 from stream.session import AsrJob
 
@@ -62,30 +61,32 @@ log = logging.getLogger("palabre")
 
 
 class App:
-    """The running server: shared services, live sessions, routes."""
+    """The running server: start-up wiring, HTTP dispatch, figures. Sessions live in `hub`."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, auth: Authenticator | None = None) -> None:
         self.config = config
-        self.services: SessionServices | None = None
-        self.sessions: dict[str, LiveSession] = {}
+        self.auth: Authenticator = auth if auth is not None else OpenAccess(config.tenant)
         self.router = Router()
         self.router.add("/healthz", self._healthz, scope=None)
         self.router.add("/v1/stats", self._stats, scope=Scope.ADMIN)
-        add_memory_routes(self.router, self)
         add_page_routes(self.router)
         self.watch = WatchHub(self.stats)
         """Live conversations and figures for `/v1/watch` (the dashboard)."""
         self.metrics = Metrics(self)
         self.metrics.routes(self.router)
-        self.websocket_routes: dict[str, WebSocketHandler] = {"/v1/stream": handle_stream}
-        self.websocket_routes["/v1/realtime"] = handle_realtime
-        self.websocket_routes["/v1/telephony/twilio"] = handle_twilio
-        self.websocket_routes["/v1/watch"] = handle_watch
-        """WebSocket endpoints by path; each transport registers its handler here."""
+        self.hub = SessionHub(config.limits, per_tenant_caps=config.auth, on_refused=self.metrics.count_error)
+        """Every live session: admission, open/close, resume and supersede, publish."""
+        add_memory_routes(self.router, self.hub)
+        limits = config.limits
+        self.websocket_routes: dict[str, WebSocketHandler] = {
+            "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
+            "/v1/realtime": partial(handle_realtime, hub=self.hub, auth=self.auth, limits=limits),
+            "/v1/telephony/twilio": partial(handle_twilio, hub=self.hub, auth=self.auth, limits=limits),
+            "/v1/watch": partial(handle_watch, watch=self.watch, auth=self.auth),
+        }
+        """WebSocket endpoints by path: each a transport given the hub, never the app."""
         self.started_at = time.monotonic()
-        self.auth: Authenticator = OpenAccess(config.tenant)
         self.asr_engine: Any = None
-        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ class App:
         self.asr_engine = engine
         knowledge = await self._load_knowledge(store) if cfg.memory else None
         asr.start()
-        self.services = SessionServices(
+        services = SessionServices(
             asr=asr,
             vad=vad,
             store=store,
@@ -125,7 +126,8 @@ class App:
             knowledge=knowledge,
             observers=[self.watch.observe],
         )
-        self.metrics.attach(self.services)
+        self.metrics.attach(services)
+        self.hub.serve(services)
         log.info(
             "ready: model %s on %s (%d workers), data in %s",
             engine.name,
@@ -169,7 +171,7 @@ class App:
             embedder.dim,
             cfg.data_dir / "index",
             llm_queue,
-            publish=self.publish,
+            publish=self.hub.publish,
             ner=SpacyNer() if cfg.entities else None,
         )
         knowledge.start()
@@ -178,84 +180,26 @@ class App:
         return knowledge
 
     @property
-    def knowledge(self) -> Knowledge | None:
-        return self.services.knowledge if self.services is not None else None
+    def services(self) -> SessionServices | None:
+        """What sessions share; None while the models load."""
+        return self.hub.services
 
-    def publish(self, conversation_id: str, event: ServerEvent) -> None:
-        """Send an event to every live session of a conversation."""
-        for live in self.sessions.values():
-            if live.conversation_id == conversation_id:
-                live.outbox.put(event)
+    def active_sessions(self) -> int:
+        return len(self.hub)
 
     async def close(self) -> None:
         await self.watch.close()
-        for live in list(self.sessions.values()):
-            await live.abort()
-        if self.services is not None:
-            await self.services.asr.close()
-            knowledge = self.services.knowledge
+        await self.hub.close()
+        services = self.hub.services
+        if services is not None:
+            await services.asr.close()
+            knowledge = services.knowledge
             if knowledge is not None:
                 await knowledge.close()
                 await knowledge.embed.close()
                 if knowledge.llm is not None:
                     await knowledge.llm.close()
-            await self.services.store.close()
-
-    # --- sessions -------------------------------------------------------------------------
-
-    def authenticate(self, request: Request) -> Principal | None:
-        """The caller of an HTTP request or WebSocket handshake (None: refused)."""
-        query = dict(parse_qsl(request.path.partition("?")[2]))
-        return self.auth.authenticate({k.lower(): v for k, v in request.headers.raw_items()}, query)
-
-    def new_session(self, principal: Principal | None = None) -> LiveSession:
-        assert self.services is not None
-        tenant_id = principal.tenant_id if principal is not None else self.config.tenant
-        return LiveSession(self.services, tenant_id)
-
-    def register(self, live: LiveSession) -> None:
-        self.sessions[live.session_id] = live
-        live.outbox.closed_callback = lambda: self._session_closed(live)
-
-    def _session_closed(self, live: LiveSession) -> None:
-        self.sessions.pop(live.session_id, None)
-        if self.services is not None and self.services.conversations.leave(live.conversation_id):
-            if self.services.knowledge is not None:
-                self.services.knowledge.conversation_ended(live.conversation_id)
-            task = asyncio.get_running_loop().create_task(
-                self.services.store.end_conversation(live.conversation_id)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def supersede(self, tenant_id: str, conversation_id: str, track: str | None) -> int:
-        """A client resumes this conversation and track: the sessions still streaming into it (their
-        connections presumably dropped without the server noticing) are closed and finished, so
-        the resumed session does not transcribe their audio twice. Returns how many."""
-        taken = [
-            live
-            for live in self.sessions.values()
-            if live.tenant_id == tenant_id
-            and live.conversation_id == conversation_id
-            and live.start is not None
-            and live.start.track == track
-            and not live.outbox.closed.is_set()
-        ]
-        for live in taken:
-            live.supersede()
-        return len(taken)
-
-    def active_sessions(self) -> int:
-        return len(self.sessions)
-
-    def admit(self, tenant_id: str, count: int = 1) -> None:
-        """Raise `overloaded` unless `count` more sessions of the tenant fit (server/limits.py)."""
-        live_tenants = (live.tenant_id for live in self.sessions.values())
-        try:
-            admit_sessions(self.config.limits, tenant_id, live_tenants, count, per_tenant=self.config.auth)
-        except ProtocolError as refusal:  # sent before any session exists: count it here
-            self.metrics.count_error(refusal.code)
-            raise
+            await services.store.close()
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -290,7 +234,7 @@ class App:
         """Server figures: sessions, scheduler, process (also for the dashboard later)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         out: dict[str, Any] = {
-            "sessions": len(self.sessions),
+            "sessions": len(self.hub),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "asr": self.asr_status(),
             "process": {
@@ -344,7 +288,7 @@ class App:
         route, http_request = matched
         scope = http_request.required_scope
         if scope is not None:
-            principal = self.authenticate(request)
+            principal = principal_of(self.auth, request)
             if principal is None:
                 result = error_response(401, "unauthorized", "a valid token is required")
                 return self._http_response(result)
@@ -371,10 +315,10 @@ class App:
         if endpoint is None:
             await connection.close(CloseCode.POLICY_VIOLATION, "unknown endpoint")
             return
-        await endpoint(connection, self)
+        await endpoint(connection)
 
 
-WebSocketHandler = Callable[[ServerConnection, "App"], Awaitable[None]]
+WebSocketHandler = Callable[[ServerConnection], Awaitable[None]]
 
 
 def _current_rss() -> int:
@@ -397,8 +341,7 @@ async def run(config: ServerConfig) -> None:
     refusal = startup_refusal(config)
     if refusal is not None:
         raise SystemExit(f"palabre: {refusal}")
-    app = App(config)
-    app.auth = build_authenticator(config)
+    app = App(config, build_authenticator(config))
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -421,10 +364,14 @@ async def run(config: ServerConfig) -> None:
         log.info("listening on ws://%s:%d", config.host, config.port)
         audiosocket = None
         if config.audiosocket_port is not None:
-            audiosocket = await serve_audiosocket(app, config.host, config.audiosocket_port)
+            endpoint = AudioSocketEndpoint(app.hub, app.auth, config.audiosocket_token, config.limits)
+            audiosocket = await serve_audiosocket(endpoint, config.host, config.audiosocket_port)
         sip = None
         if config.sip_port is not None:
-            sip = await serve_sip(app, config.host, config.sip_port, port_range(config.sip_rtp_ports))
+            sip_endpoint = SipEndpoint(app.hub, app.auth, config.sip_token, config.limits)
+            sip = await serve_sip(
+                sip_endpoint, config.host, config.sip_port, port_range(config.sip_rtp_ports)
+            )
         loader = asyncio.create_task(app.load())
         try:
             await asyncio.wait([loader, stop], return_when=asyncio.FIRST_COMPLETED)

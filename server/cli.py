@@ -57,9 +57,17 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     Every default is None (not given), so that the environment and the file apply underneath.
     """
 
-    def default(name: str) -> str:
-        return f"(default: {KEYS[name].default})"
+    _add_model_flags(parser)
+    _add_connection_flags(parser)
 
+
+def _default(name: str) -> str:
+    return f"(default: {KEYS[name].default})"
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the server listens and what it runs: models, devices, scheduler, memory."""
+    default = _default
     parser.add_argument("--host", help=default("host"))
     parser.add_argument("--port", type=int, help=default("port"))
     parser.add_argument("--data-dir", type=Path, help=default("data_dir"))
@@ -101,6 +109,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
     )
+    parser.add_argument("--log-level", help=default("log_level"))
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any configuration key, e.g. --set scheduler.max_batch=16 (repeatable)",
+    )
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """Who may connect, on which ports and transports, and the Ray cluster."""
+    default = _default
     parser.add_argument(
         "--audiosocket-port", type=int, help="also accept Asterisk AudioSocket calls on this TCP port"
     )
@@ -139,15 +161,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-asr-gpus", type=float, help="with --ray: GPU fraction of the ASR actor")
     parser.add_argument(
         "--ray-embed-gpus", type=float, help="with --ray: GPU fraction of the embedding actor"
-    )
-    parser.add_argument("--log-level", help=default("log_level"))
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any configuration key, e.g. --set scheduler.max_batch=16 (repeatable)",
     )
 
 

@@ -54,29 +54,37 @@ as its outbox delivers it (a final once committed), up to `Closed`. Must be quic
 
 
 class Outbox:
-    """The ordered outgoing events of one session.
+    """The ordered outgoing events of one session, and their sending to its client.
 
-    A single writer task sends them in order; a `Final` is committed to the store before it is
-    sent. A slow consumer's queue is bounded: queued partials are dropped first, finals and
-    errors never. A consumer that still cannot keep up (`max_events` events queued without a
-    partial to drop) is cut off: sending stops, so the writer goes on committing every final,
-    and `on_overflow` is called once so the transport can close with a clear code.
+    Bounded for a slow consumer: queued partials are dropped first, finals and errors never. A
+    consumer that still cannot keep up (`max_events` events queued without a partial to drop)
+    is cut off: sending stops (the session goes on committing every final) and `on_overflow`
+    is called once so the transport can close with a clear code.
     """
 
-    def __init__(self, commit: Callable[[Final], Awaitable[None]], max_events: int = 256) -> None:
-        self._commit = commit
+    def __init__(
+        self,
+        send: Send | None = None,
+        *,
+        max_events: int = 256,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self._queue: deque[ServerEvent | Deferred] = deque()
         self._ready = asyncio.Event()
         self.max_events = max_events
         self.dropped_partials = 0
-        self.send: Send | None = None
-        """Where events go; None once the client is gone (finals are still committed)."""
-        self.closed = asyncio.Event()
-        self.closed_callback: Callable[[], None] | None = None
-        self.observers: list[Callable[[ServerEvent], None]] = []
-        """Called with each event as it is delivered, whether or not a client reads them."""
-        self.on_overflow: Callable[[], None] | None = None
+        self._send = send
+        self._on_overflow = on_overflow
         self.overflowed = False
+
+    @property
+    def attached(self) -> bool:
+        """Whether events still go to a client."""
+        return self._send is not None
+
+    def detach(self) -> None:
+        """The client is gone: stop sending (what is queued is still taken and committed)."""
+        self._send = None
 
     def put(self, event: ServerEvent | Deferred) -> None:
         if len(self._queue) >= self.max_events:
@@ -86,50 +94,59 @@ class Outbox:
             if isinstance(event, Partial):
                 self.dropped_partials += 1
                 return
-            if len(self._queue) >= self.max_events and self.send is not None and not self.overflowed:
+            if len(self._queue) >= self.max_events and self._send is not None and not self.overflowed:
                 self.overflowed = True
-                self.send = None
-                if self.on_overflow is not None:
-                    self.on_overflow()
+                self._send = None
+                if self._on_overflow is not None:
+                    self._on_overflow()
         self._queue.append(event)
         self._ready.set()
 
-    async def _deliver(self, event: ServerEvent) -> None:
-        if isinstance(event, Final):
-            await self._commit(event)
-        for observe in self.observers:
+    async def take(self) -> ServerEvent | Deferred:
+        """The next queued item, in order (waits for one)."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    async def send(self, event: ServerEvent) -> None:
+        """Send one event to the client, if one is attached (a failed send detaches it)."""
+        if self._send is None:
+            return
+        try:
+            await self._send(event)
+        except Exception:  # the connection is gone; the session goes on without it
+            self._send = None
+
+
+async def write_events(
+    outbox: Outbox,
+    commit: Callable[[Final], Awaitable[None]],
+    observe: Callable[[ServerEvent], None],
+) -> None:
+    """A session's writer: take the outbox's events in order; for each, commit (a final is
+    stored), then deliver (observers, then the client), so that a final is sent only after it
+    is stored. Returns once `Closed` is delivered."""
+    while True:
+        item = await outbox.take()
+        if callable(item):
+            try:
+                events = await item()
+            except Exception:
+                log.exception("deferred events failed")
+                events = []
+        else:
+            events = [item]
+        for event in events:
+            if isinstance(event, Final):
+                await commit(event)
             try:
                 observe(event)
             except Exception:
                 log.exception("event observer failed")
-        if self.send is not None:
-            try:
-                await self.send(event)
-            except Exception:  # the connection is gone; keep committing what remains
-                self.send = None
-
-    async def run(self) -> None:
-        """Writer loop: commit and send events in order until `Closed` is sent."""
-        while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            item = self._queue.popleft()
-            if callable(item):
-                try:
-                    events = await item()
-                except Exception:
-                    log.exception("deferred events failed")
-                    events = []
-            else:
-                events = [item]
-            for event in events:
-                await self._deliver(event)
-            if isinstance(item, Closed):
-                self.closed.set()
-                if self.closed_callback is not None:
-                    self.closed_callback()
-                return
+            await outbox.send(event)
+        if isinstance(item, Closed):
+            return
 
 
 @dataclass(slots=True)
@@ -242,27 +259,42 @@ class SessionServices:
 class LiveSession:
     """One client stream in the server: bytes in, events out through `outbox`."""
 
-    def __init__(self, services: SessionServices, tenant_id: str) -> None:
+    def __init__(
+        self,
+        services: SessionServices,
+        tenant_id: str,
+        *,
+        send: Send | None = None,
+        max_events: int = 256,
+        on_overflow: Callable[[], None] | None = None,
+        on_superseded: Callable[[], None] | None = None,
+        on_closed: Callable[[LiveSession], None] | None = None,
+    ) -> None:
         self.services = services
         self.tenant_id = tenant_id
         self.session_id = uuid.uuid4().hex[:12]
-        self.outbox = Outbox(self._commit)
-        self.outbox.observers.append(self._observe)
+        self.outbox = Outbox(send, max_events=max_events, on_overflow=on_overflow)
         self.start: Start | None = None
         """The start parameters, once open."""
         self.session: Session | None = None
         self._converter: AudioConverter | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._on_closed = on_closed
+        self._on_superseded = on_superseded
         self.conversation_id = ""
         self.audio_seconds = 0.0
         self._close_queued = False
         self.timing = SessionTiming()
         """When this session's audio arrived (for the final latency metric)."""
-        self.on_superseded: Callable[[], None] | None = None
-        """Set by the transport: close this session's connection (a resuming client took over)."""
         self.replayed: list[Final] = []
         """For a resuming client (`start.resume_after`): the stored finals it has not received,
         to send right after `ready`."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether its last event (`closed`) was delivered."""
+        return self._closed.is_set()
 
     async def open(self, start: Start, *, turn_detection: Literal["vad", "manual"] | None = None) -> Ready:
         """Validate the start parameters, open the conversation, create the core session.
@@ -281,8 +313,9 @@ class LiveSession:
         language = "en" if not svc.multilingual else start.language
         if start.conversation_id is not None and start.resume_after is not None:
             if not await svc.conversations.settle(start.conversation_id, RESUME_SETTLE_S):
-                log.warning("conversation %s resumed while an earlier session still finishes",
-                            start.conversation_id)
+                log.warning(
+                    "conversation %s resumed while an earlier session still finishes", start.conversation_id
+                )
         try:
             conversation = await svc.store.open_conversation(self.tenant_id, start.conversation_id, language)
         except (ValueError, LookupError) as error:
@@ -304,7 +337,7 @@ class LiveSession:
             time_offset=time_offset,
             track=start.track,
         )
-        self._writer = asyncio.create_task(self.outbox.run(), name=f"outbox-{self.session_id}")
+        self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")
         self.start = start
         if start.resume_after is not None:
             rows = await svc.store.utterances(self.tenant_id, conversation.id, after_seq=start.resume_after)
@@ -354,22 +387,22 @@ class LiveSession:
 
         A client resuming the conversation waits for them (`LiveConversations.settle`).
         """
-        self.outbox.send = None
+        self.outbox.detach()
         if self.session is not None:
-            self.services.conversations.closing(self.conversation_id, self.outbox.closed)
+            self.services.conversations.closing(self.conversation_id, self._closed)
         self.stop()
 
     def supersede(self) -> None:
         """A client resumed this session's conversation and track: it takes over this session,
         whose connection is presumed dead (a drop the server has not noticed yet). Close the
         connection and finish the session without it (its finals are stored)."""
-        if self.on_superseded is not None:
-            self.on_superseded()
+        if self._on_superseded is not None:
+            self._on_superseded()
         self.detach()
 
     async def wait_closed(self) -> None:
         if self._writer is not None:
-            await self.outbox.closed.wait()
+            await self._closed.wait()
 
     async def abort(self) -> None:
         """Drop everything (server shutdown)."""
@@ -380,6 +413,13 @@ class LiveSession:
                 await self._writer
 
     # --- internals --------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        """Commit and deliver this session's events until `closed`, then leave the hub."""
+        await write_events(self.outbox, self._commit, self._observe)
+        self._closed.set()
+        if self._on_closed is not None:
+            self._on_closed(self)
 
     def _observe(self, event: ServerEvent) -> None:
         """Pass a delivered event to the services' observers (`Ready` was announced by `open`)."""

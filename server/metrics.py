@@ -88,7 +88,9 @@ class MonitoredApp(Protocol):
     """What metrics and readiness read from the running server (`server.app.App`)."""
 
     config: ServerConfig
-    services: SessionServices | None
+
+    @property
+    def services(self) -> SessionServices | None: ...
 
     def active_sessions(self) -> int: ...
 
@@ -243,7 +245,7 @@ class Metrics:
         elif isinstance(event, Final):
             self.utterances.inc()
             latency = live.timing.final_delivered(event.utterance_id, time.monotonic())
-            if latency is not None and live.outbox.send is not None:
+            if latency is not None and live.outbox.attached:
                 self.final_latency.observe(latency)
         elif isinstance(event, Partial):
             interval = live.timing.partial_delivered(event.utterance_id, time.monotonic())

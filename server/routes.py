@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.sessions import SessionHub
 from server.store import ConversationRow, UtteranceRow
-
-if TYPE_CHECKING:
-    from server.app import App
-
 
 ENTITY_LABELS = ("person", "organization", "place", "date", "amount", "other")
 
@@ -27,25 +24,27 @@ def utterance_json(row: UtteranceRow) -> dict[str, Any]:
     return out
 
 
-def add_memory_routes(router: Router, app: App) -> None:
-    """GET /v1/conversations, /v1/conversations/{id}, /v1/search."""
+def add_memory_routes(router: Router, hub: SessionHub) -> None:
+    """GET /v1/conversations, /v1/conversations/{id}, /v1/search (over the hub's services)."""
 
     async def conversations(request: HttpRequest) -> HttpResponse:
-        if app.services is None:
+        services = hub.services
+        if services is None:
             return error_response(503, "unavailable", "loading")
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
         except ValueError:
             return error_response(400, "bad_request", "limit must be an integer")
-        rows = await app.services.store.list_conversations(request.tenant_id, limit)
+        rows = await services.store.list_conversations(request.tenant_id, limit)
         return json_response(200, {"conversations": [conversation_json(r) for r in rows]})
 
     async def conversation(request: HttpRequest) -> HttpResponse:
-        if app.services is None:
+        services = hub.services
+        if services is None:
             return error_response(503, "unavailable", "loading")
         if len(request.params) != 1:
             return error_response(404, "not_found", "no such resource")
-        store, tenant = app.services.store, request.tenant_id
+        store, tenant = services.store, request.tenant_id
         row = await store.get_conversation(tenant, request.params[0])
         if row is None:
             return error_response(404, "conversation_not_found", "no such conversation")
@@ -57,13 +56,14 @@ def add_memory_routes(router: Router, app: App) -> None:
                 "conversation": conversation_json(row),
                 "utterances": [utterance_json(u) for u in utterances],
                 "summary": asdict(summary) if summary is not None else None,
-                "live": row.id in app.services.conversations,
+                "live": hub.conversation_live(row.id),
             },
         )
 
     async def search(request: HttpRequest) -> HttpResponse:
-        knowledge = app.knowledge
-        if knowledge is None:
+        services = hub.services
+        knowledge = services.knowledge if services is not None else None
+        if services is None or knowledge is None:
             return error_response(503, "unavailable", "this server keeps no conversation memory")
         query = request.query.get("q", "").strip()
         if not query or len(query) > 1000:
@@ -74,8 +74,7 @@ def add_memory_routes(router: Router, app: App) -> None:
             return error_response(400, "bad_request", "k must be an integer")
         conversation_id = request.query.get("conversation") or None
         if conversation_id is not None:
-            store = app.services.store if app.services else None
-            if store is None or await store.get_conversation(request.tenant_id, conversation_id) is None:
+            if await services.store.get_conversation(request.tenant_id, conversation_id) is None:
                 return error_response(404, "conversation_not_found", "no such conversation")
         entity = request.query.get("entity") or None
         label = request.query.get("entity_label") or None

@@ -39,18 +39,20 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
 
-from server.auth import Scope, authenticate_token
+from server.auth import Authenticator, Scope, authenticate_token
 from server.codecs import rtp, sdp, sip
 from server.codecs.sip import Headers, Request, make_response, parse_name_addr, serialize
+from server.config import LimitsConfig
 from server.limits import ConnectionLimits
 from server.live import LiveSession
+from server.sessions import SessionHub
+from server.transports.idle import IdleTimer
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import CONVERSATION_ID_RE, Start
 
-if TYPE_CHECKING:
-    from server.app import App
+__all__ = ["SipEndpoint", "SipServer", "conversation_id_for", "serve_sip"]
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,8 @@ class Call:
     rtp_port: int = 0
     receiver: rtp.G711Receiver | None = None
     rtp_source: tuple[str, int] | None = None
-    last_rtp: float = 0.0
+    idle: IdleTimer | None = None
+    """Ends the call when no RTP comes for `rtp_timeout_s`."""
     rates: ConnectionLimits | None = None
     """The audio rate limit of the call (RTP cannot be paced: a flood ends the call)."""
     answer: bytes = b""
@@ -154,13 +157,29 @@ class _RtpEndpoint(asyncio.DatagramProtocol):
         self.server.rtp_received(self.call, data, addr)
 
 
+@dataclass(frozen=True, slots=True)
+class SipEndpoint:
+    """What every SIP call shares: the hub, the token its calls run under, the limits."""
+
+    hub: SessionHub
+    auth: Authenticator
+    token: str | None
+    """The configured `sip_token` (None under open access)."""
+    limits: LimitsConfig
+
+
 class SipServer(asyncio.DatagramProtocol):
     """The SIP UDP socket and the calls it serves; `close()` ends them all."""
 
     def __init__(
-        self, app: App, host: str, rtp_ports: tuple[int, int], *, rtp_timeout_s: float = RTP_TIMEOUT_S
+        self,
+        endpoint: SipEndpoint,
+        host: str,
+        rtp_ports: tuple[int, int],
+        *,
+        rtp_timeout_s: float = RTP_TIMEOUT_S,
     ) -> None:
-        self.app = app
+        self.endpoint = endpoint
         self.host = host
         self.rtp_ports = rtp_ports
         self.rtp_timeout_s = rtp_timeout_s
@@ -287,12 +306,15 @@ class SipServer(asyncio.DatagramProtocol):
             self._end(call, "cancelled")
             return
         call.receiver = rtp.G711Receiver(call.chosen.payload_type, call.chosen.encoding)
-        call.rates = ConnectionLimits(self.app.config.limits, time.monotonic())
+        call.rates = ConnectionLimits(self.endpoint.limits, time.monotonic())
         if live.start is not None:
             call.rates.started(live.start)
         call.answer = self._answer_sdp(call)
         call.state = "answered"
-        call.last_rtp = call.answered_at = time.monotonic()
+        call.answered_at = time.monotonic()
+        call.idle = IdleTimer(
+            self.rtp_timeout_s, lambda: self._end(call, f"no RTP for {self.rtp_timeout_s:g} s", bye=True)
+        )
         call.ok = self._respond(
             request, call.peer, 200, tag=call.local_tag, headers=self._contact(call), body=call.answer
         )
@@ -307,15 +329,14 @@ class SipServer(asyncio.DatagramProtocol):
         )
 
     async def _open_session(self, call: Call) -> LiveSession:
-        app = self.app
-        if app.services is None:
+        endpoint = self.endpoint
+        if endpoint.hub.loading:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "models are loading")
-        principal = authenticate_token(app.auth, app.config.sip_token)
+        principal = authenticate_token(endpoint.auth, endpoint.token)
         if principal is None or not principal.allows(Scope.STREAM):
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "the SIP token is invalid, revoked or lacks 'stream'")
-        app.admit(principal.tenant_id)
+        endpoint.hub.admit(principal.tenant_id)
         await self._open_rtp(call)
-        live = app.new_session(principal)
         start = Start(
             sample_rate=SAMPLE_RATE,
             encoding=call.chosen.encoding,
@@ -323,10 +344,8 @@ class SipServer(asyncio.DatagramProtocol):
             partials=False,
             track=TRACK,
         )
-        await live.open(start)
-        app.register(live)
-        live.outbox.send = None  # nothing goes back to the caller: results go to the store
-        return live
+        # Nothing goes back to the caller: results go to the store.
+        return await endpoint.hub.open(principal.tenant_id, start, None, admitted=True)
 
     async def _open_rtp(self, call: Call) -> None:
         """Bind an even port of the range for the call's RTP (the odd one above is RTCP's)."""
@@ -440,12 +459,13 @@ class SipServer(asyncio.DatagramProtocol):
             log.debug("sip call %s: dropped a bad RTP packet: %s", call.call_id, error)
             return
         call.rtp_source = addr
-        call.last_rtp = time.monotonic()
+        if call.idle is not None:
+            call.idle.touch()
         try:
             audio = receiver.feed(packet)
             if audio:
                 if call.rates is not None:
-                    call.rates.audio(len(audio), call.last_rtp, can_pace=False)
+                    call.rates.audio(len(audio), time.monotonic(), can_pace=False)
                 live.feed(audio)
         except ProtocolError as error:  # audio faster than the rate limit
             log.warning("sip call %s: %s", call.call_id, error)
@@ -469,6 +489,8 @@ class SipServer(asyncio.DatagramProtocol):
         call.state = "ended"
         if call.retransmit is not None:
             call.retransmit.cancel()
+        if call.idle is not None:
+            call.idle.cancel()
         if call.live is not None:
             if call.receiver is not None:
                 with contextlib.suppress(ProtocolError):
@@ -501,11 +523,8 @@ class SipServer(asyncio.DatagramProtocol):
         self._send(serialize(Request("BYE", target, Headers(tuple(headers)))), call.peer)
 
     def _sweep(self) -> None:
-        """Once a second: end calls without RTP, forget old responses."""
+        """Once a second: forget old responses."""
         now = time.monotonic()
-        for call in list(self.calls.values()):
-            if call.state in ("answered", "confirmed") and now - call.last_rtp > self.rtp_timeout_s:
-                self._end(call, f"no RTP for {self.rtp_timeout_s:g} s", bye=True)
         for key in [k for k, (_, at) in self._responses.items() if now - at > RESPONSE_CACHE_S]:
             del self._responses[key]
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
@@ -611,7 +630,7 @@ def _host_port(host: str, port: int) -> str:
 
 
 async def serve_sip(
-    app: App,
+    endpoint: SipEndpoint,
     host: str,
     port: int,
     rtp_ports: tuple[int, int] = (20000, 20999),
@@ -621,7 +640,7 @@ async def serve_sip(
     """Listen for SIP calls on UDP `host`:`port`; `close()` the returned server to stop."""
     loop = asyncio.get_running_loop()
     _, server = await loop.create_datagram_endpoint(
-        lambda: SipServer(app, host, rtp_ports, rtp_timeout_s=rtp_timeout_s), local_addr=(host, port)
+        lambda: SipServer(endpoint, host, rtp_ports, rtp_timeout_s=rtp_timeout_s), local_addr=(host, port)
     )
     log.info("listening for SIP on udp %s:%d (RTP ports %d-%d)", host, server.address[1], *rtp_ports)
     return server

@@ -17,23 +17,24 @@ A start without a valid one closes the socket with 1008 (reason `unauthorized` o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from server.auth import Scope, authenticate_token
+from server.auth import Authenticator, Scope, authenticate_token
 from server.codecs.twilio import Media, StreamStart, StreamStop, parse_message, session_start
+from server.config import LimitsConfig
 from server.limits import ConnectionLimits
 from server.live import LiveSession
-from server.transports.receive import feed_within_rate, messages_until_idle
+from server.sessions import SessionHub
+from server.transports.background import in_background
+from server.transports.idle import IdleTimer
+from server.transports.receive import feed_within_rate
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 
-if TYPE_CHECKING:
-    from server.app import App
+__all__ = ["handle_twilio"]
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,18 @@ MAX_BAD_MESSAGES = 20
 """Bad messages tolerated on one stream before it is closed."""
 
 
-async def handle_twilio(ws: ServerConnection, app: App) -> None:
+async def handle_twilio(
+    ws: ServerConnection, hub: SessionHub, auth: Authenticator, limits: LimitsConfig
+) -> None:
     """Serve one Twilio Media Stream until `stop` or until Twilio closes the socket."""
-    limits = app.config.limits
     rates = ConnectionLimits(limits, time.monotonic())
     sessions: dict[str, LiveSession] = {}
     started: StreamStart | None = None
     bad_messages = 0
+    idle = IdleTimer(limits.idle_timeout_s, lambda: _close_idle(ws, idle))
     try:
-        async for message in messages_until_idle(ws, limits.idle_timeout_s):
+        async for message in ws:
+            idle.touch()
             try:
                 rates.message(time.monotonic())
                 if not isinstance(message, str):
@@ -66,7 +70,7 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
                     if started is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start on this stream")
                     started = msg
-                    await _open_sessions(app, msg, sessions)
+                    await _open_sessions(hub, auth, msg, sessions)
                     for live in sessions.values():
                         if live.start is not None:
                             rates.started(live.start)
@@ -101,10 +105,6 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
                 if bad_messages >= MAX_BAD_MESSAGES:
                     await ws.close(CloseCode.POLICY_VIOLATION, "too many bad messages")
                     return
-    except ProtocolError as error:  # idle timeout
-        log.warning("twilio stream: closing: %s", error)
-        with contextlib.suppress(ConnectionClosed):
-            await ws.close(error.close or CloseCode.POLICY_VIOLATION, error.code.value)
     except ConnectionClosed:
         pass
     except Exception:
@@ -114,23 +114,30 @@ async def handle_twilio(ws: ServerConnection, app: App) -> None:
         except ConnectionClosed:
             pass
     finally:
+        idle.cancel()
         for live in sessions.values():
             live.detach()
 
 
-async def _open_sessions(app: App, start: StreamStart, sessions: dict[str, LiveSession]) -> None:
+async def _open_sessions(
+    hub: SessionHub, auth: Authenticator, start: StreamStart, sessions: dict[str, LiveSession]
+) -> None:
     """Open one session per track of the stream into `sessions` (those opened stay there on error)."""
-    principal = authenticate_token(app.auth, start.custom_parameters.get("token"))
+    principal = authenticate_token(auth, start.custom_parameters.get("token"))
     if principal is None:
         raise ProtocolError(
             ErrorCode.UNAUTHORIZED, "customParameters.token is missing or invalid", CloseCode.POLICY_VIOLATION
         )
     if not principal.allows(Scope.STREAM):
         raise ProtocolError(ErrorCode.FORBIDDEN, "the token lacks 'stream'", CloseCode.POLICY_VIOLATION)
-    app.admit(principal.tenant_id, len(start.tracks))
+    hub.admit(principal.tenant_id, len(start.tracks))
     for track in start.tracks:
-        live = app.new_session(principal)
-        await live.open(session_start(start, track))
-        app.register(live)
-        live.outbox.send = None  # nobody reads events on this socket: results go to the store
-        sessions[track] = live
+        # Nobody reads events on this socket: results go to the store.
+        sessions[track] = await hub.open(
+            principal.tenant_id, session_start(start, track), None, admitted=True
+        )
+
+
+def _close_idle(ws: ServerConnection, idle: IdleTimer) -> None:
+    log.warning("twilio stream: closing: %s: %s", ErrorCode.IDLE_TIMEOUT.value, idle.message)
+    in_background(ws.close(CloseCode.POLICY_VIOLATION, ErrorCode.IDLE_TIMEOUT.value))

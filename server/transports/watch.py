@@ -11,28 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from server.auth import Scope
+from server.auth import Authenticator, Scope
+from server.transports.handshake import principal_of
+from server.watch import WatchHub
 from stream.errors import CloseCode
 
-if TYPE_CHECKING:
-    from server.app import App
+__all__ = ["handle_watch"]
 
 log = logging.getLogger(__name__)
 
 
-async def handle_watch(ws: ServerConnection, app: App) -> None:
+async def handle_watch(ws: ServerConnection, watch: WatchHub, auth: Authenticator) -> None:
     """Send the snapshot, then every message of the hub, until the watcher leaves."""
     assert ws.request is not None
-    principal = app.authenticate(ws.request)
+    principal = principal_of(auth, ws.request)
     if principal is None or not principal.allows(Scope.READ):
         await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
         return
-    subscriber = app.watch.subscribe(principal)
+    subscriber = watch.subscribe(principal)
     reader = asyncio.create_task(_drain(ws), name="watch-reader")
     try:
         while True:
@@ -50,7 +50,7 @@ async def handle_watch(ws: ServerConnection, app: App) -> None:
     except ConnectionClosed:
         pass
     finally:
-        app.watch.unsubscribe(subscriber)
+        watch.unsubscribe(subscriber)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader

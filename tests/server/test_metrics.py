@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import GpuBudget, LimitsConfig, ServerConfig
 from server.http import Router
-from server.live import LiveConversations, LiveSession, SessionServices
+from server.live import LiveSession, SessionServices
 from server.llm_queue import GenerationRecord
 from server.metrics import GpuCollector, Metrics, readiness
 from server.model_service import BatchRecord, ModelService
@@ -27,10 +27,8 @@ from server.store import AsyncStore
 from server.timing import SessionTiming
 from stream.errors import ErrorCode
 from stream.events import Error, ServerEvent, Start
-from stream.interfaces import AsrOutput
 from stream.scheduler import Request, Scheduler, SchedulerConfig
-from stream.session import AsrJob, SessionConfig
-from tests.stream.fakes import EnergyVad, silence, tone
+from tests.stream.fakes import pcm16, silence, tone
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -227,47 +225,16 @@ async def test_store_writes_are_timed(tmp_path: Path) -> None:
 # --- a live session ------------------------------------------------------------------------------
 
 
-def pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[SessionServices]:
-    """Session services without models: energy VAD, a recogniser that always hears "hello"."""
-
-    def recognise(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
-        return [AsrOutput(text="hello", language="en") for _ in jobs]
-
-    asr = ModelService[AsrJob, AsrOutput](
-        "asr", recognise, Scheduler[AsrJob](SchedulerConfig(max_wait_s=0)), 1
-    )
-    asr.start()
-    store = await AsyncStore.open(tmp_path / "palabre.db")
-    await store.ensure_tenant("default")
-    yield SessionServices(
-        asr=asr,
-        vad=EnergyVad(),  # type: ignore[arg-type]
-        store=store,
-        model_name="fake",
-        multilingual=False,
-        session_config=SessionConfig(),
-        conversations=LiveConversations(),
-    )
-    await asr.close()
-    await store.close()
-
-
 async def test_live_session_feeds_the_metrics(services: SessionServices) -> None:
     app = fake_app(services, sessions=1)
     metrics = Metrics(app, nvml_opener=lambda: None)
     metrics.attach(services)
-    live = LiveSession(services, "default")
     sent: list[ServerEvent] = []
 
     async def send(event: ServerEvent) -> None:
         sent.append(event)
 
-    live.outbox.send = send
+    live = LiveSession(services, "default", send=send)
     await live.open(Start(sample_rate=16000, language="en"))
     audio = np.concatenate([silence(0.3), tone(2.0), silence(1.0)])
     chunk = 1600  # 100 ms, sent ten times faster than real time
@@ -345,12 +312,11 @@ async def test_routes(services: SessionServices) -> None:
 
 
 def test_refused_sessions_are_counted() -> None:
-    """App.admit counts the `overloaded` refusals that no session's outbox carries."""
+    """The hub's admission counts the `overloaded` refusals that no session's outbox carries."""
     from server.app import App
     from stream.errors import ProtocolError
 
     app = App(ServerConfig(limits=LimitsConfig(max_sessions=1)))
-    app.sessions["s1"] = SimpleNamespace(tenant_id="default")  # type: ignore[assignment]
     with pytest.raises(ProtocolError):
-        app.admit("default")
+        app.hub.admit("default", count=2)
     assert value(scrape(app.metrics), "palabre_errors_total", code="overloaded") == 1

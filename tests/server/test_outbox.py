@@ -1,10 +1,10 @@
-"""The session outbox: order, commit before send, partials dropped first, slow consumers cut off."""
+"""The session outbox and writer: order, commit before delivery, slow consumers cut off."""
 
 from __future__ import annotations
 
 import asyncio
 
-from server.live import Outbox
+from server.live import Outbox, write_events
 from stream.events import Closed, Final, Partial, ServerEvent
 
 
@@ -28,11 +28,9 @@ async def test_a_consumer_that_cannot_keep_up_with_finals_is_cut_off_but_every_f
         sent.append(event)
         await blocked.wait()  # the client never reads: the first send never completes
 
-    outbox = Outbox(commit, max_events=8)
     overflowed: list[bool] = []
-    outbox.send = send
-    outbox.on_overflow = lambda: overflowed.append(True)
-    writer = asyncio.create_task(outbox.run())
+    outbox = Outbox(send, max_events=8, on_overflow=lambda: overflowed.append(True))
+    writer = asyncio.create_task(write_events(outbox, commit, lambda _event: None))
     outbox.put(final(0))
     await asyncio.sleep(0.01)  # the writer takes it and blocks in send
     for seq in range(1, 20):
@@ -57,11 +55,18 @@ async def test_events_go_out_in_order_with_finals_committed_first() -> None:
     async def send(event: ServerEvent) -> None:
         order.append(f"send {event.type}")
 
-    outbox = Outbox(commit)
-    outbox.send = send
-    writer = asyncio.create_task(outbox.run())
+    outbox = Outbox(send)
+    writer = asyncio.create_task(write_events(outbox, commit, lambda e: order.append(f"observe {e.type}")))
     outbox.put(partial(0))
     outbox.put(final(0))
     outbox.put(Closed(1))
     await asyncio.wait_for(writer, 5)
-    assert order == ["send partial", "commit 0", "send final", "send closed"]
+    assert order == [
+        "observe partial",
+        "send partial",
+        "commit 0",
+        "observe final",
+        "send final",
+        "observe closed",
+        "send closed",
+    ]

@@ -1,6 +1,6 @@
 """server/transports/sip.py over real UDP sockets, with the softphone's captured datagrams.
 
-The app is a stand-in (no models): its sessions record what the transport does with them.
+The session hub is a stand-in (no models): its sessions record what the transport does with them.
 """
 
 from __future__ import annotations
@@ -13,23 +13,18 @@ from typing import Any, cast
 
 import pytest
 
-from server.auth import OpenAccess, Principal, startup_refusal
+from server.auth import OpenAccess, startup_refusal
 from server.codecs import sdp
 from server.codecs.sip import Request, Response, parse, parse_name_addr, serialize
 from server.config import ServerConfig, port_range
 from server.settings import ConfigError, resolve
 from server.transports import sip as transport
-from server.transports.sip import SipServer, conversation_id_for, serve_sip
+from server.transports.sip import SipEndpoint, SipServer, conversation_id_for, serve_sip
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Start
 from tests.server.sip_fixtures import CALL_ID, fixture, rtp_pcmu
 
 WAIT_S = 2.0
-
-
-@dataclass
-class FakeOutbox:
-    send: object = "client"
 
 
 @dataclass
@@ -40,7 +35,7 @@ class FakeLive:
     start: Start | None = None
     audio: bytearray = field(default_factory=bytearray)
     detached: bool = False
-    outbox: FakeOutbox = field(default_factory=FakeOutbox)
+    send: object = "client"
 
     async def open(self, start: Start) -> None:
         if self.gate is not None:
@@ -55,27 +50,33 @@ class FakeLive:
         self.detached = True
 
 
-class FakeApp:
+class FakeHub:
+    """The part of `SessionHub` a transport uses."""
+
     def __init__(self) -> None:
-        self.config = ServerConfig()
-        self.auth = OpenAccess("default")
         self.services: object | None = object()
         self.sessions: list[FakeLive] = []
         self.registered: list[FakeLive] = []
         self.gate: asyncio.Event | None = None
         self.full = False
 
+    @property
+    def loading(self) -> bool:
+        return self.services is None
+
     def admit(self, tenant_id: str, count: int = 1) -> None:
         if self.full:
             raise ProtocolError(ErrorCode.OVERLOADED, "too many sessions")
 
-    def new_session(self, principal: Principal | None = None) -> FakeLive:
+    async def open(self, tenant_id: str, start: Start, send: object, *, admitted: bool = False) -> FakeLive:
+        if not admitted:
+            self.admit(tenant_id)
         live = FakeLive(self.gate)
         self.sessions.append(live)
-        return live
-
-    def register(self, live: FakeLive) -> None:
+        await live.open(start)
+        live.send = send
         self.registered.append(live)
+        return live
 
 
 class Phone(asyncio.DatagramProtocol):
@@ -124,7 +125,7 @@ def free_udp_port() -> int:
 
 @dataclass
 class Setup:
-    app: FakeApp
+    hub: FakeHub
     server: SipServer
     phone: Phone
     rtp: Phone
@@ -145,10 +146,11 @@ async def setup() -> AsyncIterator[Factory]:
     made: list[Setup] = []
 
     async def make(ports: int = 40, **kwargs: Any) -> Setup:
-        app = FakeApp()
+        hub = FakeHub()
         low = free_udp_port() & ~1
-        server = await serve_sip(app, "127.0.0.1", 0, (low, low + ports), **kwargs)  # type: ignore[arg-type]
-        made.append(Setup(app, server, await open_phone(), await open_phone()))
+        endpoint = SipEndpoint(hub, OpenAccess("default"), None, ServerConfig().limits)  # type: ignore[arg-type]
+        server = await serve_sip(endpoint, "127.0.0.1", 0, (low, low + ports), **kwargs)
+        made.append(Setup(hub, server, await open_phone(), await open_phone()))
         return made[-1]
 
     yield make
@@ -188,9 +190,9 @@ async def test_a_call(setup: Factory) -> None:
     (audio,) = answer_sdp.media
     assert audio.formats == ("0", "101") and audio.direction == "recvonly"
     assert answer_sdp.connection == "127.0.0.1" and audio.port % 2 == 0
-    live = s.app.registered[0]
+    live = s.hub.registered[0]
     assert live.start == Start(8000, "mulaw", conversation_id=CALL_ID, partials=False, track="caller")
-    assert live.outbox.send is None
+    assert live.send is None
     s.send(fixture("ack"))
     packets = rtp_pcmu()
     for packet in packets:
@@ -226,15 +228,15 @@ async def test_the_200_is_repeated_until_the_ack(setup: Factory, monkeypatch: py
 
 async def test_a_call_cancelled_while_it_rings(setup: Factory) -> None:
     s = await setup()
-    s.app.gate = asyncio.Event()
+    s.hub.gate = asyncio.Event()
     s.send(fixture("invite-cancelled"))
     await s.phone.response(100)
     s.send(fixture("cancel"))
     cancel_ok = await s.phone.response(200)
     terminated = await s.phone.response(487)
     assert cancel_ok.cseq == (23434, "CANCEL") and terminated.cseq == (23434, "INVITE")
-    s.app.gate.set()
-    await until(lambda: bool(s.app.registered) and s.app.registered[0].detached)
+    s.hub.gate.set()
+    await until(lambda: bool(s.hub.registered) and s.hub.registered[0].detached)
     await s.phone.silent()
     s.send(fixture("cancel"))  # the CANCEL again: the same 200
     await s.phone.response(200)
@@ -290,20 +292,20 @@ async def test_options_and_refusals(setup: Factory) -> None:
     s.send(b"\r\n\r\n")
     s.send(b"not SIP at all")
     await s.phone.silent()
-    assert not s.app.sessions
+    assert not s.hub.sessions
 
 
 async def test_busy_loading_and_no_port(setup: Factory) -> None:
     s = await setup(ports=1)
-    s.app.full = True
+    s.hub.full = True
     s.send(fixture("invite"))
     await s.phone.response(100)
     await s.phone.response(486)
-    s.app.full, s.app.services = False, None
+    s.hub.full, s.hub.services = False, None
     s.send(fixture("invite-pcma"))
     await s.phone.response(100)
     await s.phone.response(503)
-    s.app.services = object()
+    s.hub.services = object()
     await answer(s, fixture("invite-cancelled"))  # takes the only RTP port
     s.send(fixture("invite").replace(b"d676ba71", b"f676ba71").replace(b"z9hG4bK32", b"z9hG4bK34"))
     await s.phone.response(100)
@@ -322,7 +324,7 @@ async def test_a_silent_call_is_ended(setup: Factory, monkeypatch: pytest.Monkey
     assert bye.call_id == CALL_ID and bye.cseq[1] == "BYE"
     assert bye.headers.get("To") == invite.headers.get("From")
     assert parse_name_addr(bye.headers.get("From") or "").tag == tag
-    assert s.app.registered[0].detached and not s.server.calls
+    assert s.hub.registered[0].detached and not s.server.calls
 
 
 async def test_close_ends_the_calls(setup: Factory) -> None:
@@ -331,7 +333,7 @@ async def test_close_ends_the_calls(setup: Factory) -> None:
     s.server.close()
     bye = await s.phone.next()
     assert isinstance(bye, Request) and bye.method == "BYE"
-    assert s.app.registered[0].detached
+    assert s.hub.registered[0].detached
 
 
 def invite_with(call_id: str = CALL_ID, uri: str = "sip:test@127.0.0.1:25060", extra: str = "") -> Request:

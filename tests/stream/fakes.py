@@ -29,3 +29,7 @@ def tone(seconds: float, amplitude: float = 0.3) -> Audio:
 
 def silence(seconds: float) -> Audio:
     return np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
