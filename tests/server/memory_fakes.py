@@ -72,8 +72,10 @@ class CapitalNer:
         for match in re.finditer(r"\b[A-Z][a-z]+|\b\d+\b", text):
             if match.start() == 0:
                 continue
-            label = "amount" if match.group().isdigit() else "person"
-            found.append(Entity(match.group(), label, match.start(), match.end()))
+            if match.group().isdigit():
+                found.append(Entity(match.group(), "amount", match.start(), match.end()))
+            else:
+                found.append(Entity(match.group(), "person", match.start(), match.end()))
         return found
 
 
