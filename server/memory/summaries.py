@@ -142,12 +142,16 @@ class Summaries:
     async def summarize(self, conversation_id: str, *, final: bool) -> Summary | None:
         """Summarise a live conversation now, store the summary and show it to the observers.
 
-        None when the conversation is not live here or has no utterance.
+        None when the conversation is not live here or has no utterance, and for a rolling one
+        (not `final`) when no final was stored since the last summary (e.g. it waited for the
+        final one).
         """
         state = self._conversations.get(conversation_id)
         if state is None:
             return None
         async with state.lock:
+            if not final and state.schedule.finals_since == 0:
+                return None
             await self.indexes.flush(conversation_id)
             rows = await self.store.utterances(state.tenant_id, conversation_id)
             if not rows:

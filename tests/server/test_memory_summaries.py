@@ -154,6 +154,7 @@ async def test_the_final_summary_is_returned_and_observed_not_published(
     await stored(rolling, indexes, await say(memory_store, "c1", *MEETING[:2]))
     final = await rolling.summarize("c1", final=True)
     assert final is not None and final.final and out.observed == [final] and out.published == []
+    assert await rolling.summarize("c1", final=False) is None, "nothing new since the final one"
     rolling.conversation_ended("c1")
     assert await rolling.summarize("c1", final=True) is None
     await rolling.close()
