@@ -34,9 +34,9 @@ from server.config import ServerConfig, port_range
 from server.engines import asr_service, load_asr_engine
 from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
-from server.knowledge import Knowledge
 from server.live import LiveConversations, SessionServices
 from server.llm_queue import LlmQueue
+from server.memory import Knowledge
 from server.metrics import Metrics
 from server.model_service import BatchService
 from server.pages import add_page_routes
@@ -173,6 +173,7 @@ class App:
             llm_queue,
             publish=self.hub.publish,
             ner=SpacyNer() if cfg.entities else None,
+            summary_observers=[self.watch.summarized],
         )
         knowledge.start()
         await knowledge.index(cfg.tenant)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from server.knowledge import Knowledge
+from server.memory import Knowledge
 from server.model_service import BatchService
 from server.store import AsyncStore, UtteranceRow
 from server.timing import SessionTiming

@@ -153,6 +153,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
     ),
+    # 4: a summary's items, each with the utterances it comes from (NULL for older summaries).
+    ("ALTER TABLE summaries ADD COLUMN items TEXT CHECK (items IS NULL OR json_valid(items))",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -243,6 +245,9 @@ class SummaryRow:
     method: SummaryMethod
     utterance_seq_upto: int
     created_at: float
+    items: list[dict[str, Any]]
+    """Its points (`stream.events.SummaryItem` as JSON: `text`, `utterance_ids`, `section`); a
+    summary stored before schema 4 reads as one item holding its text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +336,7 @@ _UTTERANCE_COLUMNS = """
     entities, created_at
 """
 
-_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at"
+_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
 
 
 class Store:
@@ -549,16 +554,18 @@ class Store:
             raise UtteranceConflict(f"utterance {public_id} is already stored with a different text")
         return stored
 
-    def set_entities(self, tenant_id: str, utterance_id: int, entities: Sequence[Mapping[str, Any]]) -> None:
-        """Record the named entities found in a stored utterance (of this tenant)."""
+    def set_entities(
+        self, tenant_id: str, utterance_row_id: int, entities: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record the named entities found in a stored utterance (of this tenant), by its row id."""
         payload = json.dumps([dict(e) for e in entities], ensure_ascii=False)
         with self._transaction() as conn:
             conn.execute(
                 "UPDATE utterances SET entities = ? WHERE id = ? AND tenant_id = ?",
-                (payload, utterance_id, tenant_id),
+                (payload, utterance_row_id, tenant_id),
             )
 
-    def utterance_ids_with_entity(
+    def utterance_row_ids_with_entity(
         self,
         tenant_id: str,
         *,
@@ -566,7 +573,8 @@ class Store:
         label: str | None = None,
         conversation_id: str | None = None,
     ) -> list[int]:
-        """Ids of the tenant's utterances with an entity matching `text` (case-insensitive) and/or `label`."""
+        """Row ids of the tenant's utterances with an entity matching `text` (case-insensitive) and/or
+        `label`."""
         query = (
             "SELECT DISTINCT u.id FROM utterances u, json_each(u.entities) e"
             " WHERE u.tenant_id = ? AND u.entities IS NOT NULL"
@@ -600,18 +608,33 @@ class Store:
         text: str,
         method: SummaryMethod,
         utterance_seq_upto: int,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> SummaryRow:
-        """Store a summary of the conversation's utterances up to seq `utterance_seq_upto`."""
+        """Store a summary of the conversation's utterances up to seq `utterance_seq_upto`.
+
+        `text` is the summary as plain text; `items` its points (default: one holding `text`).
+        """
+        item_list = [dict(item) for item in items] if items is not None else _one_item(text)
         now = self._clock()
         with self._transaction() as conn:
             self._require_conversation(conn, tenant_id, conversation_id)
             cursor = conn.execute(
                 "INSERT INTO summaries (conversation_id, tenant_id, text, method, utterance_seq_upto,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (conversation_id, tenant_id, text, method, utterance_seq_upto, now),
+                " created_at, items) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    tenant_id,
+                    text,
+                    method,
+                    utterance_seq_upto,
+                    now,
+                    json.dumps(item_list, ensure_ascii=False),
+                ),
             )
         assert cursor.lastrowid is not None
-        return SummaryRow(cursor.lastrowid, conversation_id, tenant_id, text, method, utterance_seq_upto, now)
+        return SummaryRow(
+            cursor.lastrowid, conversation_id, tenant_id, text, method, utterance_seq_upto, now, item_list
+        )
 
     def add_answer(
         self,
@@ -663,12 +686,12 @@ class Store:
         ).fetchall()
         return [_utterance(row) for row in rows]
 
-    def utterances_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[UtteranceRow]:
-        """The tenant's utterances with these integer ids, in the order of `ids`, each once.
+    def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
+        """The tenant's utterances with these row ids, in the order of `row_ids`, each once.
 
         Ids that do not exist or belong to another tenant are left out.
         """
-        wanted = list(dict.fromkeys(ids))
+        wanted = list(dict.fromkeys(row_ids))
         found: dict[int, UtteranceRow] = {}
         for i in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[i : i + _IDS_PER_QUERY]
@@ -707,7 +730,7 @@ class Store:
             " ORDER BY id DESC LIMIT 1",
             (conversation_id, tenant_id),
         ).fetchone()
-        return None if row is None else SummaryRow(**dict(row))
+        return None if row is None else _summary(row)
 
     # --- API tokens (only their hashes are stored; server/auth.py makes and hashes them) ---
 
@@ -796,6 +819,17 @@ def _conversation(row: sqlite3.Row) -> ConversationRow:
 def _token(row: sqlite3.Row) -> TokenRow:
     scopes = json.loads(row["scopes"])
     return TokenRow(row["id"], row["tenant_id"], tuple(scopes), row["created_at"], row["revoked_at"])
+
+
+def _summary(row: sqlite3.Row) -> SummaryRow:
+    fields = dict(row)
+    items = fields.pop("items")
+    return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else json.loads(items))
+
+
+def _one_item(text: str) -> list[dict[str, Any]]:
+    """A summary without items as one item holding its text."""
+    return [{"text": text, "utterance_ids": [], "section": None}]
 
 
 def _utterance(row: sqlite3.Row) -> UtteranceRow:
@@ -936,12 +970,12 @@ class AsyncStore:
         )
 
     async def set_entities(
-        self, tenant_id: str, utterance_id: int, entities: Sequence[Mapping[str, Any]]
+        self, tenant_id: str, utterance_row_id: int, entities: Sequence[Mapping[str, Any]]
     ) -> None:
         """See `Store.set_entities`."""
-        await self._call(self._store.set_entities, tenant_id, utterance_id, entities)
+        await self._call(self._store.set_entities, tenant_id, utterance_row_id, entities)
 
-    async def utterance_ids_with_entity(
+    async def utterance_row_ids_with_entity(
         self,
         tenant_id: str,
         *,
@@ -949,9 +983,9 @@ class AsyncStore:
         label: str | None = None,
         conversation_id: str | None = None,
     ) -> list[int]:
-        """See `Store.utterance_ids_with_entity`."""
+        """See `Store.utterance_row_ids_with_entity`."""
         return await self._call(
-            self._store.utterance_ids_with_entity,
+            self._store.utterance_row_ids_with_entity,
             tenant_id,
             text=text,
             label=label,
@@ -969,10 +1003,11 @@ class AsyncStore:
         text: str,
         method: SummaryMethod,
         utterance_seq_upto: int,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> SummaryRow:
         """See `Store.add_summary`."""
         return await self._call(
-            self._store.add_summary, tenant_id, conversation_id, text, method, utterance_seq_upto
+            self._store.add_summary, tenant_id, conversation_id, text, method, utterance_seq_upto, items
         )
 
     async def add_answer(
@@ -1000,9 +1035,9 @@ class AsyncStore:
         """See `Store.utterances`."""
         return await self._call(self._store.utterances, tenant_id, conversation_id, after_seq)
 
-    async def utterances_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[UtteranceRow]:
+    async def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
         """See `Store.utterances_by_ids`."""
-        return await self._call(self._store.utterances_by_ids, tenant_id, list(ids))
+        return await self._call(self._store.utterances_by_ids, tenant_id, list(row_ids))
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

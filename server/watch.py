@@ -7,9 +7,11 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 
 * `snapshot` — the tenant's running conversations and the latest figures, at once;
 * `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
-* `speech_started`, `speech_stopped`, `partial`, `final`, `summary` — the session events, each
-  with `conversation_id` and `session_id` (a final also with `latency_ms`, from the end of
-  speech to the stored final);
+* `speech_started`, `speech_stopped`, `partial`, `final` — the session events, each with
+  `conversation_id` and `session_id` (a final also with `latency_ms`, from the end of speech to
+  the stored final);
+* `summary` — each summary of a conversation once (from `summarized`, which conversation memory
+  calls; not from the sessions, which each receive it), with its `conversation_id`;
 * `stats` — every `stats_interval_s` while someone watches.
 
 Each subscriber has a bounded queue (`Subscriber`): when a slow watcher's queue is full its queued
@@ -74,8 +76,8 @@ class ConversationView:
     last_final: str = ""
     latency_ms: float | None = None
     """Time from the end of speech (`speech_stopped`) to the stored final, of the last final."""
-    summary: str | None = None
-    summary_upto_seq: int = -1
+    summary: list[dict[str, Any]] | None = None
+    """The items of its latest summary (`stream.events.SummaryItem` as JSON)."""
     stopped_at: dict[str, float] = field(default_factory=dict)
     """Utterance id → when its `speech_stopped` went out (time.monotonic())."""
 
@@ -167,7 +169,8 @@ class WatchHub:
     # --- the observer side ------------------------------------------------------------------
 
     def observe(self, live: LiveSession, event: ServerEvent) -> None:
-        """Take one event of a live session (see `server.live.SessionObserver`)."""
+        """Take one event of a live session (see `server.live.SessionObserver`); summaries come
+        once per conversation through `summarized`, so a session's copy is ignored."""
         if isinstance(event, Ready):
             self._opened(live)
             return
@@ -192,17 +195,21 @@ class WatchHub:
             view.utterances += 1
             view.last_final = event.text[:LAST_FINAL_CHARS]
             view.latency_ms = latency if latency is not None else view.latency_ms
-        elif isinstance(event, Summary):
-            if event.upto_seq == view.summary_upto_seq and event.text == view.summary and not event.final:
-                return  # the same summary, delivered to another session of the conversation
-            view.summary, view.summary_upto_seq = event.text, event.upto_seq
-            extra.pop("session_id")
         elif isinstance(event, Closed):
             self._closed(live, view)
             return
         else:
             return
         self._publish(view.tenant_id, kind, {**event_to_dict(event), **extra})
+
+    def summarized(self, summary: Summary) -> None:
+        """Take a conversation's new summary, once (however many sessions the conversation has)."""
+        view = self._conversations.get(summary.conversation_id)
+        if view is None:
+            return
+        message = event_to_dict(summary)
+        view.summary = message["items"]
+        self._publish(view.tenant_id, "event", message)
 
     def _opened(self, live: LiveSession) -> None:
         self._sessions[live.session_id] = live

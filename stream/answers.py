@@ -31,7 +31,9 @@ Summaries
     Only instruct models write summaries (`model_can_summarise`); for a base model the server
     uses its extractive summary instead (method ``"extractive"``). `build_summary_request`
     updates the previous summary with the utterances since, as key points, decisions and
-    action items.
+    action items. `summary_items` reads the model's reply back into structured points, each
+    with its section and the utterances that support it best (`supporting_utterances`), so
+    clients never parse bullet text.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from stream.events import SummaryItem, SummarySection
 from stream.interfaces import LlmRequest
 
 CANNOT_ANSWER = "I cannot answer that from the conversation."
@@ -344,6 +347,60 @@ def build_summary_request(
     return LlmRequest(
         messages=(("system", _SYSTEM_SUMMARY), ("user", user)), max_tokens=max_tokens, temperature=0.0
     )
+
+
+SUPPORTING_UTTERANCES = 3
+"""`supporting_utterances` names at most this many utterances per summary point."""
+
+_SECTION_HEADINGS: dict[str, SummarySection] = {
+    "key points": "key_points",
+    "decisions": "decisions",
+    "action items": "action_items",
+}
+_BULLET_RE = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
+_EMPTY_POINTS = frozenset({"none", "none.", "n/a", "nothing", "(none)"})
+
+
+def summary_items(text: str, utterances: Sequence[Passage]) -> list[SummaryItem]:
+    """The points of a generative summary (the reply to `build_summary_request`).
+
+    A heading line ("Key points:", "Decisions:", "Action items:", also in markdown bold or as a
+    "#" title) starts a section; every other non-empty line is a point of the current section
+    (None before any heading), its bullet ("- ", "* ", "1. ") removed. Empty-section markers
+    ("- None") are dropped. Each point names the `utterances` that support it
+    (`supporting_utterances`).
+    """
+    items: list[SummaryItem] = []
+    section: SummarySection | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        heading = line.strip("*#_ ").rstrip(":").strip("*_ ").lower()
+        if heading in _SECTION_HEADINGS:
+            section = _SECTION_HEADINGS[heading]
+            continue
+        point = _BULLET_RE.sub("", line).strip()
+        if not point or point.lower() in _EMPTY_POINTS:
+            continue
+        items.append(SummaryItem(point, supporting_utterances(point, utterances), section))
+    return items
+
+
+def supporting_utterances(
+    point: str, utterances: Sequence[Passage], limit: int = SUPPORTING_UTTERANCES
+) -> list[str]:
+    """The ids of the utterances a summary point most likely comes from, in conversation order.
+
+    An utterance supports a point by the content words (stems) they share; those sharing at least
+    half as many as the best one (and at least one) count, the `limit` best of them.
+    """
+    words = _stems(point)
+    overlaps = [len(words & _stems(u.text)) for u in utterances]
+    best = max(overlaps, default=0)
+    if best == 0:
+        return []
+    floor = max(1, (best + 1) // 2)
+    ranked = sorted((i for i, n in enumerate(overlaps) if n >= floor), key=lambda i: -overlaps[i])
+    return [utterances[i].utterance_id for i in sorted(ranked[:limit])]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -205,6 +205,22 @@ class AnswerDone:
     passages: list[Citation]
 
 
+SummarySection = Literal["key_points", "decisions", "action_items"]
+"""The sections of a generative summary (an extractive one has none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryItem:
+    """One point of a summary and the utterances it comes from."""
+
+    text: str
+    utterance_ids: list[str]
+    """Extractive: the one utterance quoted. Generative: the utterances that support the point
+    best (by shared words), in conversation order; empty when none does."""
+    section: SummarySection | None = None
+    """Generative: the section the point is under; None for an extractive summary."""
+
+
 @dataclass(frozen=True, slots=True)
 class Summary:
     """The rolling summary of a conversation (`final` at the end of the stream)."""
@@ -212,10 +228,11 @@ class Summary:
     type: ClassVar[str] = "summary"
     conversation_id: str
     method: Literal["extractive", "generative"]
-    text: str
-    utterance_ids: list[str]
-    """Extractive: the key utterances, in order. Generative: the utterances summarised."""
+    items: list[SummaryItem]
+    """Extractive: the key utterances, in conversation order. Generative: the points the model
+    wrote, in its order."""
     upto_seq: int
+    """The summary covers the conversation's utterances up to this seq."""
     final: bool = False
 
 

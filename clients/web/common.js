@@ -97,5 +97,36 @@ const Palabre = (() => {
     return Math.min(1000 * 2 ** attempt, 10000);
   }
 
-  return { query, token, wsUrl, httpUrl, getJson, clock, el, banner, status, backoff, seqOf, insertUtterance };
+  const SECTION_TITLES = { key_points: "Key points", decisions: "Decisions", action_items: "Action items" };
+
+  /**
+   * A summary's items (`summary` events, `summary.items` of /v1/conversations/{id}) as lists, one
+   * per section with its title. An item with utterances is a link: `jump(utteranceId)` shows the
+   * first one.
+   */
+  function summaryList(items, jump) {
+    const box = el("div", {});
+    if (!items || !items.length) {
+      box.append(el("p", { class: "empty" }, "Nothing to summarise yet."));
+      return box;
+    }
+    let list = null;
+    let section;
+    for (const item of items) {
+      if (!list || item.section !== section) {
+        section = item.section;
+        if (section) box.append(el("h4", {}, SECTION_TITLES[section] || section));
+        list = el("ul", {});
+        box.append(list);
+      }
+      const ids = item.utterance_ids || [];
+      const text = ids.length
+        ? el("a", { href: "#", title: ids.join(", "), onclick: (e) => { e.preventDefault(); jump(ids[0]); } }, item.text)
+        : item.text;
+      list.append(el("li", {}, text));
+    }
+    return box;
+  }
+
+  return { query, token, wsUrl, httpUrl, getJson, clock, el, banner, status, backoff, seqOf, insertUtterance, summaryList };
 })();

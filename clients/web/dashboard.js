@@ -144,7 +144,7 @@
         }
         break;
       case "summary":
-        view.summary = event.text;
+        view.summary = event.items;
         break;
       case "partial":
       case "speech_stopped":
@@ -197,7 +197,7 @@
       for (const u of body.utterances) {
         if (!state.utterances.has(u.utterance_id)) showFinal(u);
       }
-      if (body.summary) renderSummary(body.summary.text);
+      if (body.summary) renderSummary(body.summary.items);
       else if (state.conversations.get(conversationId)?.summary) renderSummary(state.conversations.get(conversationId).summary);
     } catch (error) {
       if (!String(error.message).startsWith("404")) Palabre.banner(ui.banner, "warn", `Could not load ${conversationId}: ${error.message}`);
@@ -216,7 +216,7 @@
         state.utterances.delete(event.utterance_id);
       }
     } else if (event.type === "summary") {
-      renderSummary(event.text);
+      renderSummary(event.items);
     }
   }
 
@@ -238,13 +238,8 @@
     ui.transcript.scrollTop = ui.transcript.scrollHeight;
   }
 
-  function renderSummary(text) {
-    const lines = text.split("\n").map((line) => line.trim()).filter(Boolean);
-    if (lines.length && lines.every((line) => line.startsWith("- "))) {
-      ui.summary.replaceChildren(el("ul", {}, ...lines.map((line) => el("li", {}, line.slice(2)))));
-    } else {
-      ui.summary.replaceChildren(el("p", {}, text));
-    }
+  function renderSummary(items) {
+    ui.summary.replaceChildren(Palabre.summaryList(items, (id) => state.utterances.get(id)?.scrollIntoView({ block: "nearest" })));
   }
 
   // --- figures ----------------------------------------------------------------------------------

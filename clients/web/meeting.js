@@ -334,7 +334,7 @@
         onFinal({ utterance_id: u.utterance_id, text: u.text, start: u.start });
       }
       if (body.summary) {
-        renderSummary({ text: body.summary.text, method: body.summary.method, utterance_ids: [], final: false });
+        renderSummary({ items: body.summary.items, method: body.summary.method, final: false });
       }
       ui.conversation.textContent = `conversation ${state.conversationId}`;
     } catch (error) {
@@ -345,20 +345,7 @@
   // --- summary ----------------------------------------------------------------------------------
 
   function renderSummary(event) {
-    const lines = event.text.split("\n").map((line) => line.trim()).filter(Boolean);
-    const bullets = lines.every((line) => line.startsWith("- "));
-    const ids = event.method === "extractive" && event.utterance_ids.length === lines.length ? event.utterance_ids : null;
-    let body;
-    if (bullets) {
-      body = el("ul", {});
-      lines.forEach((line, i) => {
-        const text = line.slice(2);
-        body.append(el("li", {}, ids ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); jumpTo(ids[i]); } }, text) : text));
-      });
-    } else {
-      body = el("p", {}, event.text);
-    }
-    ui.summary.replaceChildren(body);
+    ui.summary.replaceChildren(Palabre.summaryList(event.items, (id) => jumpTo(id)));
     ui.summaryMeta.textContent = event.final ? "· final" : `· ${event.method}, updated ${new Date().toLocaleTimeString()}`;
   }
 

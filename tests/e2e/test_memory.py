@@ -73,6 +73,9 @@ def test_finals_are_stored_and_a_live_summary_comes_before_the_end(meeting: dict
     assert first_summary < last_final, "the first summary arrives before the meeting ends"
     assert summaries[-1]["final"] and kinds[-2:] == ["summary", "closed"]
     assert summaries[-1]["method"] == "extractive"  # the bundled LLM is a base model
+    said = {f["utterance_id"]: f["text"] for f in finals}
+    items = summaries[-1]["items"]
+    assert items and all(said[item["utterance_ids"][0]] == item["text"] for item in items), items
 
 
 def test_answer_cites_the_utterance_that_states_the_fact(meeting: dict[str, Any]) -> None:
@@ -100,6 +103,7 @@ def test_search_survives_restart_with_the_same_ids(
         conversation = server.get_json(f"/v1/conversations/{meeting['conversation_id']}")
         assert len(conversation["utterances"]) == 5
         assert conversation["summary"]["method"] == "extractive"
+        assert conversation["summary"]["items"] == meeting["events"][-2]["items"]
         deadline = time.monotonic() + 180  # entities are tagged in the background (spaCy loads lazily)
         while time.monotonic() < deadline:
             conversation = server.get_json(f"/v1/conversations/{meeting['conversation_id']}")

@@ -93,6 +93,24 @@ def test_opening_a_v1_database_upgrades_it_and_keeps_its_data(db: Path) -> None:
         assert store.latest_summary("acme", "c1") == summary
 
 
+def test_a_summary_stored_before_items_reads_as_one_item(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    migrate(conn, MIGRATIONS[:3])
+    conn.execute("INSERT INTO tenants VALUES ('acme', 'Acme', 1.0)")
+    conn.execute(
+        "INSERT INTO conversations (id, tenant_id, created_at, updated_at) VALUES ('c1', 'acme', 1.0, 1.0)"
+    )
+    conn.execute(
+        "INSERT INTO summaries (conversation_id, tenant_id, text, method, utterance_seq_upto, created_at)"
+        " VALUES ('c1', 'acme', '- Hello.', 'extractive', 0, 1.0)"
+    )
+    conn.close()
+    with Store.open(db) as store:
+        summary = store.latest_summary("acme", "c1")
+        assert summary is not None
+        assert summary.items == [{"text": "- Hello.", "utterance_ids": [], "section": None}]
+
+
 def test_a_database_newer_than_the_code_is_refused(db: Path) -> None:
     Store.open(db).close()
     conn = sqlite3.connect(db)
@@ -228,6 +246,10 @@ def test_latest_summary_and_answers(store: Store) -> None:
     store.add_summary("t", "c", "first", "extractive", 3)
     latest = store.add_summary("t", "c", "second", "generative", 9)
     assert store.latest_summary("t", "c") == latest
+    items = [{"text": "Ada leads.", "utterance_ids": ["c:2"], "section": "decisions"}]
+    structured = store.add_summary("t", "c", "Decisions:\n- Ada leads.", "generative", 10, items)
+    assert store.latest_summary("t", "c") == structured and structured.items == items
+    assert latest.items == [{"text": "second", "utterance_ids": [], "section": None}]
     answer = store.add_answer("t", "c", "Who?", "Ada.", ["c:2", "c:5"])
     assert answer.citations == ["c:2", "c:5"]
     assert store.add_answer("t", None, "Across all?", "Yes.", []).conversation_id is None

@@ -20,6 +20,7 @@ from stream.events import (
     SpeechStopped,
     Start,
     Summary,
+    SummaryItem,
 )
 
 READER_A = Principal("tenant-a", frozenset({Scope.READ}))
@@ -148,17 +149,23 @@ async def test_two_sessions_make_one_conversation_and_one_summary() -> None:
     watcher = hub.subscribe(READER_A)
     await drain(watcher)
     inbound, outbound = session("s1", "call", transport="socket"), session("s2", "call", transport="socket")
-    summary = Summary("call", "extractive", "- Hi.", ["call:0"], 0)
+    summary = Summary("call", "extractive", [SummaryItem("Hi.", ["call:0"])], 0)
     emit(hub, inbound, ready(inbound))
     emit(hub, outbound, ready(outbound))
-    emit(hub, inbound, summary)
-    emit(hub, outbound, summary)  # app.publish hands it to every session of the conversation
+    hub.summarized(summary)  # conversation memory tells the hub once
+    emit(hub, inbound, summary)  # app.publish hands it to every session of the conversation:
+    emit(hub, outbound, summary)  # the hub ignores those copies
     emit(hub, inbound, Closed(0))
-    types = [m["type"] for m in await drain(watcher)]
-    assert types == ["conversation.started", "summary"]
-    assert hub.conversations("tenant-a")[0].to_json()["sessions"] == 1
+    messages = await drain(watcher)
+    assert [m["type"] for m in messages] == ["conversation.started", "summary"]
+    assert messages[1]["conversation_id"] == "call" and "session_id" not in messages[1]
+    assert messages[1]["items"] == [{"text": "Hi.", "utterance_ids": ["call:0"], "section": None}]
+    view = hub.conversations("tenant-a")[0].to_json()
+    assert view["sessions"] == 1 and view["summary"] == messages[1]["items"]
     emit(hub, outbound, Closed(0))
     assert [m["type"] for m in await drain(watcher)] == ["conversation.ended"]
+    hub.summarized(summary)  # a conversation no longer live: nobody watches it
+    assert await drain(watcher) == []
     hub.unsubscribe(watcher)
 
 

@@ -19,8 +19,11 @@ from stream.answers import (
     model_can_summarise,
     parse_citations,
     repair_citations,
+    summary_items,
+    supporting_utterances,
     truncate,
 )
+from stream.events import SummaryItem
 
 BUDGET = Passage("c1:4", 4, "The marketing budget for next year is four hundred thousand euros.", 61.0, "Ana")
 LAUNCH = Passage("c1:9", 9, "We launch the new website on the twelfth of May.", 130.5, "Tom")
@@ -209,3 +212,45 @@ def test_summary_keeps_the_most_recent_utterances_that_fit() -> None:
     user = build_summary_request(utterances, None, max_chars=1000).messages[1][1]
     assert "utterance number 199" in user and "utterance number 0 " not in user
     assert len(user) < 1400
+
+
+def test_a_generative_summary_is_read_back_into_items_by_section() -> None:
+    reply = (
+        "**Key points:**\n"
+        "- The marketing budget is four hundred thousand euros.\n"
+        "* The website launches in May.\n"
+        "\n"
+        "Decisions:\n"
+        "- None\n"
+        "## Action items:\n"
+        "1. Tom: prepare the website launch\n"
+    )
+    assert summary_items(reply, PASSAGES) == [
+        SummaryItem("The marketing budget is four hundred thousand euros.", ["c1:4"], "key_points"),
+        SummaryItem("The website launches in May.", ["c1:9"], "key_points"),
+        SummaryItem("Tom: prepare the website launch", ["c1:9"], "action_items"),
+    ]
+
+
+def test_lines_before_any_heading_are_items_without_a_section() -> None:
+    assert summary_items("They talked about lunch.\n", PASSAGES) == [
+        SummaryItem("They talked about lunch.", ["c1:2"], None)
+    ]
+    assert summary_items("", PASSAGES) == []
+    assert summary_items("Key points:\n- None\n", PASSAGES) == []
+
+
+def test_supporting_utterances_share_the_most_words_in_conversation_order() -> None:
+    said = [
+        Passage("c:0", 0, "Hello everyone.", 0.0),
+        Passage("c:1", 1, "The budget for marketing next year.", 1.0),
+        Passage("c:2", 2, "Marketing budget: four hundred thousand euros.", 2.0),
+        Passage("c:3", 3, "And the marketing team grows.", 3.0),
+    ]
+    point = "The marketing budget grows next year."  # shares 4 words with c:1, 2 with c:2 and c:3
+    assert supporting_utterances(point, said) == ["c:1", "c:2", "c:3"]
+    assert supporting_utterances(point, said, limit=2) == ["c:1", "c:2"]
+    assert supporting_utterances(point, said, limit=1) == ["c:1"]
+    # c:2 shares 6 words, c:1 only 2: less than half as many as the best
+    assert supporting_utterances("The marketing budget is four hundred thousand euros.", said) == ["c:2"]
+    assert supporting_utterances("Nothing in common here.", said) == []

@@ -1,0 +1,238 @@
+"""The vector index of every tenant's utterances: load, catch up with the store, add, save, search.
+
+* Embeddings go through a `BatchService` (the same micro-batcher as ASR), so the finals of every
+  session are embedded together.
+* One FAISS index per tenant (`models.index_faiss`), keyed by utterance row id, loaded from
+  `index_dir` at first use and caught up — or rebuilt when it is missing, corrupt or disagrees —
+  from the store, which is the source of truth. Saved every `save_every` additions and at
+  shutdown.
+* Each final is embedded and added in the background once stored (`add_later`); `flush` waits
+  until a conversation's stored finals are all indexed (before answering or summarising).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.index_faiss import FaissIndex, IndexFileError
+from server.memory.tasks import TaskSet
+from server.model_service import BatchService
+from server.store import AsyncStore, UtteranceRow
+from stream.scheduler import Request
+
+log = logging.getLogger(__name__)
+
+Vector = np.ndarray
+TenantLoaded = Callable[[str, Sequence[UtteranceRow]], None]
+"""Told a tenant's stored utterances when its index is first loaded (entity tagging catches up)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    utterance: UtteranceRow
+    score: float
+
+
+def embed_request(tenant_id: str, text: str) -> Request[str]:
+    """A request to the embedding service; its cost follows the text length."""
+    return Request(
+        session_id=tenant_id, kind="final", key="embed", seconds=max(len(text), 1) / 100, payload=text
+    )
+
+
+class TenantIndexes:
+    """The per-tenant vector indexes over the store's utterances."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        embed: BatchService[str, Vector],
+        embedder_name: str,
+        dim: int,
+        index_dir: Path,
+        *,
+        save_every: int = 25,
+        ivf_threshold: int = 20_000,
+        loaded: Sequence[TenantLoaded] = (),
+    ) -> None:
+        self.store = store
+        self.embed = embed
+        self.embedder_name = embedder_name
+        self.dim = dim
+        self.index_dir = index_dir
+        self.save_every = save_every
+        self.ivf_threshold = ivf_threshold
+        self._loaded = list(loaded)
+        self._indexes: dict[str, FaissIndex] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._unsaved: dict[str, int] = {}
+        self._tasks = TaskSet()
+        self._pending: dict[str, set[asyncio.Task[None]]] = {}
+        """Conversation id → its finals still being indexed."""
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish the additions under way, then save every index."""
+        await self._tasks.wait()
+        await self.save_all()
+
+    async def save_all(self) -> None:
+        for tenant_id in list(self._indexes):
+            await self._save(tenant_id)
+
+    def sizes(self) -> dict[str, int]:
+        """Vectors in each tenant index loaded so far, by tenant (for metrics and readiness)."""
+        return {tenant_id: len(index) for tenant_id, index in self._indexes.items()}
+
+    def path(self, tenant_id: str) -> Path:
+        return self.index_dir / f"{tenant_id}.faiss"
+
+    # --- loading ----------------------------------------------------------------------------
+
+    async def get(self, tenant_id: str) -> FaissIndex:
+        """The tenant's index, loaded (and caught up with the store) at first use."""
+        index = self._indexes.get(tenant_id)
+        if index is not None:
+            return index
+        async with self._locks.setdefault(tenant_id, asyncio.Lock()):
+            index = self._indexes.get(tenant_id)
+            if index is None:
+                index = await self._load_or_rebuild(tenant_id)
+                self._indexes[tenant_id] = index
+        return index
+
+    async def _load_or_rebuild(self, tenant_id: str) -> FaissIndex:
+        path = self.path(tenant_id)
+        stored = [row async for row in self.store.all_utterances(tenant_id)]
+        index: FaissIndex | None = None
+        try:
+            index = await asyncio.to_thread(
+                FaissIndex.load, path, self.dim, self.embedder_name, ivf_threshold=self.ivf_threshold
+            )
+        except IndexFileError as error:
+            log.warning("index of tenant %s unusable (%s): rebuilding from the store", tenant_id, error)
+        if index is not None:
+            held = [row for row in stored if row.id <= index.max_id]
+            if not index.is_consistent_with(len(held), max((r.id for r in held), default=-1)):
+                log.warning("index of tenant %s disagrees with the store: rebuilding", tenant_id)
+                index = None
+        if index is None:
+            index = FaissIndex(self.dim, embedder_name=self.embedder_name, ivf_threshold=self.ivf_threshold)
+            missing = stored
+        else:
+            missing = [row for row in stored if row.id > index.max_id]
+        for loaded in self._loaded:
+            loaded(tenant_id, stored)
+        if missing:
+            vectors = await asyncio.gather(*(self._embed(tenant_id, row.text) for row in missing))
+            row_ids = np.array([row.id for row in missing], dtype=np.int64)
+            await asyncio.to_thread(index.add, row_ids, np.stack(vectors))
+            log.info("index of tenant %s: %d utterances added from the store", tenant_id, len(missing))
+            self._indexes[tenant_id] = index
+            await self._save(tenant_id)
+        return index
+
+    async def _save(self, tenant_id: str) -> None:
+        index = self._indexes.get(tenant_id)
+        if index is None:
+            return
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(index.save, self.path(tenant_id))
+        self._unsaved[tenant_id] = 0
+
+    async def _embed(self, tenant_id: str, text: str) -> Vector:
+        return await self.embed.call(embed_request(tenant_id, text))
+
+    # --- adding -----------------------------------------------------------------------------
+
+    def add_later(self, row: UtteranceRow) -> None:
+        """A final was stored: embed and index it in the background."""
+        task = self._tasks.start(self.add(row))
+        pending = self._pending.setdefault(row.conversation_id, set())
+        pending.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            pending.discard(finished)
+            if not pending and self._pending.get(row.conversation_id) is pending:
+                del self._pending[row.conversation_id]
+
+        task.add_done_callback(done)
+
+    async def add(self, row: UtteranceRow) -> None:
+        """Embed and index one stored utterance (once: an utterance already held is skipped)."""
+        try:
+            index = await self.get(row.tenant_id)
+            if row.id in index:
+                return
+            vector = await self._embed(row.tenant_id, row.text)
+            await asyncio.to_thread(index.add, np.array([row.id], dtype=np.int64), vector[None, :])
+        except Exception:
+            log.exception(
+                "indexing utterance %s failed (it is rebuilt from the store at restart)", row.public_id
+            )
+            return
+        self._unsaved[row.tenant_id] = self._unsaved.get(row.tenant_id, 0) + 1
+        if self._unsaved[row.tenant_id] >= self.save_every:
+            await self._save(row.tenant_id)
+
+    async def flush(self, conversation_id: str) -> None:
+        """Wait until every stored final of the conversation is indexed."""
+        pending = self._pending.get(conversation_id)
+        if pending:
+            await asyncio.gather(*list(pending), return_exceptions=True)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def vectors(
+        self, tenant_id: str, rows: Sequence[UtteranceRow]
+    ) -> tuple[list[UtteranceRow], Vector]:
+        """The rows the index holds and their vectors (one row each), in the order given."""
+        index = await self.get(tenant_id)
+        held = [row for row in rows if row.id in index]
+        return held, await asyncio.to_thread(index.vectors, [row.id for row in held])
+
+    async def nearest(
+        self, tenant_id: str, query: str, allowed: Sequence[int] | None, k: int
+    ) -> list[tuple[int, float]]:
+        """(utterance row id, score) of the `k` nearest to `query`, best first, among the
+        `allowed` row ids if given."""
+        index = await self.get(tenant_id)
+        if allowed is not None and not allowed:
+            return []
+        vector = await self._embed(tenant_id, query)
+        results = await asyncio.to_thread(index.search, vector, k, None if allowed is None else list(allowed))
+        return results[0]
+
+    async def search(
+        self,
+        tenant_id: str,
+        query: str,
+        conversation_id: str | None = None,
+        k: int = 5,
+        *,
+        entity: str | None = None,
+        entity_label: str | None = None,
+    ) -> list[SearchHit]:
+        """The `k` utterances of the tenant (or of one conversation) closest to `query`.
+
+        `entity` / `entity_label` keep only utterances that mention that entity (by text,
+        case-insensitive) or an entity of that kind (person, organization, place, date, amount).
+        """
+        allowed: list[int] | None = None
+        if entity is not None or entity_label is not None:
+            allowed = await self.store.utterance_row_ids_with_entity(
+                tenant_id, text=entity, label=entity_label, conversation_id=conversation_id
+            )
+        elif conversation_id is not None:
+            rows = await self.store.utterances(tenant_id, conversation_id)
+            allowed = [row.id for row in rows]
+        scores = dict(await self.nearest(tenant_id, query, allowed, k))
+        rows = await self.store.utterances_by_ids(tenant_id, list(scores))
+        return [SearchHit(row, scores[row.id]) for row in rows]
