@@ -99,7 +99,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         "--inject-asr-fault-after",
         type=int,
         metavar="N",
-        help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
+        help="tests only: the primary ASR engine fails like a lost GPU after N batches",
     )
     parser.add_argument(
         "--audiosocket-port", type=int, help="also accept Asterisk AudioSocket calls on this TCP port"

@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from models.index_faiss import FaissIndex, IndexFileError
+from models.registry import load_index, new_index
 from server.llm_queue import LlmQueue, Priority
 from server.model_service import BatchService
 from server.store import AsyncStore, UtteranceRow
 from stream.answers import Passage, build_answer_request, build_summary_request, finalize_answer
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import AnswerDelta, AnswerDone, Ask, Citation, ServerEvent, Summary
-from stream.interfaces import EntityRecognizer
+from stream.interfaces import EntityRecognizer, IndexFileError, VectorIndex
 from stream.scheduler import Request
 from stream.summary import extractive_summary
 
@@ -100,7 +100,7 @@ class Knowledge:
         self.llm = llm
         self.config = config or KnowledgeConfig()
         self.publish = publish
-        self._indexes: dict[str, FaissIndex] = {}
+        self._indexes: dict[str, VectorIndex] = {}
         self._index_locks: dict[str, asyncio.Lock] = {}
         self._unsaved: dict[str, int] = {}
         self._conversations: dict[str, _ConversationState] = {}
@@ -140,7 +140,7 @@ class Knowledge:
     def index_path(self, tenant_id: str) -> Path:
         return self.index_dir / f"{tenant_id}.faiss"
 
-    async def index(self, tenant_id: str) -> FaissIndex:
+    async def index(self, tenant_id: str) -> VectorIndex:
         """The tenant's index, loaded (and caught up with the store) at first use."""
         index = self._indexes.get(tenant_id)
         if index is not None:
@@ -153,13 +153,13 @@ class Knowledge:
                 self._indexes[tenant_id] = index
         return index
 
-    async def _load_or_rebuild(self, tenant_id: str) -> FaissIndex:
+    async def _load_or_rebuild(self, tenant_id: str) -> VectorIndex:
         path = self.index_path(tenant_id)
         stored = [row async for row in self.store.all_utterances(tenant_id)]
-        index: FaissIndex | None = None
+        index: VectorIndex | None = None
         try:
             index = await asyncio.to_thread(
-                FaissIndex.load, path, self.dim, self.embedder_name, ivf_threshold=self.config.ivf_threshold
+                load_index, path, self.dim, self.embedder_name, ivf_threshold=self.config.ivf_threshold
             )
         except IndexFileError as error:
             log.warning("index of tenant %s unusable (%s): rebuilding from the store", tenant_id, error)
@@ -169,7 +169,7 @@ class Knowledge:
                 log.warning("index of tenant %s disagrees with the store: rebuilding", tenant_id)
                 index = None
         if index is None:
-            index = FaissIndex(
+            index = new_index(
                 self.dim, embedder_name=self.embedder_name, ivf_threshold=self.config.ivf_threshold
             )
             missing = stored
