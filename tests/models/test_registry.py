@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,13 @@ def test_every_kind_has_its_engines() -> None:
         "llm": ("llamacpp", "exllamav2"),
         "ner": ("spacy",),
     }
+
+
+def test_importing_the_registry_loads_no_model_library() -> None:
+    libraries = ["ctranslate2", "faster_whisper", "onnxruntime", "torch", "faiss", "llama_cpp", "spacy"]
+    code = f"import sys, models.registry; print([m for m in {libraries!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
