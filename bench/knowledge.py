@@ -160,7 +160,7 @@ def noisy_copies(real: Matrix, n: int, seed: int = 0) -> Matrix:
 
 def bench_embedding(args: argparse.Namespace) -> tuple[Matrix, Matrix]:
     """Embedding latency; returns the real corpus and query embeddings for the index section."""
-    from models.embed_flag import load_embedder
+    from models.registry import load_embedder
 
     t0 = time.perf_counter()
     embedder = load_embedder("minilm", device="cpu", threads=args.threads)
@@ -273,7 +273,7 @@ def bench_summary(args: argparse.Namespace) -> None:
     Real MiniLM embeddings of meeting-like sentences; the time covers choosing the key utterances
     from their vectors (what the server adds to reading them from the index).
     """
-    from models.embed_flag import load_embedder
+    from models.registry import load_embedder
     from stream.summary import extractive_summary
 
     embedder = load_embedder(threads=args.threads)

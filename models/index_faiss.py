@@ -1,8 +1,8 @@
-"""A tenant's vector index over utterance ids (faiss), with its file on disk.
+"""A tenant's vector index over utterance ids (faiss), with its file on disk: a `VectorIndex`.
 
-One `FaissIndex` per tenant. Its keys are the store's `utterances.id` (int64, never reused), its
-vectors the unit-norm embeddings of the utterances' texts, and its score the inner product (the
-cosine, for unit vectors).
+One `FaissIndex` per tenant, made by `models.registry.new_index` or `load_index`. Its keys are
+the store's `utterances.id` (int64, never reused), its vectors the unit-norm embeddings of the
+utterances' texts, and its score the inner product (the cosine, for unit vectors).
 
 Kinds. An exact inner-product index (`IndexFlatIP`) while it is small; once it holds
 `ivf_threshold` vectors (20 000 by default) it is rebuilt as an inverted-file index
@@ -60,13 +60,30 @@ import numpy as np
 import numpy.typing as npt
 
 from models.model_files import write_bytes_atomic
+from stream.interfaces import IndexCorrupt, IndexFileError, IndexStale
+from stream.interfaces import SearchResults as Results
+
+__all__ = [
+    "DEFAULT_IVF_THRESHOLD",
+    "DEFAULT_NPROBE",
+    "FORMAT_VERSION",
+    "Device",
+    "FaissIndex",
+    "IndexCorrupt",
+    "IndexFileError",
+    "IndexKind",
+    "IndexMeta",
+    "IndexStale",
+    "Results",
+    "ivf_lists",
+    "read_meta",
+    "sidecar_path",
+]
 
 log = logging.getLogger(__name__)
 
 IndexKind = Literal["flat", "ivf"]
 Device = Literal["auto", "cpu", "cuda"]
-Results = list[list[tuple[int, float]]]
-"""Per query, up to k (utterance id, score) pairs, best first."""
 
 FORMAT_VERSION = 1
 """Version of the file pair `save` writes; another version is `IndexStale`."""
@@ -78,18 +95,6 @@ MIN_POINTS_PER_LIST = 39
 """… but at most n / 39 lists: faiss's k-means wants at least 39 training points per centroid."""
 REBUILD_GROWTH = 4
 """An IVF index is rebuilt (with more lists) when it holds this many times the vectors it was trained on."""
-
-
-class IndexFileError(Exception):
-    """An index file that cannot be used; rebuild the index from the store."""
-
-
-class IndexStale(IndexFileError):
-    """No index file, or one made for another format, dimension or embedder."""
-
-
-class IndexCorrupt(IndexFileError):
-    """An index file that cannot be read, is truncated, or disagrees with its sidecar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,8 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 class FaissIndex:
-    """A tenant's vectors keyed by utterance id; exact while small, IVF past `ivf_threshold`."""
+    """A `VectorIndex`: a tenant's vectors keyed by utterance id; exact while small, IVF past
+    `ivf_threshold`."""
 
     def __init__(
         self,

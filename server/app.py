@@ -21,7 +21,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from models.failover import FailoverAsr
-from models.ner_spacy import SpacyNer
+from models.registry import load_embedder, load_llm, load_ner, load_vad, set_index_threads
 from server.auth import (
     Authenticator,
     OpenAccess,
@@ -92,15 +92,13 @@ class App:
 
     async def load(self) -> None:
         """Load models (in a thread: it takes seconds) and open the store."""
-        from models.vad_silero import SileroVad
-
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         store = await AsyncStore.open(cfg.database_path)
         await store.ensure_tenant(cfg.tenant)
 
         def load_models() -> tuple[Any, Any]:
-            return load_asr_engine(cfg), SileroVad()
+            return load_asr_engine(cfg), load_vad()
 
         engine: Any
         asr: BatchService[AsrJob, AsrOutput]
@@ -108,7 +106,7 @@ class App:
             from server.ray_services import remote_service
 
             asr, engine = await remote_service("asr", cfg)
-            vad = await asyncio.to_thread(SileroVad)
+            vad = await asyncio.to_thread(load_vad)
         else:
             engine, vad = await asyncio.to_thread(load_models)
             asr = asr_service(engine, cfg)
@@ -138,11 +136,7 @@ class App:
 
     async def _load_knowledge(self, store: AsyncStore) -> Knowledge:
         """The embedder, the LLM and the conversation memory over them."""
-        import faiss
-
-        from models.embed_flag import load_embedder
-
-        faiss.omp_set_num_threads(1)  # single adds cost 0.1 ms on one thread, ~6 ms on two under load
+        set_index_threads(1)  # single adds cost 0.1 ms on one thread, ~6 ms on two under load
         cfg = self.config
         embedder: Embedder | ModelInfo
         embed_service: BatchService[str, np.ndarray]
@@ -156,8 +150,6 @@ class App:
         embed_service.start()
         llm_queue = None
         if cfg.llm != "none":
-            from models.llm_llamacpp import load_llm
-
             engine = await asyncio.to_thread(
                 load_llm, cfg.llm, device=cfg.device, n_threads=1, cache_dir=cfg.data_dir / "models"
             )
@@ -172,7 +164,7 @@ class App:
             cfg.data_dir / "index",
             llm_queue,
             publish=self.hub.publish,
-            ner=SpacyNer() if cfg.entities else None,
+            ner=load_ner() if cfg.entities else None,
             summary_observers=[self.watch.summarized],
         )
         knowledge.start()

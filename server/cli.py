@@ -107,7 +107,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         "--inject-asr-fault-after",
         type=int,
         metavar="N",
-        help="chaos testing: the primary ASR engine fails like a lost GPU after N batches",
+        help="tests only: the primary ASR engine fails like a lost GPU after N batches",
     )
     parser.add_argument("--log-level", help=default("log_level"))
     parser.add_argument(

@@ -78,7 +78,8 @@ class ServerConfig:
     asr_fallback: Literal["auto", "cpu", "off"] = "auto"
     """A CPU engine that takes over when the GPU engine fails (auto: when the ASR runs on a GPU)."""
     inject_asr_fault_after: int | None = None
-    """Chaos testing: the primary ASR engine fails like a lost GPU after this many batches."""
+    """Tests only: the primary ASR engine fails like a lost GPU after this many batches (the registry
+    wraps it in the test seam `models.fault_injection.FaultyAsr`); None, the default, for serving."""
     scheduler_mode: Literal["batched", "sequential"] = "batched"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     session: SessionConfig = field(default_factory=SessionConfig)

@@ -1,5 +1,5 @@
-"""Building the model services from the configuration: the ASR engine (with its failover) and the
-micro-batched services around the ASR engine and the embedder.
+"""Building the model services from the configuration: the ASR engine (with its failover), got from
+`models.registry`, and the micro-batched services around the ASR engine and the embedder.
 
 Used by `App.load` in a single process, and by the Ray model actors (`server/ray_services.py`),
 so that both build the same engines and schedulers from the same `ServerConfig`.
@@ -11,11 +11,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from models.failover import FailoverAsr, fail_after
+from models.registry import choose_device, load_serving_asr
 from server.config import ServerConfig
 from server.model_service import ModelService
 from stream.interfaces import AsrEngine, AsrOutput, Embedder
@@ -26,44 +25,31 @@ EMBED_SCHEDULER = SchedulerConfig(max_batch=32, max_wait_s=0.01)
 """The embedding service's micro-batcher: sentences are cheap, batches of up to 32 pay off."""
 
 
-def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> Any:
-    """Load and warm up the ASR engine, wrapped in a `FailoverAsr` when a CPU fallback is wanted.
+def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngine:
+    """Load and warm up the ASR engine, with a CPU fallback (`FailoverAsr`) when one is wanted.
 
     Blocking (seconds): call it in a thread. `cache_dir` is where built models are assembled
-    (default: `<data_dir>/models`).
+    (default: `<data_dir>/models`). With `inject_asr_fault_after` (tests only) the primary engine
+    fails like a lost GPU after that many batches, and a fallback is wanted unless it is off.
     """
-    from models.registry import choose_device, load_asr
-
-    models_dir = cache_dir if cache_dir is not None else cfg.data_dir / "models"
     device, _ = choose_device(cfg.device, cfg.compute_type)
     workers = cfg.asr_workers or (2 if device == "cpu" else 1)
-    threads = cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers)
-    engine = load_asr(
+    fallback_wanted = cfg.asr_fallback == "cpu" or (cfg.asr_fallback == "auto" and device != "cpu")
+    if cfg.inject_asr_fault_after is not None:
+        fallback_wanted = cfg.asr_fallback != "off"
+    fallback_workers = 2
+    return load_serving_asr(
         cfg.model,
         device=cfg.device,
         compute_type=cfg.compute_type,
-        cpu_threads=threads,
+        cpu_threads=cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers),
         num_workers=workers,
-        cache_dir=models_dir,
+        cache_dir=cache_dir if cache_dir is not None else cfg.data_dir / "models",
+        fallback=fallback_wanted,
+        fallback_threads=max(1, (os.cpu_count() or 2) // fallback_workers),
+        fallback_workers=fallback_workers,
+        inject_fault_after=cfg.inject_asr_fault_after,
     )
-    engine.warmup()
-    fallback_wanted = cfg.asr_fallback == "cpu" or (cfg.asr_fallback == "auto" and device != "cpu")
-    if cfg.inject_asr_fault_after is not None:
-        engine.fault_hook = fail_after(cfg.inject_asr_fault_after)
-        fallback_wanted = cfg.asr_fallback != "off"
-    if not fallback_wanted:
-        return engine
-    cpu_workers = 2
-    fallback = load_asr(
-        cfg.model,
-        device="cpu",
-        compute_type="int8",
-        cpu_threads=max(1, (os.cpu_count() or 2) // cpu_workers),
-        num_workers=cpu_workers,
-        cache_dir=models_dir,
-    )
-    fallback.warmup()
-    return FailoverAsr(engine, fallback)
 
 
 def asr_service(engine: AsrEngine, cfg: ServerConfig) -> ModelService[AsrJob, AsrOutput]:

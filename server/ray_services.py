@@ -220,15 +220,13 @@ def build_host(kind: Kind, config: ServerConfig) -> ModelHost[Any, Any]:
     Models are assembled under ~/.cache/palabre/models of the actor's node, not under the
     front-end's data directory (which may be on another machine).
     """
-    from models.registry import DEFAULT_CACHE_DIR
+    from models.registry import DEFAULT_CACHE_DIR, load_embedder
     from server.engines import asr_service, embed_service, load_asr_engine
 
     if kind == "asr":
         engine = load_asr_engine(config, cache_dir=DEFAULT_CACHE_DIR.expanduser())
         info = ModelInfo(engine.name, engine.device, engine.multilingual, engine.concurrency)
         return ModelHost(asr_service(engine, config), info)
-    from models.embed_flag import load_embedder
-
     embedder = load_embedder(config.embedder, device=config.device)
     info = ModelInfo(embedder.name, embedder.device, dim=embedder.dim)
     return ModelHost(embed_service(embedder), info)

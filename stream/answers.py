@@ -45,6 +45,30 @@ from dataclasses import dataclass
 from stream.events import SummaryItem, SummarySection
 from stream.interfaces import LlmRequest
 
+__all__ = [
+    "ANSWER_STOP",
+    "CANNOT_ANSWER",
+    "GROUNDED_MIN_SHARE",
+    "MAX_PASSAGE_CHARS",
+    "SUMMARY_MAX_CHARS",
+    "FinalAnswer",
+    "Passage",
+    "answer_citations",
+    "build_answer_request",
+    "build_summary_request",
+    "clean_answer",
+    "fallback_answer",
+    "finalize_answer",
+    "format_passages",
+    "is_cannot_answer",
+    "is_grounded",
+    "is_relevant",
+    "model_can_summarise",
+    "parse_citations",
+    "repair_citations",
+    "truncate",
+]
+
 CANNOT_ANSWER = "I cannot answer that from the conversation."
 """The exact reply when the passages do not contain the answer."""
 

@@ -28,6 +28,18 @@ from stream.errors import ErrorCode, ProtocolError
 from stream.events import ENCODINGS, Encoding
 from stream.interfaces import SAMPLE_RATE, Audio
 
+__all__ = [
+    "ALAW_TO_INT16",
+    "BYTES_PER_SAMPLE",
+    "MAX_CHANNELS",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "MULAW_TO_INT16",
+    "RESAMPLE_QUALITY",
+    "AudioConverter",
+    "validate_format",
+]
+
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
 MAX_CHANNELS = 8

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from enum import Enum, StrEnum
 
+__all__ = [
+    "CloseCode",
+    "ErrorCode",
+    "ProtocolError",
+]
+
 
 class ErrorCode(StrEnum):
     """Stable error codes of the wire protocol."""

@@ -15,6 +15,35 @@ from typing import Any, ClassVar, Literal
 
 from stream.errors import ErrorCode
 
+__all__ = [
+    "CONVERSATION_ID_RE",
+    "ENCODINGS",
+    "MAX_QUESTION_CHARS",
+    "AnswerDelta",
+    "AnswerDone",
+    "Ask",
+    "Citation",
+    "ClientMessage",
+    "Closed",
+    "Encoding",
+    "Error",
+    "Final",
+    "Partial",
+    "Ready",
+    "ServerEvent",
+    "SpeechStarted",
+    "SpeechStopped",
+    "Start",
+    "Stop",
+    "Summary",
+    "Transport",
+    "WebRtcAnswer",
+    "WebRtcCandidate",
+    "WebRtcOffer",
+    "event_to_dict",
+    "utterance_id",
+]
+
 CONVERSATION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 """What a client-chosen conversation id may be; utterance ids are "<conversation_id>:<seq>"."""
 

@@ -6,12 +6,35 @@ only ever sees these types, never a model library.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AsrEngine",
+    "AsrInput",
+    "AsrOutput",
+    "Audio",
+    "Embedder",
+    "Entity",
+    "EntityRecognizer",
+    "IndexCorrupt",
+    "IndexFileError",
+    "IndexStale",
+    "LlmEngine",
+    "LlmRequest",
+    "RequestKind",
+    "SearchResults",
+    "VadModel",
+    "VadStream",
+    "VectorIndex",
+    "Vectors",
+]
 
 SAMPLE_RATE = 16_000
 """Every model in Palabre consumes 16 kHz mono float32 audio in [-1, 1]."""
@@ -30,7 +53,8 @@ class AsrInput:
     """An ISO code, or None to detect the language."""
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
-    """Previous text of the conversation, given to the decoder as context."""
+    """Text given to the decoder as context before the speech. Reserved for vocabulary prompts
+    (names and terms the caller expects); the core does not set it yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +76,25 @@ class AsrEngine(Protocol):
     Implementations must be safe to call from `concurrency` threads at once.
     """
 
-    name: str
-    device: str
-    multilingual: bool
-    concurrency: int
+    @property
+    def name(self) -> str:
+        """The model's name (``tiny.en``, a directory name)."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where it runs now: ``cpu`` or ``cuda``."""
+        ...
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether it transcribes other languages than English (and detects languages)."""
+        ...
+
+    @property
+    def concurrency(self) -> int:
+        """How many `transcribe_batch` calls may run at once."""
+        ...
 
     def transcribe_batch(self, inputs: Sequence[AsrInput]) -> list[AsrOutput]:
         """Transcribe `inputs` together; the result has one output per input, in order."""
@@ -71,27 +110,15 @@ class VadStream(Protocol):
         """Speech probability of the next `frame_samples` samples of the stream."""
         ...
 
-    def reset(self) -> None:
-        """Forget the stream's recurrent state."""
-        ...
-
 
 class VadModel(Protocol):
     """A voice activity model that opens one independent stream per session."""
 
     frame_samples: int
 
-    def open_stream(self) -> VadStream: ...
-
-
-@dataclass(slots=True)
-class ModelTiming:
-    """What one engine call cost, reported back to the scheduler's throughput model."""
-
-    batch_size: int
-    audio_seconds: float
-    compute_seconds: float
-    extra: dict[str, float] = field(default_factory=dict)
+    def open_stream(self) -> VadStream:
+        """A new stream with fresh state, for one session."""
+        ...
 
 
 Vectors = npt.NDArray[np.float32]
@@ -147,6 +174,82 @@ class Entity:
 
 
 class EntityRecognizer(Protocol):
+    """A named-entity tagger (spaCy); safe to call from any thread."""
+
     name: str
 
-    def entities(self, text: str, language: str) -> list[Entity]: ...
+    def entities(self, text: str, language: str) -> list[Entity]:
+        """The entities of `text` in `language` (an ISO code); none for a language it does not know."""
+        ...
+
+
+SearchResults = list[list[tuple[int, float]]]
+"""Per query vector, up to k (id, score) pairs, best first."""
+
+
+class IndexFileError(Exception):
+    """An index file that cannot be used; rebuild the index from the store."""
+
+
+class IndexStale(IndexFileError):
+    """No index file, or one made for another format, dimension or embedder."""
+
+
+class IndexCorrupt(IndexFileError):
+    """An index file that cannot be read, is truncated, or disagrees with its sidecar."""
+
+
+class VectorIndex(Protocol):
+    """A tenant's vectors keyed by utterance id (int64, never reused), scored by inner product.
+
+    Ids and vectors are only ever added (or all replaced by `rebuild`), never removed. Every method
+    may be called from any thread. An index is made empty or read from a file by the registry
+    (`models.registry.new_index`, `load_index`); reading raises `IndexFileError` when the file
+    cannot be used.
+    """
+
+    dim: int
+    """Dimension of the vectors."""
+
+    @property
+    def count(self) -> int:
+        """How many vectors the index holds."""
+        ...
+
+    @property
+    def max_id(self) -> int:
+        """The largest id held, -1 when empty."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, utterance_id: object) -> bool: ...
+
+    def is_consistent_with(self, count: int, max_id: int) -> bool:
+        """Whether the index holds `count` vectors up to id `max_id` (ignored when `count` is 0)."""
+        ...
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> int:
+        """Add `vectors` (n × dim, or one vector) under `ids`; return how many were new.
+
+        Ids already held are skipped, so adding again after a retry is harmless.
+        """
+        ...
+
+    def rebuild(self, items: Iterable[tuple[int, npt.ArrayLike]]) -> None:
+        """Replace the contents with `items` (id, vector)."""
+        ...
+
+    def search(
+        self, vectors: npt.ArrayLike, k: int, allowed_ids: Collection[int] | None = None
+    ) -> SearchResults:
+        """The `k` best (id, score) pairs for each query vector, among `allowed_ids` only when given."""
+        ...
+
+    def vectors(self, ids: Iterable[int]) -> Vectors:
+        """The stored vectors of `ids`, one row each, in order; `KeyError` for an id not held."""
+        ...
+
+    def save(self, path: str | os.PathLike[str]) -> object:
+        """Write the index to `path` (and whatever files it keeps beside it), atomically."""
+        ...

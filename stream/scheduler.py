@@ -39,6 +39,15 @@ from typing import Generic, TypeVar
 
 from stream.interfaces import RequestKind
 
+__all__ = [
+    "Batch",
+    "Request",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerStats",
+    "SizeCost",
+]
+
 PayloadT = TypeVar("PayloadT")
 
 

@@ -21,6 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+__all__ = [
+    "SegmentEvent",
+    "SegmentState",
+    "Segmenter",
+    "SegmenterConfig",
+    "SpeechEnd",
+    "SpeechStart",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class SegmenterConfig:
@@ -88,13 +97,6 @@ class Segmenter:
         self._utterance_start_frame = 0
         self._recent: list[float] = []
         """Probabilities of the open utterance's frames (for choosing a forced cut)."""
-
-    @property
-    def utterance_start(self) -> int | None:
-        """Sample where the open utterance began, or None in silence."""
-        if self.state is SegmentState.SPEECH:
-            return self._utterance_start_frame * self.frame_samples
-        return None
 
     @property
     def pause_start(self) -> int | None:

@@ -37,6 +37,14 @@ from stream.scheduler import Request
 from stream.segmenter import Segmenter, SegmenterConfig, SpeechEnd, SpeechStart
 from stream.stability import LocalAgreement
 
+__all__ = [
+    "AsrJob",
+    "Output",
+    "SampleBuffer",
+    "Session",
+    "SessionConfig",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:

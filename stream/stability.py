@@ -10,6 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+__all__ = [
+    "LocalAgreement",
+    "PartialText",
+]
+
 _NORMALIZE = re.compile(r"[^\w']+", re.UNICODE)
 
 

@@ -17,6 +17,11 @@ import numpy as np
 
 from stream.interfaces import Vectors
 
+__all__ = [
+    "centrality",
+    "extractive_summary",
+]
+
 
 def centrality(vectors: Vectors) -> np.ndarray:
     """Each row's summed cosine similarity to the other rows.
@@ -57,4 +62,5 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit norm; zero (or non-finite) rows become zero."""
     matrix = np.nan_to_num(np.asarray(matrix, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    unit: np.ndarray = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+    return unit

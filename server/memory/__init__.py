@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.index_faiss import FaissIndex
 from server.llm_queue import LlmQueue
 from server.memory.answers import Answers, RetrievalConfig
 from server.memory.entities import EntityTagger
@@ -26,7 +25,7 @@ from server.memory.summaries import Publish, Summaries, SummaryConfig, SummaryOb
 from server.model_service import BatchService
 from server.store import AsyncStore, UtteranceRow
 from stream.events import AnswerDelta, AnswerDone, Ask, Summary
-from stream.interfaces import EntityRecognizer
+from stream.interfaces import EntityRecognizer, VectorIndex
 from stream.summary_schedule import SummaryCadence
 
 __all__ = ["Knowledge", "KnowledgeConfig", "SearchHit"]
@@ -113,7 +112,7 @@ class Knowledge:
         """Its last live session stopped (after the final summary)."""
         self.summaries.conversation_ended(conversation_id)
 
-    async def index(self, tenant_id: str) -> FaissIndex:
+    async def index(self, tenant_id: str) -> VectorIndex:
         """The tenant's index, loaded (and caught up with the store) at first use."""
         return await self.indexes.get(tenant_id)
 

@@ -2,7 +2,7 @@
 
 * Embeddings go through a `BatchService` (the same micro-batcher as ASR), so the finals of every
   session are embedded together.
-* One FAISS index per tenant (`models.index_faiss`), keyed by utterance row id, loaded from
+* One vector index per tenant (FAISS through `models.registry`), keyed by utterance row id, loaded from
   `index_dir` at first use and caught up — or rebuilt when it is missing, corrupt or disagrees —
   from the store, which is the source of truth. Saved every `save_every` additions and at
   shutdown.
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.index_faiss import FaissIndex, IndexFileError
+from models.registry import load_index, new_index
 from server.memory.tasks import TaskSet
 from server.model_service import BatchService
 from server.store import AsyncStore, UtteranceRow
+from stream.interfaces import IndexFileError, VectorIndex
 from stream.scheduler import Request
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class TenantIndexes:
         self.save_every = save_every
         self.ivf_threshold = ivf_threshold
         self._loaded = list(loaded)
-        self._indexes: dict[str, FaissIndex] = {}
+        self._indexes: dict[str, VectorIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._unsaved: dict[str, int] = {}
         self._tasks = TaskSet()
@@ -96,7 +97,7 @@ class TenantIndexes:
 
     # --- loading ----------------------------------------------------------------------------
 
-    async def get(self, tenant_id: str) -> FaissIndex:
+    async def get(self, tenant_id: str) -> VectorIndex:
         """The tenant's index, loaded (and caught up with the store) at first use."""
         index = self._indexes.get(tenant_id)
         if index is not None:
@@ -108,13 +109,13 @@ class TenantIndexes:
                 self._indexes[tenant_id] = index
         return index
 
-    async def _load_or_rebuild(self, tenant_id: str) -> FaissIndex:
+    async def _load_or_rebuild(self, tenant_id: str) -> VectorIndex:
         path = self.path(tenant_id)
         stored = [row async for row in self.store.all_utterances(tenant_id)]
-        index: FaissIndex | None = None
+        index: VectorIndex | None = None
         try:
             index = await asyncio.to_thread(
-                FaissIndex.load, path, self.dim, self.embedder_name, ivf_threshold=self.ivf_threshold
+                load_index, path, self.dim, self.embedder_name, ivf_threshold=self.ivf_threshold
             )
         except IndexFileError as error:
             log.warning("index of tenant %s unusable (%s): rebuilding from the store", tenant_id, error)
@@ -124,7 +125,7 @@ class TenantIndexes:
                 log.warning("index of tenant %s disagrees with the store: rebuilding", tenant_id)
                 index = None
         if index is None:
-            index = FaissIndex(self.dim, embedder_name=self.embedder_name, ivf_threshold=self.ivf_threshold)
+            index = new_index(self.dim, embedder_name=self.embedder_name, ivf_threshold=self.ivf_threshold)
             missing = stored
         else:
             missing = [row for row in stored if row.id > index.max_id]

@@ -1,5 +1,6 @@
-"""GPU → CPU failover: the primary ASR engine fails mid-stream (a fault hook in the engine, as a
-lost GPU would), the fallback engine takes over, and no final is lost."""
+"""GPU → CPU failover: the primary ASR engine fails mid-stream (`--inject-asr-fault-after` wraps it
+in the test seam `FaultyAsr`, which fails as a lost GPU would), the fallback engine takes over, and
+no final is lost."""
 
 from __future__ import annotations
 

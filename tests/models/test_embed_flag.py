@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.embed_flag import FlagEmbedder, load_embedder
-from models.registry import ModelNotFound
+from models.embed_flag import FlagEmbedder
+from models.errors import ModelNotFound
+from models.registry import load_embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 

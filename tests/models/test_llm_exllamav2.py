@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from models.errors import ModelError, ModelNotFound
 from models.llm_exllamav2 import ExLlamaV2Engine
-from models.registry import ModelError, ModelNotFound
 
 
 def _fake_exl2_dir(root: Path) -> Path:

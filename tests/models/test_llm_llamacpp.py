@@ -13,8 +13,9 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from models.llm_llamacpp import LlamaCppEngine, ensure_gemma, load_llm
-from models.registry import ModelError, ModelNotFound
+from models.errors import ModelError, ModelNotFound
+from models.llm_llamacpp import LlamaCppEngine, ensure_gemma
+from models.registry import load_llm
 from stream.answers import Passage, build_answer_request, finalize_answer
 from stream.interfaces import LlmRequest
 

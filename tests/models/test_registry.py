@@ -1,120 +1,126 @@
-"""Model names resolve to local CTranslate2 directories, offline; `base` is reassembled once and verified."""
+"""The registry picks an engine for every kind of model, by name, and refuses unknown names clearly."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models import registry
-from models.registry import (
-    BASE_SHA256,
-    BASE_SIZE,
-    ModelNotFound,
-    choose_device,
-    ensure_base,
-    resolve_model,
+from models.asr_ctranslate2 import CTranslate2Whisper
+from models.errors import ModelNotFound
+from models.failover import FailoverAsr
+from models.fault_injection import FaultyAsr, InjectedDeviceFault
+from models.index_faiss import FaissIndex
+from models.ner_spacy import SpacyNer
+from models.vad_silero import SileroVad
+from stream.interfaces import SAMPLE_RATE, AsrInput, IndexStale
+
+
+def test_every_kind_has_its_engines() -> None:
+    assert registry.ENGINES == {
+        "asr": ("ctranslate2",),
+        "vad": ("silero",),
+        "embedder": ("flag",),
+        "index": ("faiss",),
+        "llm": ("llamacpp", "exllamav2"),
+        "ner": ("spacy",),
+    }
+
+
+def test_importing_the_registry_loads_no_model_library() -> None:
+    libraries = ["ctranslate2", "faster_whisper", "onnxruntime", "torch", "faiss", "llama_cpp", "spacy"]
+    code = f"import sys, models.registry; print([m for m in {libraries!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("load", "known"),
+    [
+        (lambda: registry.load_vad("webrtc"), "silero"),
+        (lambda: registry.load_ner("flair"), "spacy"),
+        (lambda: registry.new_index(8, engine="hnswlib"), "faiss"),
+        (lambda: registry.load_index("x.index", 8, "minilm", engine="hnswlib"), "faiss"),
+    ],
+    ids=["vad", "ner", "new_index", "load_index"],
 )
+def test_unknown_engine_names_are_refused_with_the_known_ones(load: object, known: str) -> None:
+    assert callable(load)
+    with pytest.raises(ModelNotFound, match=rf"unknown \w+ engine .*known: {known}"):
+        load()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+def test_vad_and_ner_defaults() -> None:
+    vad = registry.load_vad()
+    assert isinstance(vad, SileroVad)
+    stream = vad.open_stream()
+    assert 0.0 <= stream.probability(np.zeros(vad.frame_samples, np.float32)) < 0.5
+    assert isinstance(registry.load_ner(), SpacyNer)
 
 
-def test_tiny_en_resolves_to_the_packaged_directory() -> None:
-    spec = resolve_model("tiny.en")
-    assert spec.name == "tiny.en"
-    assert not spec.multilingual
-    assert (spec.path / "model.bin").is_file()
-    assert (spec.path / "tokenizer.json").is_file()
+def test_a_new_index_saves_and_loads_through_the_registry(tmp_path: Path) -> None:
+    index = registry.new_index(8, embedder_name="test", device="cpu")
+    assert isinstance(index, FaissIndex)
+    vectors = np.eye(8, dtype=np.float32)[:3]
+    assert index.add(np.array([5, 7, 9]), vectors) == 3
+    path = tmp_path / "t.faiss"
+    index.save(path)
+    loaded = registry.load_index(path, 8, "test", device="cpu")
+    assert (loaded.count, loaded.max_id) == (3, 9)
+    assert loaded.search(vectors[1], 1) == [[(7, pytest.approx(1.0))]]
+    with pytest.raises(IndexStale):
+        registry.load_index(path, 8, "another-embedder", device="cpu")
+    with pytest.raises(IndexStale):
+        registry.load_index(tmp_path / "missing.faiss", 8, "test")
 
 
-def test_base_is_reassembled_verified_and_reused(tmp_path: Path) -> None:
-    spec = resolve_model("base", cache_dir=tmp_path)
-    assert spec.multilingual
-    assert spec.path == tmp_path / "base"
-    model = spec.path / "model.bin"
-    assert model.stat().st_size == BASE_SIZE
-    assert sha256(model) == BASE_SHA256
-    for small in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        assert (spec.path / small).is_file()
-    marker = json.loads((spec.path / ".verified.json").read_text())
-    assert marker["sha256"] == BASE_SHA256
-    assert not [p for p in spec.path.iterdir() if p.name.startswith(".model.bin.")], "temp file left behind"
-
-    mtime = model.stat().st_mtime_ns
-    start = time.perf_counter()
-    again = resolve_model("base", cache_dir=tmp_path)
-    assert time.perf_counter() - start < 0.2, "a verified cache must not be re-hashed"
-    assert again == spec
-    assert model.stat().st_mtime_ns == mtime, "a verified cache must not be rewritten"
+def test_llm_names_pick_their_engine(tmp_path: Path) -> None:
+    assert registry.llm_engine("gemma3-270m") == "llamacpp"
+    assert registry.llm_engine(str(tmp_path / "any.GGUF")) == "llamacpp"
+    exl2 = tmp_path / "exl2"
+    exl2.mkdir()
+    (exl2 / "config.json").write_text("{}")
+    (exl2 / "model.safetensors").write_bytes(b"")
+    assert registry.llm_engine(str(exl2)) == "exllamav2"
+    with pytest.raises(ModelNotFound, match="built-in: gemma3-270m"):
+        registry.llm_engine("no-such-llm")
+    with pytest.raises(ModelNotFound, match="built-in: gemma3-270m"):
+        registry.llm_engine(str(tmp_path))  # a directory without an EXL2 model
 
 
-def test_corrupted_cache_is_detected_and_rebuilt(tmp_path: Path) -> None:
-    model = resolve_model("base", cache_dir=tmp_path).path / "model.bin"
-    with model.open("r+b") as f:  # flip bytes in the middle: same size, new mtime
-        f.seek(BASE_SIZE // 2)
-        f.write(b"\x00garbage\x00")
-    resolve_model("base", cache_dir=tmp_path)
-    assert sha256(model) == BASE_SHA256
-
-    model.write_bytes(b"truncated")
-    resolve_model("base", cache_dir=tmp_path)
-    assert model.stat().st_size == BASE_SIZE and sha256(model) == BASE_SHA256
+def test_unknown_asr_and_embedder_names_are_refused() -> None:
+    with pytest.raises(ModelNotFound, match=r"tiny\.en"):
+        registry.load_asr("no-such-model")
+    with pytest.raises(ModelNotFound, match="minilm"):
+        registry.load_embedder("no-such-embedder")
 
 
-def test_corruption_hidden_from_the_marker_is_found_by_verify(tmp_path: Path) -> None:
-    target = resolve_model("base", cache_dir=tmp_path).path
-    model = target / "model.bin"
-    stat = model.stat()
-    with model.open("r+b") as f:
-        f.seek(1000)
-        f.write(b"\xff\xff")
-    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the marker still matches
-    ensure_base(target, verify=True)
-    assert sha256(model) == BASE_SHA256
+def _tone() -> AsrInput:
+    t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+    return AsrInput(audio=(0.1 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32), language="en")
 
 
-def test_a_directory_with_model_bin_resolves_to_itself() -> None:
-    packaged = resolve_model("tiny.en").path
-    spec = resolve_model(str(packaged))
-    assert spec.path == packaged
-    assert spec.multilingual is False
+def test_serving_asr_is_the_bare_engine_without_seams() -> None:
+    engine = registry.load_serving_asr("tiny.en", device="cpu", cpu_threads=1)
+    assert isinstance(engine, CTranslate2Whisper)
 
 
-@pytest.mark.parametrize("name", ["no-such-model", "small", "palabre-test/does-not-exist"])
-def test_unknown_or_unavailable_names_fail_fast_and_clearly(name: str, tmp_path: Path) -> None:
-    start = time.perf_counter()
-    with pytest.raises(ModelNotFound) as excinfo:
-        resolve_model(name, cache_dir=tmp_path)
-    assert time.perf_counter() - start < 5
-    assert "tiny.en" in str(excinfo.value) and "base" in str(excinfo.value)
+def test_serving_asr_injects_the_fault_only_into_the_primary_engine() -> None:
+    engine = registry.load_serving_asr("tiny.en", device="cpu", cpu_threads=1, fallback=True,
+                                       inject_fault_after=1)
+    assert isinstance(engine, FailoverAsr)
+    assert isinstance(engine.primary, FaultyAsr) and isinstance(engine.fallback, CTranslate2Whisper)
+    assert engine.primary.calls == 0, "the warm-up is not one of the counted batches"
+    engine.transcribe_batch([_tone()])
+    assert engine.state.active == "primary"
+    engine.transcribe_batch([_tone()])  # the primary fails; the fallback answers the same batch
+    assert engine.state.active == "fallback" and engine.state.switches == 1
+    assert "injected" in (engine.state.last_error or "")
 
-
-def test_a_failed_download_is_reported_as_model_not_found(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match=r"could not be downloaded|not in the local cache"):
-        resolve_model("palabre-test/does-not-exist", cache_dir=tmp_path, allow_download=True)
-
-
-def test_choose_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ctranslate2
-
-    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
-    assert choose_device() == ("cpu", "int8")
-    assert choose_device(compute_type="float32") == ("cpu", "float32")
-    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
-    assert choose_device() == ("cuda", "float16")
-    assert choose_device("cpu") == ("cpu", "int8")
-    assert choose_device("cuda", "int8_float16") == ("cuda", "int8_float16")
-
-
-def test_builtin_names_are_listed() -> None:
-    assert registry.BUILTIN_MODELS == ("tiny.en", "base")
+    alone = registry.load_serving_asr("tiny.en", device="cpu", cpu_threads=1, inject_fault_after=0)
+    with pytest.raises(InjectedDeviceFault):
+        alone.transcribe_batch([_tone()])

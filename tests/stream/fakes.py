@@ -18,9 +18,6 @@ class EnergyVad:
     def probability(self, frame: Audio) -> float:
         return 1.0 if float(np.sqrt(np.mean(frame.astype(np.float64) ** 2))) > 0.01 else 0.0
 
-    def reset(self) -> None:
-        pass
-
 
 def tone(seconds: float, amplitude: float = 0.3) -> Audio:
     t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
