@@ -8,8 +8,9 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 * `snapshot` — the tenant's running conversations and the latest figures, at once;
 * `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
 * `speech_started`, `speech_stopped`, `partial`, `final`, `summary` — the session events, each
-  with `conversation_id` and `session_id` (a final also with `latency_ms`, from the end of
-  speech to the stored final);
+  with `conversation_id` and `session_id` (a final also with `final_latency_ms`: the final
+  latency of `server.timing`, from the arrival of the audio that ends the utterance to the final
+  being sent, as the `palabre_final_latency_seconds` metric);
 * `stats` — every `stats_interval_s` while someone watches.
 
 Each subscriber has a bounded queue (`Subscriber`): when a slow watcher's queue is full its queued
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from server.auth import Principal, Scope
+from server.timing import final_latency
 from stream.events import (
     Closed,
     Final,
@@ -72,12 +74,10 @@ class ConversationView:
     utterances: int = 0
     """Non-empty finals stored since it went live."""
     last_final: str = ""
-    latency_ms: float | None = None
-    """Time from the end of speech (`speech_stopped`) to the stored final, of the last final."""
+    final_latency_ms: float | None = None
+    """The final latency (`server.timing.final_latency`) of the last final that has one."""
     summary: str | None = None
     summary_upto_seq: int = -1
-    stopped_at: dict[str, float] = field(default_factory=dict)
-    """Utterance id → when its `speech_stopped` went out (time.monotonic())."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,7 +89,7 @@ class ConversationView:
             "speaking": bool(self.speaking),
             "utterances": self.utterances,
             "last_final": self.last_final,
-            "latency_ms": self.latency_ms,
+            "final_latency_ms": self.final_latency_ms,
             "summary": self.summary,
         }
 
@@ -179,19 +179,19 @@ class WatchHub:
         if isinstance(event, SpeechStarted):
             view.speaking.add(event.utterance_id)
         elif isinstance(event, SpeechStopped):
-            view.stopped_at[event.utterance_id] = time.monotonic()
+            pass  # forwarded as it is
         elif isinstance(event, Partial):
             kind = "partial"
         elif isinstance(event, Final):
             view.speaking.discard(event.utterance_id)
-            stopped = view.stopped_at.pop(event.utterance_id, None)
-            latency = round((time.monotonic() - stopped) * 1000, 1) if stopped is not None else None
-            extra["latency_ms"] = latency
+            latency_s = final_latency(live, event)
+            latency = round(latency_s * 1000, 1) if latency_s is not None else None
+            extra["final_latency_ms"] = latency
             if not event.text:
                 return
             view.utterances += 1
             view.last_final = event.text[:LAST_FINAL_CHARS]
-            view.latency_ms = latency if latency is not None else view.latency_ms
+            view.final_latency_ms = latency if latency is not None else view.final_latency_ms
         elif isinstance(event, Summary):
             if event.upto_seq == view.summary_upto_seq and event.text == view.summary and not event.final:
                 return  # the same summary, delivered to another session of the conversation
