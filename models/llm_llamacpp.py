@@ -76,8 +76,9 @@ class LlamaCppEngine:
             import llama_cpp
         except ImportError as exc:
             raise ModelError(
-                "llama-cpp-python is not installed (build it portable: see MEASURED.md; a plain "
-                "`pip install llama-cpp-python` builds natively and can crash with SIGILL)"
+                "llama-cpp-python is not installed (`./dev setup` builds it portable, see "
+                "docs/deploy.md#installing-on-a-cpu-llama-cpp-python; a plain `pip install "
+                "llama-cpp-python` builds natively and can crash with SIGILL)"
             ) from exc
         path = Path(model_path).expanduser()
         if not path.is_file():

@@ -10,8 +10,9 @@ three places, each kept cheap on the hot path:
 * collectors read at scrape time: live sessions, audio received, queue depths, dropped partials,
   index sizes, the GPU budget, and the GPUs through NVML (nothing without a GPU).
 
-Final latency runs from the arrival of the audio that ends an utterance (`server.timing`) to the
-delivery of its final to the transport; it is only observed while the client is connected.
+Final latency runs from the arrival of the audio that ends an utterance to its final being sent
+(`server.timing.final_latency`, the same figure as `final_latency_ms` on `/v1/watch`); it is only
+observed while the client is connected.
 
 Metrics (every name starts with `palabre_`; labels in braces):
 
@@ -62,6 +63,7 @@ from server.gpu import open_nvml, read_gpus
 from server.http import HttpRequest, HttpResponse, Router, json_response
 from server.llm_queue import GenerationRecord, LlmQueue
 from server.model_service import BatchRecord, BatchService
+from server.timing import final_latency
 from stream.errors import ErrorCode
 from stream.events import Closed, Error, Final, Partial, Ready, ServerEvent
 
@@ -244,8 +246,8 @@ class Metrics:
             self._open[live.session_id] = live
         elif isinstance(event, Final):
             self.utterances.inc()
-            latency = live.timing.final_delivered(event.utterance_id, time.monotonic())
-            if latency is not None and live.outbox.attached:
+            latency = final_latency(live, event)
+            if latency is not None:
                 self.final_latency.observe(latency)
         elif isinstance(event, Partial):
             interval = live.timing.partial_delivered(event.utterance_id, time.monotonic())

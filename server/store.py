@@ -47,13 +47,13 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from stream.events import CONVERSATION_ID_RE, utterance_id
 
@@ -850,6 +850,39 @@ WRITE_OPS = frozenset(
 """`Store` methods whose latency `AsyncStore.on_write` reports (the writes of live sessions)."""
 
 
+class _OnStoreThread(Generic[_P, _T]):
+    """A `Store` method as an `AsyncStore` method: same parameters, awaited, run on the store's
+    thread (through `AsyncStore._call`). The signature is the `Store` method's, so mypy checks
+    every call site against it and nothing is written twice."""
+
+    def __init__(self, method: Callable[Concatenate[Store, _P], _T]) -> None:
+        self.method = method
+        self.__doc__ = f"`Store.{method.__name__}`, run on the store's thread."
+
+    @overload
+    def __get__(self, store: None, owner: type[AsyncStore]) -> _OnStoreThread[_P, _T]: ...
+
+    @overload
+    def __get__(
+        self, store: AsyncStore, owner: type[AsyncStore]
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    def __get__(
+        self, store: AsyncStore | None, owner: type[AsyncStore]
+    ) -> _OnStoreThread[_P, _T] | Callable[_P, Coroutine[Any, Any, _T]]:
+        if store is None:
+            return self
+        method = self.method
+        bound = store
+
+        async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            return await bound._call(method, bound._store, *args, **kwargs)
+
+        call.__name__ = call.__qualname__ = method.__name__
+        call.__doc__ = self.__doc__
+        return call
+
+
 class AsyncStore:
     """A `Store` for asyncio code: every call runs on one dedicated thread, in call order.
 
@@ -923,121 +956,23 @@ class AsyncStore:
         """The database file."""
         return self._store.path
 
-    async def ensure_tenant(self, tenant_id: str) -> None:
-        """See `Store.ensure_tenant`."""
-        await self._call(self._store.ensure_tenant, tenant_id)
-
-    async def open_conversation(
-        self, tenant_id: str, conversation_id: str | None, language: str | None
-    ) -> ConversationRow:
-        """See `Store.open_conversation`."""
-        return await self._call(self._store.open_conversation, tenant_id, conversation_id, language)
-
-    async def next_seq(self, conversation_id: str) -> int:
-        """See `Store.next_seq`."""
-        return await self._call(self._store.next_seq, conversation_id)
-
-    async def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
-        """See `Store.last_end`."""
-        return await self._call(self._store.last_end, tenant_id, conversation_id, track)
-
-    async def add_utterance(
-        self,
-        tenant_id: str,
-        conversation_id: str,
-        seq: int,
-        text: str,
-        start: float,
-        end: float,
-        language: str | None,
-        track: str | None = None,
-        speaker: str | None = None,
-        entities: Sequence[Mapping[str, Any]] | None = None,
-    ) -> UtteranceRow:
-        """See `Store.add_utterance`: stored and committed when this returns."""
-        return await self._call(
-            self._store.add_utterance,
-            tenant_id,
-            conversation_id,
-            seq,
-            text,
-            start,
-            end,
-            language,
-            track=track,
-            speaker=speaker,
-            entities=entities,
-        )
-
-    async def set_entities(
-        self, tenant_id: str, utterance_row_id: int, entities: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """See `Store.set_entities`."""
-        await self._call(self._store.set_entities, tenant_id, utterance_row_id, entities)
-
-    async def utterance_row_ids_with_entity(
-        self,
-        tenant_id: str,
-        *,
-        text: str | None = None,
-        label: str | None = None,
-        conversation_id: str | None = None,
-    ) -> list[int]:
-        """See `Store.utterance_row_ids_with_entity`."""
-        return await self._call(
-            self._store.utterance_row_ids_with_entity,
-            tenant_id,
-            text=text,
-            label=label,
-            conversation_id=conversation_id,
-        )
-
-    async def end_conversation(self, conversation_id: str) -> None:
-        """See `Store.end_conversation`."""
-        await self._call(self._store.end_conversation, conversation_id)
-
-    async def add_summary(
-        self,
-        tenant_id: str,
-        conversation_id: str,
-        text: str,
-        method: SummaryMethod,
-        utterance_seq_upto: int,
-        items: Sequence[Mapping[str, Any]] | None = None,
-    ) -> SummaryRow:
-        """See `Store.add_summary`."""
-        return await self._call(
-            self._store.add_summary, tenant_id, conversation_id, text, method, utterance_seq_upto, items
-        )
-
-    async def add_answer(
-        self,
-        tenant_id: str,
-        conversation_id: str | None,
-        question: str,
-        text: str,
-        citations: Sequence[Any],
-    ) -> AnswerRow:
-        """See `Store.add_answer`."""
-        return await self._call(self._store.add_answer, tenant_id, conversation_id, question, text, citations)
-
-    async def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
-        """See `Store.get_conversation`."""
-        return await self._call(self._store.get_conversation, tenant_id, conversation_id)
-
-    async def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
-        """See `Store.list_conversations`."""
-        return await self._call(self._store.list_conversations, tenant_id, limit)
-
-    async def utterances(
-        self, tenant_id: str, conversation_id: str, after_seq: int = -1
-    ) -> list[UtteranceRow]:
-        """See `Store.utterances`."""
-        return await self._call(self._store.utterances, tenant_id, conversation_id, after_seq)
-
-    async def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
-        """See `Store.utterances_by_ids`."""
-        return await self._call(self._store.utterances_by_ids, tenant_id, list(row_ids))
+    # Every other call is the `Store` method of the same name and signature, awaited.
+    ensure_tenant = _OnStoreThread(Store.ensure_tenant)
+    open_conversation = _OnStoreThread(Store.open_conversation)
+    next_seq = _OnStoreThread(Store.next_seq)
+    last_end = _OnStoreThread(Store.last_end)
+    add_utterance = _OnStoreThread(Store.add_utterance)
+    """Stored and committed when the await returns."""
+    set_entities = _OnStoreThread(Store.set_entities)
+    utterance_row_ids_with_entity = _OnStoreThread(Store.utterance_row_ids_with_entity)
+    end_conversation = _OnStoreThread(Store.end_conversation)
+    add_summary = _OnStoreThread(Store.add_summary)
+    add_answer = _OnStoreThread(Store.add_answer)
+    get_conversation = _OnStoreThread(Store.get_conversation)
+    list_conversations = _OnStoreThread(Store.list_conversations)
+    utterances = _OnStoreThread(Store.utterances)
+    utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
+    latest_summary = _OnStoreThread(Store.latest_summary)
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""
@@ -1046,7 +981,3 @@ class AsyncStore:
             for row in page:
                 yield row
             after_id = page[-1].id
-
-    async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
-        """See `Store.latest_summary`."""
-        return await self._call(self._store.latest_summary, tenant_id, conversation_id)

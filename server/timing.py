@@ -1,17 +1,27 @@
-"""When a live session's audio arrived, for latencies measured from the speaker's side.
+"""The final latency, and when a live session's audio arrived to measure it.
 
-The final latency of an utterance runs from the moment the audio of its end reached the server
-to the moment its final is sent. A `SessionTiming` keeps a short history of (seconds of session
-audio received so far, arrival time); when the segmenter ends an utterance (`speech_stopped`,
-within about `min_silence_ms` of that audio arriving) the arrival time of its end is looked up
-and kept until the final is delivered. Cost: one deque append per audio frame, a bisection per
-utterance.
+**Final latency** (one definition, used by the `palabre_final_latency_seconds` metric, the
+`final_latency_ms` of `/v1/watch` and the dashboard): from the moment the audio that ends an
+utterance reached the server to the moment its `final` is sent to the client. It therefore
+includes the pause the segmenter waits for before it ends an utterance, the recognition, and
+committing the final to the store. A final sent to no one (the client is gone) has none.
+
+A `SessionTiming` keeps a short history of (seconds of session audio received so far, arrival
+time); when the segmenter ends an utterance (`speech_stopped`, within about `min_silence_ms` of
+that audio arriving) the arrival time of its end is looked up and kept until the final is
+delivered. Cost: one deque append per audio frame, a bisection per utterance.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.live import LiveSession
+    from stream.events import Final
 
 MAX_PENDING = 256
 """Utterances whose final is awaited that are remembered; older ones are forgotten."""
@@ -33,6 +43,8 @@ class SessionTiming:
         self._stopped: dict[str, float] = {}
         """Utterance id → when the audio of its end arrived."""
         self._last_partial: tuple[str, float] | None = None
+        self._last_final: tuple[str, float] | None = None
+        """The utterance id and final latency of the final being delivered."""
 
     def audio_arrived(self, audio_end_s: float, now: float) -> None:
         """Audio up to `audio_end_s` seconds of the session has arrived at `now`.
@@ -71,10 +83,20 @@ class SessionTiming:
             del self._stopped[next(iter(self._stopped))]
         self._stopped[utterance_id] = arrived
 
-    def final_delivered(self, utterance_id: str, now: float) -> float | None:
-        """Seconds from the end of the utterance's audio arriving to `now`; None when unknown."""
+    def final_latency(self, utterance_id: str, now: float) -> float | None:
+        """Seconds from the arrival of the end of the utterance's audio to `now`, when its final is
+        delivered; None when unknown. The first call for an utterance fixes the figure: every
+        observer of the same delivery reads the same one.
+        """
+        last = self._last_final
+        if last is not None and last[0] == utterance_id:
+            return last[1]
         arrived = self._stopped.pop(utterance_id, None)
-        return None if arrived is None else max(0.0, now - arrived)
+        if arrived is None:
+            return None
+        latency = max(0.0, now - arrived)
+        self._last_final = (utterance_id, latency)
+        return latency
 
     def partial_delivered(self, utterance_id: str, now: float) -> float | None:
         """Seconds since the previous partial of the same utterance; None for its first."""
@@ -83,3 +105,10 @@ class SessionTiming:
         if last is None or last[0] != utterance_id:
             return None
         return now - last[1]
+
+
+def final_latency(live: LiveSession, final: Final) -> float | None:
+    """The final latency of `final`, which `live`'s outbox is delivering now (see the module's
+    docstring); None when it is not known or the final goes to no client."""
+    latency = live.timing.final_latency(final.utterance_id, time.monotonic())
+    return latency if live.outbox.attached else None

@@ -8,8 +8,9 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 * `snapshot` — the tenant's running conversations and the latest figures, at once;
 * `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
 * `speech_started`, `speech_stopped`, `partial`, `final` — the session events, each with
-  `conversation_id` and `session_id` (a final also with `latency_ms`, from the end of speech to
-  the stored final);
+  `conversation_id` and `session_id` (a final also with `final_latency_ms`: the final latency of
+  `server.timing`, from the arrival of the audio that ends the utterance to the final being
+  sent, as the `palabre_final_latency_seconds` metric);
 * `summary` — each summary of a conversation once (from `summarized`, which conversation memory
   calls; not from the sessions, which each receive it), with its `conversation_id`;
 * `stats` — every `stats_interval_s` while someone watches.
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from server.auth import Principal, Scope
+from server.timing import final_latency
 from stream.events import (
     Closed,
     Final,
@@ -74,12 +76,10 @@ class ConversationView:
     utterances: int = 0
     """Non-empty finals stored since it went live."""
     last_final: str = ""
-    latency_ms: float | None = None
-    """Time from the end of speech (`speech_stopped`) to the stored final, of the last final."""
+    final_latency_ms: float | None = None
+    """The final latency (`server.timing.final_latency`) of the last final that has one."""
     summary: list[dict[str, Any]] | None = None
     """The items of its latest summary (`stream.events.SummaryItem` as JSON)."""
-    stopped_at: dict[str, float] = field(default_factory=dict)
-    """Utterance id → when its `speech_stopped` went out (time.monotonic())."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,7 +91,7 @@ class ConversationView:
             "speaking": bool(self.speaking),
             "utterances": self.utterances,
             "last_final": self.last_final,
-            "latency_ms": self.latency_ms,
+            "final_latency_ms": self.final_latency_ms,
             "summary": self.summary,
         }
 
@@ -182,19 +182,19 @@ class WatchHub:
         if isinstance(event, SpeechStarted):
             view.speaking.add(event.utterance_id)
         elif isinstance(event, SpeechStopped):
-            view.stopped_at[event.utterance_id] = time.monotonic()
+            pass  # forwarded as it is
         elif isinstance(event, Partial):
             kind = "partial"
         elif isinstance(event, Final):
             view.speaking.discard(event.utterance_id)
-            stopped = view.stopped_at.pop(event.utterance_id, None)
-            latency = round((time.monotonic() - stopped) * 1000, 1) if stopped is not None else None
-            extra["latency_ms"] = latency
+            latency_s = final_latency(live, event)
+            latency = round(latency_s * 1000, 1) if latency_s is not None else None
+            extra["final_latency_ms"] = latency
             if not event.text:
                 return
             view.utterances += 1
             view.last_final = event.text[:LAST_FINAL_CHARS]
-            view.latency_ms = latency if latency is not None else view.latency_ms
+            view.final_latency_ms = latency if latency is not None else view.final_latency_ms
         elif isinstance(event, Closed):
             self._closed(live, view)
             return

@@ -62,11 +62,9 @@ class ErrorCode(StrEnum):
 
 
 class CloseCode(int, Enum):
-    """WebSocket close codes Palabre uses (RFC 6455 and the 4000-4999 private range)."""
+    """WebSocket close codes Palabre closes with (RFC 6455), each documented in docs/protocol.md."""
 
     NORMAL = 1000
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011

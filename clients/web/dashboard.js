@@ -93,7 +93,7 @@
           language: row.language,
           utterances: row.utterance_count,
           last_final: "",
-          latency_ms: null,
+          final_latency_ms: null,
           transports: [],
           ended: true,
           history: true,
@@ -140,7 +140,7 @@
         if (event.text) {
           view.utterances += 1;
           view.last_final = event.text;
-          if (event.latency_ms !== null && event.latency_ms !== undefined) view.latency_ms = event.latency_ms;
+          if (event.final_latency_ms !== null && event.final_latency_ms !== undefined) view.final_latency_ms = event.final_latency_ms;
         }
         break;
       case "summary":
@@ -172,7 +172,7 @@
       el("td", {}, (view.transports || []).join(", ") || "–"),
       el("td", { class: "num" }, view.utterances),
       el("td", { class: "last-final", title: view.last_final || "" }, view.last_final || el("span", { class: "muted" }, "–")),
-      el("td", { class: "num" }, view.latency_ms === null || view.latency_ms === undefined ? "–" : `${Math.round(view.latency_ms)} ms`),
+      el("td", { class: "num" }, view.final_latency_ms === null || view.final_latency_ms === undefined ? "–" : `${Math.round(view.final_latency_ms)} ms`),
     );
     if (view.row && view.row.isConnected) view.row.replaceWith(row);
     else if (view.history) ui.rows.append(row);

@@ -12,12 +12,13 @@ Message types are parsed by the functions in `PARSERS`, one per `type`; a new cl
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 
+from server.codecs.fields import language_code, show
+from server.codecs.json_text import JsonObject, load_object
 from stream.audio import validate_format
-from stream.errors import CloseCode, ErrorCode, ProtocolError
+from stream.errors import ErrorCode, ProtocolError
 from stream.events import (
     CONVERSATION_ID_RE,
     MAX_QUESTION_CHARS,
@@ -35,16 +36,11 @@ from stream.events import (
 
 MAX_TEXT_BYTES = 65_536
 """Default size limit of one client text message, in UTF-8 bytes."""
-MAX_DEPTH = 32
-"""Deepest nesting of JSON arrays/objects accepted in a client message."""
-
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
 MAX_TRACK_CHARS = 64
 
 WEBRTC_SAMPLE_RATE = 48_000
 """The audio format of a WebRTC session: the WebRTC transport decodes Opus to 48 kHz mono PCM16."""
 
-JsonObject = dict[str, Any]
 Parser = Callable[[JsonObject], ClientMessage]
 
 
@@ -53,15 +49,15 @@ def parse_client_text(text: str | bytes, max_bytes: int = MAX_TEXT_BYTES) -> Cli
 
     Raises `ProtocolError` with code FRAME_TOO_LARGE (more than `max_bytes` UTF-8 bytes; its
     `close` is MESSAGE_TOO_BIG), BAD_JSON (not UTF-8, not JSON, not an object, nested deeper than
-    `MAX_DEPTH`), UNKNOWN_TYPE (missing or unknown `type`) or the type's own code (BAD_START).
+    `json_text.MAX_DEPTH`), UNKNOWN_TYPE (missing or unknown `type`) or the type's own code (BAD_START).
     """
-    obj = _load_object(text, max_bytes)
+    obj = load_object(text, max_bytes)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "message has no string 'type'")
     parser = PARSERS.get(kind)
     if parser is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_show(kind)}")
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {show(kind)}")
     return parser(obj)
 
 
@@ -87,7 +83,7 @@ def parse_start(obj: JsonObject) -> Start:
     if encoding is None:
         encoding = "pcm_s16le"
     elif not isinstance(encoding, str):
-        _bad_start(f"encoding must be a string, not {_show(encoding)}")
+        _bad_start(f"encoding must be a string, not {show(encoding)}")
     channels = _integer(obj, "channels", 1)
     if webrtc and (sample_rate, encoding, channels) != (WEBRTC_SAMPLE_RATE, "pcm_s16le", 1):
         _bad_start(
@@ -99,7 +95,7 @@ def parse_start(obj: JsonObject) -> Start:
     if partials is None:
         partials = True
     elif not isinstance(partials, bool):
-        _bad_start(f"partials must be true or false, not {_show(partials)}")
+        _bad_start(f"partials must be true or false, not {show(partials)}")
     resume_after = obj.get("resume_after")
     if resume_after is not None:
         resume_after = _integer(obj, "resume_after", None)
@@ -135,13 +131,13 @@ def parse_ask(obj: JsonObject) -> Ask:
     scope = obj.get("scope", "conversation")
     if scope not in ("conversation", "tenant"):
         raise ProtocolError(
-            ErrorCode.BAD_ASK, f"scope must be 'conversation' or 'tenant', not {_show(scope)}"
+            ErrorCode.BAD_ASK, f"scope must be 'conversation' or 'tenant', not {show(scope)}"
         )
     conversation_id = obj.get("conversation_id")
     if conversation_id is not None and (
         not isinstance(conversation_id, str) or not CONVERSATION_ID_RE.fullmatch(conversation_id)
     ):
-        raise ProtocolError(ErrorCode.BAD_ASK, f"bad conversation_id {_show(conversation_id)}")
+        raise ProtocolError(ErrorCode.BAD_ASK, f"bad conversation_id {show(conversation_id)}")
     answer_id = obj.get("answer_id")
     if answer_id is not None and (not isinstance(answer_id, str) or not 0 < len(answer_id) <= 64):
         raise ProtocolError(ErrorCode.BAD_ASK, "answer_id must be a string of 1-64 characters")
@@ -185,58 +181,8 @@ PARSERS: dict[str, Parser] = {
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _load_object(text: str | bytes, max_bytes: int) -> JsonObject:
-    """Decode `text` as one JSON object within the size and depth limits."""
-    if isinstance(text, str):
-        # A str of n characters holds n to 4n UTF-8 bytes: only count when it may matter.
-        size = len(text) if len(text) * 4 <= max_bytes else len(text.encode("utf-8", "surrogatepass"))
-    else:
-        size = len(text)
-    if size > max_bytes:
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE,
-            f"message of {size} bytes exceeds {max_bytes}",
-            close=CloseCode.MESSAGE_TOO_BIG,
-        )
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ProtocolError(ErrorCode.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH}") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, huge integers
-        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError(ErrorCode.BAD_JSON, f"message must be a JSON object, not {type(value).__name__}")
-    if _deeper_than(value, MAX_DEPTH):
-        raise ProtocolError(ErrorCode.BAD_JSON, f"JSON nested deeper than {MAX_DEPTH}")
-    return value
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _deeper_than(value: JsonObject, limit: int) -> bool:
-    """Whether arrays/objects nest more than `limit` levels (the top object is level 1)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
-
-
 def _bad_start(message: str) -> NoReturn:
     raise ProtocolError(ErrorCode.BAD_START, message)
-
-
-def _show(value: object, limit: int = 40) -> str:
-    """A short repr of a client value for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _integer(obj: JsonObject, name: str, default: int | None) -> int:
@@ -249,7 +195,7 @@ def _integer(obj: JsonObject, name: str, default: int | None) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        _bad_start(f"{name} must be an integer, not {_show(value)}")
+        _bad_start(f"{name} must be an integer, not {show(value)}")
     return value
 
 
@@ -258,11 +204,11 @@ def _language(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        if value.lower() == "auto":
-            return None
-        if _LANGUAGE.fullmatch(value):
-            return value.lower()
-    _bad_start(f"language must be a 2-3 letter code or 'auto', not {_show(value)}")
+        try:
+            return language_code(value)
+        except ValueError:
+            pass
+    _bad_start(f"language must be a 2-3 letter code or 'auto', not {show(value)}")
 
 
 def _conversation_id(value: object) -> str | None:
@@ -270,7 +216,7 @@ def _conversation_id(value: object) -> str | None:
         return None
     if not isinstance(value, str) or not CONVERSATION_ID_RE.fullmatch(value):
         _bad_start(
-            f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {_show(value)}"
+            f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {show(value)}"
         )
     return value
 
@@ -280,12 +226,12 @@ def _transport(value: object) -> Transport:
         return "socket"
     if value == "webrtc":
         return "webrtc"
-    _bad_start(f"transport must be 'socket' or 'webrtc', not {_show(value)}")
+    _bad_start(f"transport must be 'socket' or 'webrtc', not {show(value)}")
 
 
 def _track(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_TRACK_CHARS or not value.isprintable():
-        _bad_start(f"track must be 1-{MAX_TRACK_CHARS} printable characters, not {_show(value)}")
+        _bad_start(f"track must be 1-{MAX_TRACK_CHARS} printable characters, not {show(value)}")
     return value

@@ -40,7 +40,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -48,7 +47,8 @@ from enum import Enum
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qs
 
-from server.codecs.native import _load_object as load_json_object
+from server.codecs.fields import language_code, show
+from server.codecs.json_text import JsonObject, load_object
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
     Encoding,
@@ -74,11 +74,9 @@ MAX_PROMPT_CHARS = 4096
 MAX_MODEL_CHARS = 128
 MIN_PCM_RATE = 8_000
 MAX_PCM_RATE = 48_000
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
 BETA_HEADER_VALUE = "realtime=v1"
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
-JsonObject = dict[str, Any]
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -297,7 +295,7 @@ def parse_client_event(text: str | bytes, max_bytes: int) -> ClientEvent:
     A message over `max_bytes` raises FRAME_TOO_LARGE with close code MESSAGE_TOO_BIG.
     """
     try:
-        obj = load_json_object(text, max_bytes)
+        obj = load_object(text, max_bytes)
     except ProtocolError as error:
         raise RealtimeError(error.code, error.message, close=error.close) from None
     raw_event_id = obj.get("event_id")
@@ -328,11 +326,11 @@ def _parse_object(obj: JsonObject, event_id: str | None) -> ClientEvent:
         return _parse_beta_session(_session_object(obj), "transcription_session", event_id)
     if kind in UNSUPPORTED_TYPES:
         _invalid(
-            f"{_show(kind)} is not supported: this server only transcribes (no model responses)",
+            f"{show(kind)} is not supported: this server only transcribes (no model responses)",
             "type",
             ErrorCode.UNKNOWN_TYPE,
         )
-    _invalid(f"unknown event type {_show(kind)}", "type", ErrorCode.UNKNOWN_TYPE)
+    _invalid(f"unknown event type {show(kind)}", "type", ErrorCode.UNKNOWN_TYPE)
 
 
 def _session_object(obj: JsonObject) -> JsonObject:
@@ -365,7 +363,7 @@ def _parse_ga_session(session: JsonObject, event_id: str | None) -> SessionUpdat
     """Nested GA fields: `type`, `audio.input.{format, transcription, turn_detection}`."""
     kind = session.get("type")
     if kind is not None and kind not in ("transcription", "realtime"):
-        _invalid(f"session.type must be 'transcription' or 'realtime', not {_show(kind)}", "session.type")
+        _invalid(f"session.type must be 'transcription' or 'realtime', not {show(kind)}", "session.type")
     input_format: AudioFormat | Missing = MISSING
     transcription: Transcription | Missing | None = MISSING
     server_vad: bool | Missing = MISSING
@@ -392,7 +390,7 @@ def _beta_format(value: object) -> AudioFormat:
     if isinstance(value, str) and value in BETA_FORMATS:
         return BETA_FORMATS[value]
     _invalid(
-        f"input_audio_format must be 'pcm16', 'g711_ulaw' or 'g711_alaw', not {_show(value)}",
+        f"input_audio_format must be 'pcm16', 'g711_ulaw' or 'g711_alaw', not {show(value)}",
         "session.input_audio_format",
     )
 
@@ -403,7 +401,7 @@ def _ga_format(value: object, param: str) -> AudioFormat:
     kind = value.get("type", "audio/pcm")
     if not isinstance(kind, str) or kind not in GA_FORMATS:
         _invalid(
-            f"format type must be 'audio/pcm', 'audio/pcmu' or 'audio/pcma', not {_show(kind)}",
+            f"format type must be 'audio/pcm', 'audio/pcmu' or 'audio/pcma', not {show(kind)}",
             f"{param}.type",
         )
     fmt = GA_FORMATS[kind]
@@ -417,7 +415,7 @@ def _ga_format(value: object, param: str) -> AudioFormat:
             return replace(fmt, sample_rate=rate)
     elif rate == fmt.sample_rate:
         return fmt
-    _invalid(f"unsupported rate {_show(rate)} for {kind}", f"{param}.rate")
+    _invalid(f"unsupported rate {show(rate)} for {kind}", f"{param}.rate")
 
 
 def _transcription(value: object, param: str) -> Transcription | None:
@@ -439,11 +437,14 @@ def _transcription(value: object, param: str) -> Transcription | None:
 
 
 def _language(value: object, param: str) -> str | None:
-    if value is None or value == "" or (isinstance(value, str) and value.lower() == "auto"):
+    if value is None or value == "":
         return None
-    if isinstance(value, str) and _LANGUAGE.fullmatch(value):
-        return value.lower()
-    _invalid(f"language must be an ISO-639-1 code such as 'en', not {_show(value)}", param)
+    if isinstance(value, str):
+        try:
+            return language_code(value)
+        except ValueError:
+            pass
+    _invalid(f"language must be an ISO-639-1 code such as 'en', not {show(value)}", param)
 
 
 def _turn_detection(value: object, param: str) -> bool:
@@ -455,7 +456,7 @@ def _turn_detection(value: object, param: str) -> bool:
     kind = value.get("type", "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
         _invalid(
-            f"turn_detection type must be 'server_vad' or 'semantic_vad', not {_show(kind)}", f"{param}.type"
+            f"turn_detection type must be 'server_vad' or 'semantic_vad', not {show(kind)}", f"{param}.type"
         )
     return True
 
@@ -484,16 +485,10 @@ def _invalid(
 def _invalid_type(param: str, value: object, expected: str) -> NoReturn:
     raise RealtimeError(
         ErrorCode.BAD_START,
-        f"{param} must be {expected}, not {_show(value)}",
+        f"{param} must be {expected}, not {show(value)}",
         param=param,
         realtime_code="invalid_type",
     )
-
-
-def _show(value: object, limit: int = 40) -> str:
-    """A short repr of a client value for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- serializing ---------------------------------------------------------------------------------

@@ -18,20 +18,21 @@ https://www.twilio.com/docs/voice/media-streams/websocket-messages
 
 Twilio writes numbers as strings ("chunk":"1"); both forms are accepted. Unknown fields are
 ignored. Errors are `ProtocolError`s: FRAME_TOO_LARGE (over `max_bytes`), BAD_JSON (not a JSON
-object, or a missing or mistyped field of a dtmf/mark message), UNKNOWN_TYPE (missing or unknown
-`event`), BAD_START (a start Palabre cannot serve) and BAD_AUDIO (a malformed media message).
+object within the limits of server/codecs/json_text.py, or a missing or mistyped field of a
+dtmf/mark message), UNKNOWN_TYPE (missing or unknown `event`), BAD_START (a start Palabre
+cannot serve) and BAD_AUDIO (a malformed media message).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from stream.errors import CloseCode, ErrorCode, ProtocolError
+from server.codecs.fields import language_code, show
+from server.codecs.json_text import JsonObject, load_object
+from stream.errors import ErrorCode, ProtocolError
 from stream.events import CONVERSATION_ID_RE, Start
 
 MAX_MESSAGE_BYTES = 65_536
@@ -40,10 +41,6 @@ TRACKS = ("inbound", "outbound")
 """The media tracks of a call: `inbound` is the caller's audio, `outbound` what Twilio plays to them."""
 MEDIA_ENCODING = "audio/x-mulaw"
 SAMPLE_RATE = 8000
-
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
-
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +111,7 @@ TwilioMessage = Connected | StreamStart | Media | Dtmf | Mark | StreamStop
 
 def parse_message(text: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> TwilioMessage:
     """Parse one Media Streams text message; raise `ProtocolError` when it is not one."""
-    obj = _load_object(text, max_bytes)
+    obj = load_object(text, max_bytes)
     event = obj.get("event")
     if not isinstance(event, str):
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "message has no string 'event'")
@@ -134,7 +131,7 @@ def parse_message(text: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Twil
     if event == "stop":
         stop = obj.get("stop")
         return StreamStop(_optional_str(stop, "callSid") if isinstance(stop, dict) else None)
-    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown event {_show(event)}")
+    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown event {show(event)}")
 
 
 def session_start(start: StreamStart, track: str) -> Start:
@@ -165,12 +162,12 @@ def _parse_start(start: JsonObject) -> StreamStart:
         or any(t not in TRACKS for t in tracks)
         or len(set(tracks)) != len(tracks)
     ):
-        _fail(code, f"start.tracks must list distinct tracks of {TRACKS}, not {_show(tracks)}")
+        _fail(code, f"start.tracks must list distinct tracks of {TRACKS}, not {show(tracks)}")
     params = start.get("customParameters")
     if params is None:
         params = {}
     elif not isinstance(params, dict):
-        _fail(code, f"start.customParameters must be an object, not {_show(params)}")
+        _fail(code, f"start.customParameters must be an object, not {show(params)}")
     custom = {k: v for k, v in params.items() if isinstance(v, str)}
     call_sid = _string(start, "start.callSid", code)
     conversation_id = custom.get("conversation_id", call_sid)
@@ -178,17 +175,15 @@ def _parse_start(start: JsonObject) -> StreamStart:
         _fail(
             code,
             "conversation_id (customParameters.conversation_id, else the callSid) must be 1-128 of "
-            f"[A-Za-z0-9_.-], alphanumeric first, not {_show(conversation_id)}",
+            f"[A-Za-z0-9_.-], alphanumeric first, not {show(conversation_id)}",
         )
     language = custom.get("language")
     if language is not None:
-        if language.lower() == "auto":
-            language = None
-        elif _LANGUAGE.fullmatch(language):
-            language = language.lower()
-        else:
+        try:
+            language = language_code(language)
+        except ValueError:
             _fail(
-                code, f"customParameters.language must be a 2-3 letter code or 'auto', not {_show(language)}"
+                code, f"customParameters.language must be a 2-3 letter code or 'auto', not {show(language)}"
             )
     media_format = start.get("mediaFormat")
     if media_format is not None:
@@ -196,7 +191,7 @@ def _parse_start(start: JsonObject) -> StreamStart:
         if not isinstance(media_format, dict) or any(
             k in media_format and media_format[k] != v for k, v in wanted.items()
         ):
-            _fail(code, f"start.mediaFormat must be {wanted}, not {_show(media_format, 120)}")
+            _fail(code, f"start.mediaFormat must be {wanted}, not {show(media_format, 120)}")
     return StreamStart(
         stream_sid=_string(start, "start.streamSid", code),
         call_sid=call_sid,
@@ -212,7 +207,7 @@ def _parse_media(media: JsonObject) -> Media:
     code = ErrorCode.BAD_AUDIO
     track = media.get("track")
     if track not in TRACKS:
-        _fail(code, f"media.track must be one of {TRACKS}, not {_show(track)}")
+        _fail(code, f"media.track must be one of {TRACKS}, not {show(track)}")
     payload = _string(media, "media.payload", code)
     try:
         audio = base64.b64decode(payload, validate=True)
@@ -222,25 +217,6 @@ def _parse_media(media: JsonObject) -> Media:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _load_object(text: str | bytes, max_bytes: int) -> JsonObject:
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > max_bytes:
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE,
-            f"message of {size} bytes exceeds {max_bytes}",
-            CloseCode.MESSAGE_TOO_BIG,
-        )
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise ProtocolError(ErrorCode.BAD_JSON, "JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ProtocolError(ErrorCode.BAD_JSON, f"message must be a JSON object, not {type(value).__name__}")
-    return value
 
 
 def _section(obj: JsonObject, name: str, code: ErrorCode) -> JsonObject:
@@ -253,7 +229,7 @@ def _section(obj: JsonObject, name: str, code: ErrorCode) -> JsonObject:
 def _string(obj: JsonObject, path: str, code: ErrorCode) -> str:
     value = obj.get(path.rpartition(".")[2])
     if not isinstance(value, str) or not value:
-        _fail(code, f"{path} must be a non-empty string, not {_show(value)}")
+        _fail(code, f"{path} must be a non-empty string, not {show(value)}")
     return value
 
 
@@ -271,14 +247,8 @@ def _number(media: JsonObject, name: str) -> int | None:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
-    _fail(ErrorCode.BAD_AUDIO, f"media.{name} must be a non-negative integer, not {_show(value)}")
+    _fail(ErrorCode.BAD_AUDIO, f"media.{name} must be a non-negative integer, not {show(value)}")
 
 
 def _fail(code: ErrorCode, message: str) -> NoReturn:
     raise ProtocolError(code, message)
-
-
-def _show(value: object, limit: int = 40) -> str:
-    """A short repr of a received value for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

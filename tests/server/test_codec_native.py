@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.codecs.native import MAX_DEPTH, MAX_TEXT_BYTES, PARSERS, parse_client_text, serialize_event
+from server.codecs.json_text import MAX_DEPTH
+from server.codecs.native import MAX_TEXT_BYTES, PARSERS, parse_client_text, serialize_event
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
     ENCODINGS,

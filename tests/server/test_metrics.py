@@ -116,8 +116,11 @@ def test_final_latency_and_partial_interval() -> None:
     timing.audio_arrived(1.0, 50.0)
     timing.audio_arrived(2.0, 51.0)
     timing.speech_stopped("c:1", 1.5)
-    assert timing.final_delivered("c:1", 51.3) == pytest.approx(0.3)
-    assert timing.final_delivered("c:1", 52.0) is None  # once
+    assert timing.final_latency("c:1", 51.3) == pytest.approx(0.3)
+    assert timing.final_latency("c:1", 52.0) == pytest.approx(0.3)  # every observer, one figure
+    timing.speech_stopped("c:2", 1.9)
+    assert timing.final_latency("c:2", 51.5) == pytest.approx(0.5)
+    assert timing.final_latency("c:1", 52.0) is None  # its delivery is over
     assert timing.partial_delivered("c:2", 10.0) is None
     assert timing.partial_delivered("c:2", 10.6) == pytest.approx(0.6)
     assert timing.partial_delivered("c:3", 11.0) is None  # a new utterance starts over

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from server.auth import Principal, Scope
 from server.live import LiveSession
+from server.timing import SessionTiming
 from server.watch import Subscriber, WatchHub
 from stream.events import (
     Closed,
@@ -29,6 +31,11 @@ READER_B = Principal("tenant-b", frozenset({Scope.READ}))
 
 
 @dataclass
+class FakeOutbox:
+    send: object | None = "a connected client"
+
+
+@dataclass
 class FakeSession:
     """The attributes of a `LiveSession` the hub reads."""
 
@@ -37,6 +44,8 @@ class FakeSession:
     tenant_id: str = "tenant-a"
     start: Start | None = None
     audio_seconds: float = 0.0
+    timing: SessionTiming = field(default_factory=SessionTiming)
+    outbox: FakeOutbox = field(default_factory=FakeOutbox)
 
 
 def server_stats() -> dict[str, Any]:
@@ -63,6 +72,9 @@ def session(sid: str, cid: str, tenant: str = "tenant-a", transport: str = "webr
 
 def emit(hub: WatchHub, live: FakeSession, *events: ServerEvent) -> None:
     for event in events:
+        if isinstance(event, SpeechStopped):  # as LiveSession does: the end's audio arrived now
+            live.timing.audio_arrived(event.end, time.monotonic())
+            live.timing.speech_stopped(event.utterance_id, event.end)
         hub.observe(cast(LiveSession, live), event)
 
 
@@ -124,7 +136,7 @@ async def test_snapshot_then_the_life_of_a_conversation() -> None:
     assert all(m["conversation_id"] == "c1" for m in got)
     assert got[0]["language"] == "en" and got[0]["speaking"] is False
     assert got[1]["session_id"] == "s1"
-    assert got[4]["text"] == "Hello world." and got[4]["latency_ms"] >= 0
+    assert got[4]["text"] == "Hello world." and got[4]["final_latency_ms"] >= 0
     assert got[5]["utterances"] == 1
     assert [v.conversation_id for v in hub.conversations("tenant-a")] == ["c0"]
     hub.unsubscribe(watcher)
@@ -141,7 +153,25 @@ async def test_view_follows_speech_and_finals() -> None:
     assert state["speaking"] is False
     assert state["utterances"] == 1  # the empty final counts for nothing
     assert state["last_final"] == "One."
-    assert state["latency_ms"] is not None
+    assert state["final_latency_ms"] is not None
+
+
+async def test_final_latency_is_the_metrics_figure() -> None:
+    """One definition: the watch reports the final latency of server.timing (audio of the end
+    arrived → final sent), the figure the Prometheus histogram observes; none without a client."""
+    hub = WatchHub(server_stats)
+    watcher = hub.subscribe(READER_A)
+    live = session("s1", "c1")
+    emit(hub, live, ready(live), SpeechStarted("c1:0", 0.0))
+    live.timing.audio_arrived(1.0, 100.0)
+    live.timing.speech_stopped("c1:0", 1.0)  # the end of its audio arrived at 100.0
+    live.timing.final_latency("c1:0", 100.25)  # the metrics observer, first in line
+    emit(hub, live, final("c1", 0, "One."))
+    assert (await drain(watcher))[-1]["final_latency_ms"] == 250.0
+    live.outbox.send = None  # the client is gone: nothing is sent, no latency
+    emit(hub, live, SpeechStarted("c1:1", 2.0), SpeechStopped("c1:1", 3.0), final("c1", 1, "Two."))
+    assert (await drain(watcher))[-1]["final_latency_ms"] is None
+    assert hub.conversations("tenant-a")[0].to_json()["final_latency_ms"] == 250.0
 
 
 async def test_two_sessions_make_one_conversation_and_one_summary() -> None:
