@@ -17,10 +17,9 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from server.live import LiveSession
     from stream.events import Final
 
 MAX_PENDING = 256
@@ -107,7 +106,22 @@ class SessionTiming:
         return now - last[1]
 
 
-def final_latency(live: LiveSession, final: Final) -> float | None:
+class _Outbox(Protocol):
+    @property
+    def attached(self) -> bool: ...
+
+
+class TimedSession(Protocol):
+    """What `final_latency` reads of a live session (`server.live.LiveSession`)."""
+
+    @property
+    def timing(self) -> SessionTiming: ...
+
+    @property
+    def outbox(self) -> _Outbox: ...
+
+
+def final_latency(live: TimedSession, final: Final) -> float | None:
     """The final latency of `final`, which `live`'s outbox is delivering now (see the module's
     docstring); None when it is not known or the final goes to no client."""
     latency = live.timing.final_latency(final.utterance_id, time.monotonic())

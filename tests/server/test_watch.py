@@ -32,7 +32,8 @@ READER_B = Principal("tenant-b", frozenset({Scope.READ}))
 
 @dataclass
 class FakeOutbox:
-    send: object | None = "a connected client"
+    attached: bool = True
+    """Whether a client reads the session's events."""
 
 
 @dataclass
@@ -168,7 +169,7 @@ async def test_final_latency_is_the_metrics_figure() -> None:
     live.timing.final_latency("c1:0", 100.25)  # the metrics observer, first in line
     emit(hub, live, final("c1", 0, "One."))
     assert (await drain(watcher))[-1]["final_latency_ms"] == 250.0
-    live.outbox.send = None  # the client is gone: nothing is sent, no latency
+    live.outbox.attached = False  # the client is gone: nothing is sent, no latency
     emit(hub, live, SpeechStarted("c1:1", 2.0), SpeechStopped("c1:1", 3.0), final("c1", 1, "Two."))
     assert (await drain(watcher))[-1]["final_latency_ms"] is None
     assert hub.conversations("tenant-a")[0].to_json()["final_latency_ms"] == 250.0
