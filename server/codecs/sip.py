@@ -1,6 +1,7 @@
 """SIP (RFC 3261) messages: parse and serialize requests and responses, build the responses a UAS sends.
 
-Pure, no I/O; the socket side is `server/transports/sip.py`. One UDP datagram is one message:
+Pure, no I/O; the dialog rules are `sip_dialog.py`, the socket side `server/transports/sip.py`.
+One UDP datagram is one message:
 
     INVITE sip:test@127.0.0.1:5060 SIP/2.0
     Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK5f330ba59dcbefa6;rport

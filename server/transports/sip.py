@@ -1,29 +1,21 @@
 """SIP dial-in: a SIP user agent server on UDP (`palabre serve --sip-port`), one RTP socket per call.
 
-The socket side only; `server/codecs/sip.py`, `sdp.py` and `rtp.py` read and write the bytes.
-A softphone or a PBX calls `sip:<anything>@host:port`:
+The socket side only: the dialog rules (which response to which request, when to repeat the
+200 OK, when a call ends) are `server/codecs/sip_dialog.py`; `sip.py`, `sdp.py` and `rtp.py`
+read and write the bytes. A softphone or a PBX calls `sip:<anything>@host:port`; this loop
+feeds the SIP socket's datagrams to the dialogs and performs what they say:
 
-- INVITE with an SDP offer → 100 Trying, then 200 OK with an SDP answer once the call's
-  `LiveSession` is open: G.711 (PCMU or PCMA, the offer's first) received on a UDP port of
-  `rtp_ports`, track "caller". Nothing is sent back (the answer is `a=recvonly`); finals go to
-  the store. The 200 OK is repeated (RFC 3261 timer G) until the ACK comes, for 32 s at most.
-- The conversation is named by an `X-Conversation-Id` header when it holds a valid id, else by
-  the Call-ID, its characters outside `[A-Za-z0-9_.-]` made `-` (a resumed id continues its
-  conversation), else by the user part of the request URI.
-- BYE → 200 OK; the session stops (its pending finals are still stored). CANCEL before the
-  answer → 200 OK, and 487 Request Terminated for the INVITE. A re-INVITE of the call → 200 OK
-  with the current SDP (a new version when it changed), the caller's new RTP address noted;
-  one without the call's codec → 488, and the call goes on. OPTIONS → 200 OK; other methods
-  → 405; requests for an unknown call → 481.
-- Refusals: 486 Busy Here when the server or the tenant is full or no RTP port is free, 488
-  for an offer without G.711 over RTP/AVP (or without SDP: no late offer), 503 while the models
-  load, 403 when the call's token (`sip_token`, with `auth`) is not valid.
-- A call whose RTP stops for `rtp_timeout_s` (60 s) is ended with a BYE, and so is every call
-  when the server stops.
+- `OpenCall`: bind an RTP port of `rtp_ports` for the call, open its `LiveSession` through the
+  hub (G.711 at 8 kHz, track "caller"; nothing is sent back: finals go to the store), then
+  report `answered` or `refused` (486 when the server or the tenant is full or no RTP port is
+  free, 503 while the models load, 403 when the call's token, `sip_token` with `auth`, is not
+  valid);
+- `EndCall`: stop the session (its pending finals are still stored), close the RTP socket;
+- `Send`, and the dialogs' timers on the event loop's clock.
 
-Responses go back to the address the request came from (`rport`, RFC 3581), and a retransmitted
-request gets the same response again. RTP is taken from the first source address of a call
-(symmetric RTP latching) and reordered over a few packets (`G711Receiver`); RTCP is ignored.
+A call whose RTP stops for `rtp_timeout_s` (60 s) is ended with a BYE, and so is every call
+when the server stops. RTP is taken from the first source address of a call (symmetric RTP
+latching) and reordered over a few packets (`G711Receiver`); RTCP is ignored.
 """
 
 from __future__ import annotations
@@ -31,28 +23,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import itertools
 import logging
-import re
-import secrets
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal, cast
+from dataclasses import dataclass
+from typing import cast
 
 from server.auth import Authenticator, Scope, authenticate_token
-from server.codecs import rtp, sdp, sip
-from server.codecs.sip import Headers, Request, make_response, parse_name_addr, serialize
+from server.codecs import rtp
+from server.codecs.sip_dialog import (
+    Action,
+    Dialog,
+    EndCall,
+    LocalEnd,
+    MediaChanged,
+    OpenCall,
+    Send,
+    SipDialogs,
+    Timers,
+    refusal_status,
+)
 from server.config import LimitsConfig
 from server.limits import ConnectionLimits
 from server.live import LiveSession
 from server.sessions import SessionHub
 from server.transports.idle import IdleTimer
 from stream.errors import ErrorCode, ProtocolError
-from stream.events import CONVERSATION_ID_RE, Start
+from stream.events import Start
 
-__all__ = ["SipEndpoint", "SipServer", "conversation_id_for", "serve_sip"]
+__all__ = ["SipEndpoint", "SipServer", "serve_sip"]
 
 log = logging.getLogger(__name__)
 
@@ -60,73 +60,15 @@ TRACK = "caller"
 SAMPLE_RATE = 8000
 RTP_TIMEOUT_S = 60.0
 """A call that receives no RTP for this long is ended."""
-T1 = 0.5
-T2 = 4.0
-ACK_TIMEOUT_S = 64 * T1
-"""How long a 200 OK is repeated while its ACK does not come (RFC 3261 timer H)."""
-RESPONSE_CACHE_S = 64 * T1
-"""How long a response is kept to answer a retransmission of its request."""
-MAX_CACHED_RESPONSES = 4096
-"""Responses kept at most (the oldest go first): a flood of requests cannot fill the memory."""
-SWEEP_S = 1.0
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
-SERVER = "Palabre"
-CONVERSATION_HEADER = "X-Conversation-Id"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-RequestKey = tuple[str, str, int, str]
-"""(Call-ID, Via branch, CSeq number, method): a request and its retransmissions."""
-
-
-def conversation_id_for(request: Request) -> str:
-    """The conversation a call goes to: `X-Conversation-Id`, else the Call-ID, else the URI's user."""
-    chosen = request.headers.get(CONVERSATION_HEADER)
-    if chosen is not None and CONVERSATION_ID_RE.fullmatch(chosen):
-        return chosen
-    for text in (request.call_id, _uri_user(request.uri)):
-        safe = _UNSAFE.sub("-", text).lstrip("_.-")[:128]
-        if safe:
-            return safe
-    return secrets.token_hex(16)
-
-
-def _uri_user(uri: str) -> str:
-    try:
-        return sip.parse_uri(uri).user
-    except ProtocolError:
-        return ""
-
-
-def _refusal(error: ProtocolError) -> int:
-    """The SIP status that refuses an INVITE for this error."""
-    return {
-        ErrorCode.OVERLOADED: 486,
-        ErrorCode.UNAVAILABLE: 503,
-        ErrorCode.UNAUTHORIZED: 403,
-        ErrorCode.FORBIDDEN: 403,
-        ErrorCode.BAD_START: 403,
-        ErrorCode.BAD_OFFER: 488,
-    }.get(error.code, 500)
 
 
 @dataclass(eq=False)
-class Call:
-    """One call: its dialog, its RTP socket and its live session."""
+class CallMedia:
+    """The I/O of one call: its RTP socket, its receiver and its live session."""
 
-    call_id: str
-    conversation_id: str
-    invite: Request
-    """The INVITE that set up the call (re-INVITEs do not replace it)."""
-    peer: tuple[str, int]
-    """Where the caller's SIP requests come from, and where requests to it go."""
-    local_tag: str
+    dialog: Dialog
     local_address: str
-    offer: sdp.SessionDescription
-    chosen: sdp.Negotiated
-    state: Literal["answering", "answered", "confirmed", "ended"] = "answering"
-    """answered: a 200 OK waits for its ACK; confirmed: it came."""
-    invite_cseq: int = 0
-    """The CSeq of the INVITE answered last (its ACK carries the same number)."""
+    """The address of this host that the caller reaches (for the SDP and the Contact)."""
     live: LiveSession | None = None
     endpoint: asyncio.DatagramTransport | None = None
     rtp_port: int = 0
@@ -136,20 +78,12 @@ class Call:
     """Ends the call when no RTP comes for `rtp_timeout_s`."""
     rates: ConnectionLimits | None = None
     """The audio rate limit of the call (RTP cannot be paced: a flood ends the call)."""
-    answer: bytes = b""
-    """The current SDP answer."""
-    sdp_session: int = 0
-    sdp_version: int = 1
-    ok: bytes = b""
-    """The 200 OK repeated until its ACK."""
-    answered_at: float = 0.0
-    retransmit: asyncio.TimerHandle | None = None
-    local_cseq: int = field(default_factory=lambda: secrets.randbelow(1 << 16) + 1)
     bad_packets: int = 0
+    closed: bool = False
 
 
 class _RtpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, server: SipServer, call: Call) -> None:
+    def __init__(self, server: SipServer, call: CallMedia) -> None:
         self.server = server
         self.call = call
 
@@ -178,157 +112,127 @@ class SipServer(asyncio.DatagramProtocol):
         rtp_ports: tuple[int, int],
         *,
         rtp_timeout_s: float = RTP_TIMEOUT_S,
+        timers: Timers | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.host = host
         self.rtp_ports = rtp_ports
         self.rtp_timeout_s = rtp_timeout_s
-        self.calls: dict[str, Call] = {}
+        self.dialogs = SipDialogs(timers, first_sdp_session=int(time.time()))
         self.transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = (host, 0)
         """The bound address of the SIP socket."""
-        self._responses: dict[RequestKey, tuple[bytes, float]] = {}
+        self._media: dict[str, CallMedia] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_port = rtp_ports[0] + rtp_ports[0] % 2
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._sdp_sessions = itertools.count(int(time.time()))
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    @property
+    def calls(self) -> dict[str, Dialog]:
+        """The calls in progress, by Call-ID."""
+        return self.dialogs.calls
 
     # --- the SIP socket ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # neither loop subclasses it
         self.address = transport.get_extra_info("sockname")[:2]
-        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if sip.is_keepalive(data):
-            return
         try:
-            message = sip.parse(data)
-        except ProtocolError as error:
-            log.debug("sip %s: dropped a bad message: %s", addr, error)
-            return
-        if isinstance(message, sip.Response):
-            return  # the answer to a BYE of ours
-        key = self._key(message)
-        if message.method != "ACK" and key in self._responses:
-            self._send(self._responses[key][0], addr)  # a retransmission
-            return
-        handlers = {
-            "INVITE": self._on_invite,
-            "ACK": self._on_ack,
-            "BYE": self._on_bye,
-            "CANCEL": self._on_cancel,
-            "OPTIONS": self._on_options,
-        }
-        handler = handlers.get(message.method)
-        try:
-            if handler is None:
-                self._respond(message, addr, 405, headers=[("Allow", ALLOW)])
-            else:
-                handler(message, addr)
-        except ProtocolError as error:  # a header the handler needed is malformed
-            log.debug("sip %s: bad %s: %s", addr, message.method, error)
-            if message.method != "ACK":
-                self._respond(message, addr, 400, warning=error.message)
+            self._perform(self.dialogs.receive(data, addr, self._now()))
         except Exception:
-            log.exception("sip %s: %s failed", addr, message.method)
+            log.exception("sip %s: a request failed", addr)
 
     def close(self) -> None:
         """End every call (BYE), close the sockets."""
-        for call in list(self.calls.values()):
-            self._end(call, "the server stops", bye=True)
+        for dialog in list(self.dialogs.calls.values()):
+            self._perform(self.dialogs.hang_up(dialog, "the server stops"))
         for task in self._tasks:
             task.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
         if self.transport is not None:
             self.transport.close()
 
-    # --- requests ---------------------------------------------------------------------------
+    # --- actions ----------------------------------------------------------------------------
 
-    def _on_invite(self, request: Request, addr: tuple[str, int]) -> None:
-        to_tag = parse_name_addr(request.headers.get("To") or "").tag
-        call = self.calls.get(request.call_id)
-        if to_tag is not None:
-            if call is None or call.local_tag != to_tag or call.state == "ended":
-                self._respond(request, addr, 481)
-            else:
-                self._reinvite(call, request, addr)
+    def _perform(self, actions: Iterable[Action]) -> None:
+        """Do what the dialogs said, in order; then wait for their next deadline."""
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.data, action.addr)
+            elif isinstance(action, OpenCall):
+                self._open_call(action.dialog)
+            elif isinstance(action, MediaChanged):
+                self._media_changed(action.dialog)
+            elif isinstance(action, EndCall):
+                call = self._media.get(action.dialog.call_id)
+                if call is not None and call.dialog is action.dialog:
+                    self._close(call)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Call `tick` at the dialogs' deadline (one timer for every call)."""
+        deadline = self.dialogs.deadline()
+        if deadline == self._timer_at or (self.transport is not None and self.transport.is_closing()):
             return
-        if call is not None:
-            self._respond(request, addr, 482)
-            return
-        self._respond(request, addr, 100)
-        try:
-            if not request.body:
-                raise ProtocolError(
-                    ErrorCode.BAD_OFFER, "an INVITE without SDP (late offer) is not supported"
-                )
-            offer = sdp.parse(request.body)
-            chosen = sdp.negotiate(offer)
-        except ProtocolError as error:
-            log.info("sip call %s from %s refused: %s", request.call_id, addr, error)
-            self._respond(request, addr, 488, warning=error.message)
-            return
-        call = Call(
-            call_id=request.call_id,
-            conversation_id=conversation_id_for(request),
-            invite=request,
-            peer=addr,
-            local_tag=secrets.token_hex(8),
-            local_address=self._local_address(addr),
-            offer=offer,
-            chosen=chosen,
-            invite_cseq=request.cseq[0],
-            sdp_session=next(self._sdp_sessions),
-        )
-        self.calls[call.call_id] = call
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, deadline)
+
+    def _on_timer(self, deadline: float) -> None:
+        self._timer, self._timer_at = None, None
+        # A timer may fire a little early (uvloop counts in milliseconds): it is its deadline.
+        self._perform(self.dialogs.tick(max(self._now(), deadline)))
+
+    def _open_call(self, dialog: Dialog) -> None:
+        call = CallMedia(dialog, self._local_address(dialog.peer))
+        self._media[dialog.call_id] = call
         task = asyncio.get_running_loop().create_task(self._answer(call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, call: Call) -> None:
-        """Open the RTP socket and the session, then answer 200 OK (or refuse)."""
-        request = call.invite
+    def _media_changed(self, dialog: Dialog) -> None:
+        call = self._media.get(dialog.call_id)
+        if call is None or call.dialog is not dialog:
+            return
+        call.rtp_source = None  # latch onto the source of the next packet
+        if call.receiver is not None:
+            call.receiver.payload_type = dialog.chosen.payload_type
+
+    async def _answer(self, call: CallMedia) -> None:
+        """Open the RTP socket and the session, then tell the dialogs (they answer or refuse)."""
+        dialog = call.dialog
         try:
             live = await self._open_session(call)
         except ProtocolError as error:
-            log.info("sip call %s from %s refused: %s", call.call_id, call.peer, error)
-            self._refuse(call, _refusal(error), error.message)
+            self._refuse(call, refusal_status(error), error.message)
             return
         except Exception:
-            log.exception("sip call %s: cannot answer", call.call_id)
+            log.exception("sip call %s: cannot answer", dialog.call_id)
             self._refuse(call, 500, "internal error")
             return
         call.live = live
-        if call.state == "ended":  # cancelled while the session opened
-            self._end(call, "cancelled")
+        if call.closed:  # cancelled while the session opened
+            self._close(call)
             return
-        call.receiver = rtp.G711Receiver(call.chosen.payload_type, call.chosen.encoding)
+        call.receiver = rtp.G711Receiver(dialog.chosen.payload_type, dialog.chosen.encoding)
         call.rates = ConnectionLimits(self.endpoint.limits, time.monotonic())
         if live.start is not None:
             call.rates.started(live.start)
-        call.answer = self._answer_sdp(call)
-        call.state = "answered"
-        call.answered_at = time.monotonic()
         call.idle = IdleTimer(
-            self.rtp_timeout_s, lambda: self._end(call, f"no RTP for {self.rtp_timeout_s:g} s", bye=True)
+            self.rtp_timeout_s, lambda: self._hang_up(call, f"no RTP for {self.rtp_timeout_s:g} s")
         )
-        call.ok = self._respond(
-            request, call.peer, 200, tag=call.local_tag, headers=self._contact(call), body=call.answer
-        )
-        self._schedule_retransmit(call, T1)
-        log.info(
-            "sip call %s from %s: conversation %s, %s on RTP port %d",
-            call.call_id,
-            call.peer,
-            call.conversation_id,
-            call.chosen.encoding,
-            call.rtp_port,
-        )
+        local = LocalEnd(call.local_address, self.address[1], call.rtp_port)
+        self._perform(self.dialogs.answered(dialog, local, self._now()))
 
-    async def _open_session(self, call: Call) -> LiveSession:
+    async def _open_session(self, call: CallMedia) -> LiveSession:
         endpoint = self.endpoint
         if endpoint.hub.loading:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "models are loading")
@@ -339,15 +243,15 @@ class SipServer(asyncio.DatagramProtocol):
         await self._open_rtp(call)
         start = Start(
             sample_rate=SAMPLE_RATE,
-            encoding=call.chosen.encoding,
-            conversation_id=call.conversation_id,
+            encoding=call.dialog.chosen.encoding,
+            conversation_id=call.dialog.conversation_id,
             partials=False,
             track=TRACK,
         )
         # Nothing goes back to the caller: results go to the store.
         return await endpoint.hub.open(principal.tenant_id, start, None, admitted=True)
 
-    async def _open_rtp(self, call: Call) -> None:
+    async def _open_rtp(self, call: CallMedia) -> None:
         """Bind an even port of the range for the call's RTP (the odd one above is RTCP's)."""
         low, high = self.rtp_ports
         first = low + low % 2
@@ -368,87 +272,12 @@ class SipServer(asyncio.DatagramProtocol):
             return
         raise ProtocolError(ErrorCode.OVERLOADED, f"no free RTP port in {low}-{high}")
 
-    def _reinvite(self, call: Call, request: Request, addr: tuple[str, int]) -> None:
-        if call.state == "answering":
-            self._respond(request, addr, 491, tag=call.local_tag)
-            return
-        if request.body:
-            try:
-                offer = sdp.parse(request.body)
-                chosen = sdp.negotiate(offer, (_sdp_name(call.chosen.encoding),))
-            except ProtocolError as error:
-                self._respond(request, addr, 488, tag=call.local_tag, warning=error.message)
-                return
-            if (chosen.remote_address, chosen.remote_port) != (
-                call.chosen.remote_address,
-                call.chosen.remote_port,
-            ):
-                log.info(
-                    "sip call %s: caller's RTP now at %s:%d",
-                    call.call_id,
-                    chosen.remote_address,
-                    chosen.remote_port,
-                )
-            call.offer, call.chosen = offer, chosen
-            call.rtp_source = None  # latch onto the source of the next packet
-            if call.receiver is not None:
-                call.receiver.payload_type = chosen.payload_type
-            answer = self._answer_sdp(call)
-            if answer != call.answer:
-                call.sdp_version += 1
-                call.answer = self._answer_sdp(call)
-        call.peer = addr
-        call.invite_cseq = request.cseq[0]
-        call.state = "answered"
-        call.answered_at = time.monotonic()
-        call.ok = self._respond(
-            request, addr, 200, tag=call.local_tag, headers=self._contact(call), body=call.answer
-        )
-        self._schedule_retransmit(call, T1)
-
-    def _on_ack(self, request: Request, addr: tuple[str, int]) -> None:
-        call = self.calls.get(request.call_id)
-        if call is None or call.state != "answered" or request.cseq[0] != call.invite_cseq:
-            return  # the ACK of a refusal, or a repeated one
-        call.state = "confirmed"
-        if call.retransmit is not None:
-            call.retransmit.cancel()
-        if request.body:  # the answer to the offer of a re-INVITE without SDP
-            with contextlib.suppress(ProtocolError):
-                call.chosen = sdp.negotiate(sdp.parse(request.body), (_sdp_name(call.chosen.encoding),))
-                call.rtp_source = None
-
-    def _on_bye(self, request: Request, addr: tuple[str, int]) -> None:
-        call = self.calls.get(request.call_id)
-        to_tag = parse_name_addr(request.headers.get("To") or "").tag
-        if call is None or call.state == "ended" or to_tag != call.local_tag:
-            self._respond(request, addr, 481)
-            return
-        self._respond(request, addr, 200, tag=call.local_tag)
-        self._end(call, "the caller hung up")
-
-    def _on_cancel(self, request: Request, addr: tuple[str, int]) -> None:
-        call = self.calls.get(request.call_id)
-        if call is None or request.cseq[0] != call.invite.cseq[0] or request.branch != call.invite.branch:
-            self._respond(request, addr, 481)
-            return
-        self._respond(request, addr, 200, tag=call.local_tag)
-        if call.state == "answering":
-            self._respond(call.invite, call.peer, 487, tag=call.local_tag)
-            self._end(call, "cancelled")
-
-    def _on_options(self, request: Request, addr: tuple[str, int]) -> None:
-        call = self.calls.get(request.call_id)
-        tag = call.local_tag if call is not None else None
-        headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
-        self._respond(request, addr, 200, tag=tag, headers=headers)
-
     # --- RTP ---------------------------------------------------------------------------------
 
-    def rtp_received(self, call: Call, data: bytes, addr: tuple[str, int]) -> None:
+    def rtp_received(self, call: CallMedia, data: bytes, addr: tuple[str, int]) -> None:
         """A datagram on a call's RTP port."""
         live, receiver = call.live, call.receiver
-        if live is None or receiver is None or call.state not in ("answered", "confirmed"):
+        if live is None or receiver is None or call.closed:
             return
         if rtp.is_rtcp(data) or addr != (call.rtp_source or addr):
             return
@@ -456,7 +285,7 @@ class SipServer(asyncio.DatagramProtocol):
             packet = rtp.parse(data)
         except ProtocolError as error:
             call.bad_packets += 1
-            log.debug("sip call %s: dropped a bad RTP packet: %s", call.call_id, error)
+            log.debug("sip call %s: dropped a bad RTP packet: %s", call.dialog.call_id, error)
             return
         call.rtp_source = addr
         if call.idle is not None:
@@ -468,27 +297,24 @@ class SipServer(asyncio.DatagramProtocol):
                     call.rates.audio(len(audio), time.monotonic(), can_pace=False)
                 live.feed(audio)
         except ProtocolError as error:  # audio faster than the rate limit
-            log.warning("sip call %s: %s", call.call_id, error)
-            self._end(call, error.code.value, bye=True)
+            log.warning("sip call %s: %s", call.dialog.call_id, error)
+            self._hang_up(call, error.code.value)
         except Exception:
-            log.exception("sip call %s: audio failed", call.call_id)
-            self._end(call, "audio failed", bye=True)
+            log.exception("sip call %s: audio failed", call.dialog.call_id)
+            self._hang_up(call, "audio failed")
 
     # --- ending -----------------------------------------------------------------------------
 
-    def _refuse(self, call: Call, status: int, warning: str) -> None:
-        if call.state != "ended":
-            self._respond(call.invite, call.peer, status, tag=call.local_tag, warning=warning)
-        self._end(call, f"refused ({status})")
+    def _refuse(self, call: CallMedia, status: int, warning: str) -> None:
+        self._perform(self.dialogs.refused(call.dialog, status, warning, self._now()))
+        self._close(call)  # when cancelled meanwhile, its RTP socket may have opened since
 
-    def _end(self, call: Call, why: str, *, bye: bool = False) -> None:
+    def _hang_up(self, call: CallMedia, why: str) -> None:
+        self._perform(self.dialogs.hang_up(call.dialog, why))
+
+    def _close(self, call: CallMedia) -> None:
         """Stop the call's session (its finals are still stored) and close its RTP socket."""
-        first = call.state != "ended"
-        if first and bye and call.state in ("answered", "confirmed"):
-            self._send_bye(call)
-        call.state = "ended"
-        if call.retransmit is not None:
-            call.retransmit.cancel()
+        call.closed = True
         if call.idle is not None:
             call.idle.cancel()
         if call.live is not None:
@@ -496,114 +322,21 @@ class SipServer(asyncio.DatagramProtocol):
                 with contextlib.suppress(ProtocolError):
                     call.live.feed(call.receiver.flush())
             call.live.detach()
-            call.receiver = None
+            call.live, call.receiver = None, None
         if call.endpoint is not None:
             call.endpoint.close()
-        if self.calls.get(call.call_id) is call:
-            del self.calls[call.call_id]
-        if first:
-            log.info("sip call %s ended: %s", call.call_id, why)
+        if self._media.get(call.dialog.call_id) is call:
+            del self._media[call.dialog.call_id]
 
-    def _send_bye(self, call: Call) -> None:
-        invite = call.invite
-        contact = invite.headers.get("Contact")
-        target = parse_name_addr(contact or invite.headers.get("From") or "").uri
-        via = f"SIP/2.0/UDP {_host_port(call.local_address, self.address[1])}"
-        call.local_cseq += 1
-        headers: list[tuple[str, str]] = [
-            ("Via", f"{via};branch=z9hG4bK{secrets.token_hex(8)};rport"),
-            ("Max-Forwards", "70"),
-            ("From", sip.with_tag(invite.headers.get("To") or "", call.local_tag)),
-            ("To", invite.headers.get("From") or ""),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{call.local_cseq} BYE"),
-        ]
-        headers += [("Route", route) for route in invite.headers.get_all("Record-Route")]
-        headers.append(("User-Agent", SERVER))
-        self._send(serialize(Request("BYE", target, Headers(tuple(headers)))), call.peer)
+    # --- the socket ---------------------------------------------------------------------------
 
-    def _sweep(self) -> None:
-        """Once a second: forget old responses."""
-        now = time.monotonic()
-        for key in [k for k, (_, at) in self._responses.items() if now - at > RESPONSE_CACHE_S]:
-            del self._responses[key]
-        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
-
-    def _schedule_retransmit(self, call: Call, interval: float) -> None:
-        if call.retransmit is not None:
-            call.retransmit.cancel()
-
-        def again() -> None:
-            if call.state != "answered":
-                return
-            if time.monotonic() - call.answered_at > ACK_TIMEOUT_S:
-                self._end(call, "no ACK", bye=True)
-                return
-            self._send(call.ok, call.peer)
-            self._schedule_retransmit(call, min(2 * interval, T2))
-
-        call.retransmit = asyncio.get_running_loop().call_later(interval, again)
-
-    # --- sending ----------------------------------------------------------------------------
-
-    def _respond(
-        self,
-        request: Request,
-        addr: tuple[str, int],
-        status: int,
-        reason: str | None = None,
-        *,
-        tag: str | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-        body: bytes = b"",
-        warning: str | None = None,
-    ) -> bytes:
-        """Send a response and keep it for the request's retransmissions; returns its bytes."""
-        extra = list(headers)
-        if warning:
-            extra.append(("Warning", f'399 palabre "{warning.replace(chr(34), chr(39))[:200]}"'))
-        extra.append(("Server", SERVER))
-        response = make_response(
-            request,
-            status,
-            reason,
-            to_tag=tag or secrets.token_hex(8),
-            source=addr,
-            headers=extra,
-            body=body,
-        )
-        data = serialize(response)
-        key = self._key(request)
-        self._responses.pop(key, None)  # the newest last, for the eviction below
-        self._responses[key] = (data, time.monotonic())
-        while len(self._responses) > MAX_CACHED_RESPONSES:
-            del self._responses[next(iter(self._responses))]
-        self._send(data, addr)
-        return data
-
-    def _contact(self, call: Call) -> list[tuple[str, str]]:
-        """The headers of a 200 OK to an INVITE, besides the copied ones."""
-        contact = f"<sip:palabre@{_host_port(call.local_address, self.address[1])}>"
-        return [("Contact", contact), ("Allow", ALLOW), ("Content-Type", "application/sdp")]
-
-    def _answer_sdp(self, call: Call) -> bytes:
-        return sdp.build_answer(
-            call.offer,
-            call.chosen,
-            address=call.local_address,
-            port=call.rtp_port,
-            session_id=call.sdp_session,
-            version=call.sdp_version,
-        )
+    def _now(self) -> float:
+        """The dialogs' clock: the event loop's."""
+        return asyncio.get_running_loop().time()
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
-
-    @staticmethod
-    def _key(request: Request) -> RequestKey:
-        number, method = request.cseq
-        return request.call_id, request.branch, number, method
 
     def _local_address(self, peer: tuple[str, int]) -> str:
         """The address of this host that the caller reaches (for the SDP and the Contact)."""
@@ -621,14 +354,6 @@ class SipServer(asyncio.DatagramProtocol):
             return "127.0.0.1" if family == socket.AF_INET else "::1"
 
 
-def _sdp_name(encoding: str) -> str:
-    return "PCMU" if encoding == "mulaw" else "PCMA"
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def serve_sip(
     endpoint: SipEndpoint,
     host: str,
@@ -636,11 +361,13 @@ async def serve_sip(
     rtp_ports: tuple[int, int] = (20000, 20999),
     *,
     rtp_timeout_s: float = RTP_TIMEOUT_S,
+    timers: Timers | None = None,
 ) -> SipServer:
     """Listen for SIP calls on UDP `host`:`port`; `close()` the returned server to stop."""
     loop = asyncio.get_running_loop()
     _, server = await loop.create_datagram_endpoint(
-        lambda: SipServer(endpoint, host, rtp_ports, rtp_timeout_s=rtp_timeout_s), local_addr=(host, port)
+        lambda: SipServer(endpoint, host, rtp_ports, rtp_timeout_s=rtp_timeout_s, timers=timers),
+        local_addr=(host, port),
     )
     log.info("listening for SIP on udp %s:%d (RTP ports %d-%d)", host, server.address[1], *rtp_ports)
     return server

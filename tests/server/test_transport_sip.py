@@ -16,10 +16,10 @@ import pytest
 from server.auth import OpenAccess, startup_refusal
 from server.codecs import sdp
 from server.codecs.sip import Request, Response, parse, parse_name_addr, serialize
+from server.codecs.sip_dialog import ALLOW, Timers, conversation_id_for
 from server.config import ServerConfig, port_range
 from server.settings import ConfigError, resolve
-from server.transports import sip as transport
-from server.transports.sip import SipEndpoint, SipServer, conversation_id_for, serve_sip
+from server.transports.sip import SipEndpoint, SipServer, serve_sip
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Start
 from tests.server.sip_fixtures import CALL_ID, fixture, rtp_pcmu
@@ -210,10 +210,8 @@ async def test_a_call(setup: Factory) -> None:
     await s.phone.response(481)
 
 
-async def test_the_200_is_repeated_until_the_ack(setup: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "T1", 0.05)
-    monkeypatch.setattr(transport, "T2", 0.1)
-    s = await setup()
+async def test_the_200_is_repeated_until_the_ack(setup: Factory) -> None:
+    s = await setup(timers=Timers(t1=0.05, t2=0.1))
     ok, _, _ = await answer(s)
     again = await s.phone.response(200)
     assert serialize(again) == serialize(ok)
@@ -242,9 +240,8 @@ async def test_a_call_cancelled_while_it_rings(setup: Factory) -> None:
     await s.phone.response(200)
 
 
-async def test_reinvites(setup: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "T1", 10.0)  # no repeated 200s: the re-INVITEs are not ACKed
-    s = await setup()
+async def test_reinvites(setup: Factory) -> None:
+    s = await setup(timers=Timers(t1=10.0))  # no repeated 200s: the re-INVITEs are not ACKed
     _, first, tag = await answer(s)
     s.send(fixture("ack"))
     s.send(in_dialog("reinvite", tag))
@@ -271,7 +268,7 @@ async def test_options_and_refusals(setup: Factory) -> None:
     s = await setup()
     s.send(fixture("options"))
     options = await s.phone.response(200)
-    assert options.headers.get("Allow") == transport.ALLOW
+    assert options.headers.get("Allow") == ALLOW
     assert parse_name_addr(options.headers.get("To") or "").tag
     s.send(fixture("options").replace(b"OPTIONS", b"REGISTER"))
     await s.phone.response(405)
@@ -312,8 +309,7 @@ async def test_busy_loading_and_no_port(setup: Factory) -> None:
     await s.phone.response(486)
 
 
-async def test_a_silent_call_is_ended(setup: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "SWEEP_S", 0.05)
+async def test_a_silent_call_is_ended(setup: Factory) -> None:
     s = await setup(rtp_timeout_s=0.3)
     invite = parse(fixture("invite"))
     _, _, tag = await answer(s)
