@@ -1,4 +1,5 @@
-"""Start-up wiring: load the models, open the store, start the services and the listeners."""
+"""Start-up wiring: the hub, the routes and the listeners; models load in the background
+(`server.loading`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import asyncio
 import contextlib
 import http
 import logging
-import os
-import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -15,13 +14,11 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from models.failover import FailoverAsr
-from models.registry import load_embedder, load_llm, load_ner, load_vad, set_index_threads
 from server.auth import (
     Authenticator,
     OpenAccess,
@@ -31,19 +28,14 @@ from server.auth import (
     startup_refusal,
 )
 from server.config import ServerConfig, port_range
-from server.engines import asr_service, load_asr_engine
-from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
-from server.live import LiveConversations, SessionServices
-from server.llm_queue import LlmQueue
-from server.memory import Knowledge
+from server.live import SessionServices
+from server.loading import load_services
 from server.metrics import Metrics
-from server.model_service import BatchService
 from server.pages import add_page_routes
-from server.ray_services import ModelInfo, RemoteModelService
 from server.routes import add_memory_routes
 from server.sessions import SessionHub
-from server.store import AsyncStore
+from server.stats import server_stats
 from server.transports.audiosocket import AudioSocketEndpoint, serve_audiosocket
 from server.transports.handshake import principal_of
 from server.transports.realtime import handle_realtime
@@ -52,10 +44,7 @@ from server.transports.twilio import handle_twilio
 from server.transports.watch import handle_watch
 from server.transports.ws import handle_stream
 from server.watch import WatchHub
-from stream.answers import Passage, build_answer_request
 from stream.errors import CloseCode
-from stream.interfaces import AsrOutput, Embedder, LlmEngine
-from stream.session import AsrJob
 
 log = logging.getLogger("palabre")
 
@@ -91,86 +80,15 @@ class App:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Load models (in a thread: it takes seconds) and open the store."""
-        cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await AsyncStore.open(cfg.database_path)
-        await store.ensure_tenant(cfg.tenant)
-
-        def load_models() -> tuple[Any, Any]:
-            return load_asr_engine(cfg), load_vad()
-
-        engine: Any
-        asr: BatchService[AsrJob, AsrOutput]
-        if cfg.ray_address is not None:  # the model runs in a Ray actor shared by front-ends
-            from server.ray_services import remote_service
-
-            asr, engine = await remote_service("asr", cfg)
-            vad = await asyncio.to_thread(load_vad)
-        else:
-            engine, vad = await asyncio.to_thread(load_models)
-            asr = asr_service(engine, cfg)
-        self.asr_engine = engine
-        knowledge = await self._load_knowledge(store) if cfg.memory else None
-        asr.start()
-        services = SessionServices(
-            asr=asr,
-            vad=vad,
-            store=store,
-            model_name=engine.name,
-            multilingual=engine.multilingual,
-            session_config=cfg.session,
-            conversations=LiveConversations(),
-            knowledge=knowledge,
-            observers=[self.watch.observe],
-        )
-        self.metrics.attach(services)
-        self.hub.serve(services)
-        log.info(
-            "ready: model %s on %s (%d workers), data in %s",
-            engine.name,
-            engine.device,
-            engine.concurrency,
-            cfg.data_dir,
-        )
-
-    async def _load_knowledge(self, store: AsyncStore) -> Knowledge:
-        """The embedder, the LLM and the conversation memory over them."""
-        set_index_threads(1)  # single adds cost 0.1 ms on one thread, ~6 ms on two under load
-        cfg = self.config
-        embedder: Embedder | ModelInfo
-        embed_service: BatchService[str, np.ndarray]
-        if cfg.ray_address is not None:  # the embedder runs in a Ray actor shared by front-ends
-            from server.ray_services import remote_service
-
-            embed_service, embedder = await remote_service("embed", cfg)
-        else:
-            embedder = await asyncio.to_thread(load_embedder, cfg.embedder, device=cfg.device)
-            embed_service = build_embed_service(embedder)
-        embed_service.start()
-        llm_queue = None
-        if cfg.llm != "none":
-            engine = await asyncio.to_thread(
-                load_llm, cfg.llm, device=cfg.device, n_threads=1, cache_dir=cfg.data_dir / "models"
-            )
-            await asyncio.to_thread(warm_up_answers, engine)
-            llm_queue = LlmQueue(engine)
-            llm_queue.start()
-        knowledge = Knowledge(
-            store,
-            embed_service,
-            embedder.name,
-            embedder.dim,
-            cfg.data_dir / "index",
-            llm_queue,
+        """Load the models and open the store (`server.loading`); sessions may open afterwards."""
+        services, self.asr_engine = await load_services(
+            self.config,
+            metrics=self.metrics,
             publish=self.hub.publish,
-            ner=load_ner() if cfg.entities else None,
+            observers=[self.watch.observe],
             summary_observers=[self.watch.summarized],
         )
-        knowledge.start()
-        await knowledge.index(cfg.tenant)
-        log.info("memory: embedder %s (%d dims), LLM %s", embedder.name, embedder.dim, cfg.llm)
-        return knowledge
+        self.hub.serve(services)
 
     @property
     def services(self) -> SessionServices | None:
@@ -201,67 +119,14 @@ class App:
             return json_response(503, {"status": "loading"})
         return json_response(200, {"status": "ok", "model": self.services.model_name})
 
-    def asr_status(self) -> dict[str, Any]:
-        """The ASR engine's device and failover state."""
-        engine = self.asr_engine
-        if engine is None:
-            return {"loaded": False}
-        out: dict[str, Any] = {"loaded": True, "model": engine.name, "device": engine.device}
-        if isinstance(engine, FailoverAsr):
-            state = engine.state
-            out["failover"] = {
-                "active": state.active,
-                "switches": state.switches,
-                "last_error": state.last_error,
-                "primary_device": engine.primary.device,
-                "fallback_device": engine.fallback.device,
-            }
-        return out
-
     def switch_back(self) -> None:
         """Operator command (SIGUSR1): return the ASR to its primary engine after a failover."""
         if isinstance(self.asr_engine, FailoverAsr):
             self.asr_engine.switch_back()
 
     def stats(self) -> dict[str, Any]:
-        """Server figures: sessions, scheduler, process (also for the dashboard later)."""
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        out: dict[str, Any] = {
-            "sessions": len(self.hub),
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "asr": self.asr_status(),
-            "process": {
-                "rss_bytes": _current_rss(),
-                "max_rss_bytes": usage.ru_maxrss * 1024,
-                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-            },
-        }
-        if self.services is not None:
-            asr = self.services.asr
-            st = asr.scheduler.stats
-            waits = sorted(st.queue_wait_s)
-            out["scheduler"] = {
-                "asr": {
-                    "batches": st.batches,
-                    "batch_sizes": {str(k): v for k, v in sorted(st.batch_sizes.items())},
-                    "requests": dict(st.submitted),
-                    "replaced_partials": st.replaced_partials,
-                    "dropped_partials": st.dropped_partials,
-                    "pending": asr.scheduler.pending,
-                    "busy_workers": asr.busy_workers,
-                    "workers": asr.workers,
-                    "queue_wait_ms_p50": _percentile_ms(waits, 0.5),
-                    "queue_wait_ms_p95": _percentile_ms(waits, 0.95),
-                    "compute_seconds": round(asr.compute_seconds, 3),
-                    "audio_seconds": round(asr.seconds_done, 3),
-                    "cost_per_audio_second": {
-                        str(b): round(c.per_audio_second, 4) for b, c in sorted(asr.scheduler.costs.items())
-                    },
-                }
-            }
-            if isinstance(asr, RemoteModelService):  # --ray: the figures above are the shared actor's
-                out["scheduler"]["asr"]["ray"] = asr.describe()
-        return out
+        """Server figures: sessions, scheduler, process (`/v1/stats`, the dashboard)."""
+        return server_stats(self.hub, self.started_at, self.asr_engine)
 
     async def _stats(self, _request: HttpRequest) -> HttpResponse:
         return json_response(200, self.stats())
@@ -312,21 +177,6 @@ class App:
 
 
 WebSocketHandler = Callable[[ServerConnection], Awaitable[None]]
-
-
-def _current_rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-def _percentile_ms(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, int(q * len(sorted_values)))
-    return round(sorted_values[index] * 1000, 1)
 
 
 async def run(config: ServerConfig) -> None:
@@ -382,14 +232,3 @@ async def run(config: ServerConfig) -> None:
                 sip.close()
             await app.close()
             app.auth.close()
-
-
-def warm_up_answers(engine: LlmEngine) -> None:
-    """Evaluate the answer prompt's fixed part once, so the first question reuses it (llama.cpp
-    keeps the previous prompt's cache): the first token of every answer then comes in well under
-    a second instead of paying for the few-shot examples."""
-    request = build_answer_request(
-        "Warm up?", [Passage("warm:0", 0, "Warm up.", 0.0)], chat=engine.chat, max_tokens=1
-    )
-    for _ in engine.generate(request):
-        pass

@@ -8,7 +8,7 @@ so that both build the same engines and schedulers from the same `ServerConfig`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from models.registry import choose_device, load_serving_asr
 from server.config import ServerConfig
-from server.model_service import ModelService
+from server.model_service import BatchRecord, ModelService
 from stream.interfaces import AsrEngine, AsrOutput, Embedder
 from stream.scheduler import Scheduler, SchedulerConfig
 from stream.session import AsrJob
@@ -52,8 +52,10 @@ def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngi
     )
 
 
-def asr_service(engine: AsrEngine, cfg: ServerConfig) -> ModelService[AsrJob, AsrOutput]:
-    """The ASR micro-batcher around `engine` (not started)."""
+def asr_service(
+    engine: AsrEngine, cfg: ServerConfig, on_batch: Callable[[BatchRecord], None] | None = None
+) -> ModelService[AsrJob, AsrOutput]:
+    """The ASR micro-batcher around `engine` (not started); `on_batch` sees each batch's figures."""
     mode = cfg.scheduler
     if cfg.scheduler_mode == "sequential":
         mode = replace(mode, sequential=True)
@@ -61,13 +63,19 @@ def asr_service(engine: AsrEngine, cfg: ServerConfig) -> ModelService[AsrJob, As
     def transcribe(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
         return engine.transcribe_batch([job.input for job in jobs])
 
-    return ModelService[AsrJob, AsrOutput]("asr", transcribe, Scheduler[AsrJob](mode), engine.concurrency)
+    return ModelService[AsrJob, AsrOutput](
+        "asr", transcribe, Scheduler[AsrJob](mode), engine.concurrency, on_batch=on_batch
+    )
 
 
-def embed_service(embedder: Embedder) -> ModelService[str, np.ndarray]:
-    """The embedding micro-batcher around `embedder` (not started)."""
+def embed_service(
+    embedder: Embedder, on_batch: Callable[[BatchRecord], None] | None = None
+) -> ModelService[str, np.ndarray]:
+    """The embedding micro-batcher around `embedder` (not started); `on_batch` sees each batch."""
 
     def embed(texts: Sequence[str]) -> list[np.ndarray]:
         return list(embedder.embed(list(texts)))
 
-    return ModelService[str, np.ndarray]("embed", embed, Scheduler[str](EMBED_SCHEDULER), 1)
+    return ModelService[str, np.ndarray](
+        "embed", embed, Scheduler[str](EMBED_SCHEDULER), 1, on_batch=on_batch
+    )

@@ -64,14 +64,16 @@ class LlmStats:
 class LlmQueue:
     """Serialises generations on one engine by priority."""
 
-    def __init__(self, engine: LlmEngine) -> None:
+    def __init__(
+        self, engine: LlmEngine, *, on_generation: Callable[[GenerationRecord], None] | None = None
+    ) -> None:
         self.engine = engine
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._order = itertools.count()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._task: asyncio.Task[None] | None = None
         self.stats = LlmStats()
-        self.on_generation: Callable[[GenerationRecord], None] | None = None
+        self.on_generation = on_generation
         """Called on the worker thread after each generation (finished or cancelled)."""
 
     def start(self) -> None:

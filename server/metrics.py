@@ -3,7 +3,8 @@
 One `Metrics` per process, with its own `CollectorRegistry` (nothing global). Figures come from
 three places, each kept cheap on the hot path:
 
-* hooks the services call: `ModelService.on_batch` (batch size, queue wait, compute, RTF),
+* hooks given to the services when they are built (`server.loading`): `batch_recorder(name)`
+  as `ModelService.on_batch` (batch size, queue wait, compute, RTF), `generation_done` as
   `LlmQueue.on_generation` (tokens/s, time to first token), `AsyncStore.on_write` (write latency);
 * the session observer (`SessionServices.observers`), which sees each event a session delivers:
   sessions started, finals (utterances, final latency), partials (cadence), errors by code;
@@ -61,7 +62,7 @@ from server.auth import Scope
 from server.config import ServerConfig
 from server.gpu import open_nvml, read_gpus
 from server.http import HttpRequest, HttpResponse, Router, json_response
-from server.llm_queue import GenerationRecord, LlmQueue
+from server.llm_queue import GenerationRecord
 from server.model_service import BatchRecord, BatchService
 from server.timing import final_latency
 from stream.errors import ErrorCode
@@ -182,21 +183,8 @@ class Metrics:
 
     # --- wiring ---------------------------------------------------------------------------
 
-    def attach(self, services: SessionServices) -> None:
-        """Hook into the services of a loaded server (call once, after loading)."""
-        services.observers.append(self.observe)
-        self.watch_model(services.asr)
-        services.store.on_write = self.store_write_done
-        knowledge = services.knowledge
-        if knowledge is not None:
-            self.watch_model(knowledge.embed)
-            if knowledge.llm is not None:
-                self.watch_llm(knowledge.llm)
-
-    def watch_model(self, service: BatchService[Any, Any]) -> None:
-        """Record every batch of a model service (keeping any `on_batch` already set)."""
-        name = service.name
-        previous = service.on_batch
+    def batch_recorder(self, name: str) -> Callable[[BatchRecord], None]:
+        """The `on_batch` hook of the model service `name`: records each of its batches."""
         for histogram in (self.queue_wait, self.batch_size):
             histogram.labels(model=name)
         self.compute_seconds.labels(model=name)
@@ -206,13 +194,8 @@ class Metrics:
 
         def on_batch(record: BatchRecord) -> None:
             self.batch_done(name, record)
-            if previous is not None:
-                previous(record)
 
-        service.on_batch = on_batch
-
-    def watch_llm(self, llm: LlmQueue) -> None:
-        llm.on_generation = self.generation_done
+        return on_batch
 
     def routes(self, router: Router) -> None:
         """`/metrics` (admin scope) and `/readyz` (open, like /healthz)."""

@@ -109,6 +109,8 @@ class ModelService(Generic[P, R]):
         run_batch: Callable[[Sequence[P]], Sequence[R]],
         scheduler: Scheduler[P],
         workers: int = 1,
+        *,
+        on_batch: Callable[[BatchRecord], None] | None = None,
     ) -> None:
         self.name = name
         self.run_batch = run_batch
@@ -121,7 +123,8 @@ class ModelService(Generic[P, R]):
         self._task: asyncio.Task[None] | None = None
         self.compute_seconds = 0.0
         self.seconds_done = 0.0
-        self.on_batch: Callable[[BatchRecord], None] | None = None
+        self.on_batch = on_batch
+        """Called with each batch's figures (metrics)."""
 
     # --- the callers' side ----------------------------------------------------------------
 

@@ -279,12 +279,21 @@ class RemoteModelService(Generic[P, R]):
     local `ModelService`; the scheduler figures are the actor's, refreshed every `poll_s`.
     """
 
-    def __init__(self, name: str, actor: Any, caller: str, info: ModelInfo, poll_s: float = STATS_POLL_S):
+    def __init__(
+        self,
+        name: str,
+        actor: Any,
+        caller: str,
+        info: ModelInfo,
+        poll_s: float = STATS_POLL_S,
+        *,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ):
         self.name = name
         self.info = info
         self.caller = caller
         """This front-end's name in the actor's per-caller counts."""
-        self.on_batch: Callable[[BatchRecord], None] | None = None
+        self.on_batch = on_batch
         """Called once per actor batch that held a request of this front-end."""
         self.actor_stats: HostStats | None = None
         """The actor's figures as last polled."""
@@ -499,8 +508,11 @@ def model_actor(kind: Kind, config: ServerConfig) -> Any:
     ).remote(kind, config)
 
 
-async def remote_service(kind: Kind, config: ServerConfig) -> tuple[RemoteModelService[Any, Any], ModelInfo]:
-    """Connect to the cluster, find or create the actor of `kind`, and wrap it (not started)."""
+async def remote_service(
+    kind: Kind, config: ServerConfig, on_batch: Callable[[BatchRecord], None] | None = None
+) -> tuple[RemoteModelService[Any, Any], ModelInfo]:
+    """Connect to the cluster, find or create the actor of `kind`, and wrap it (not started);
+    `on_batch` sees each actor batch that held a request of this front-end."""
     assert config.ray_address is not None
     await asyncio.to_thread(connect, config.ray_address)
     actor = await asyncio.to_thread(model_actor, kind, config)
@@ -512,7 +524,7 @@ async def remote_service(kind: Kind, config: ServerConfig) -> tuple[RemoteModelS
             f"Ray actor {name} did not start within {ACTOR_START_TIMEOUT_S:.0f} s: does the cluster "
             f"have 1 CPU and {gpus_of(kind, config)} GPU free for it (`ray status`)?"
         ) from None
-    service = RemoteModelService[Any, Any](kind, actor, caller_id(config), info)
+    service = RemoteModelService[Any, Any](kind, actor, caller_id(config), info, on_batch=on_batch)
     await service.refresh()
     log.info("ray: %s served by actor %s (%s on %s)", kind, name, info.name, info.device)
     return service, info

@@ -893,10 +893,15 @@ class AsyncStore:
     Open with `await AsyncStore.open(path)`; close with `await store.close()`.
     """
 
-    def __init__(self, store: Store, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        executor: ThreadPoolExecutor,
+        on_write: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._store = store
         self._executor = executor
-        self.on_write: Callable[[str, float], None] | None = None
+        self.on_write = on_write
         """Called with (method name, seconds from call to completion, queueing included) after
         each write of `WRITE_OPS` (for metrics)."""
 
@@ -908,6 +913,7 @@ class AsyncStore:
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 5.0,
         synchronous: Synchronous = "NORMAL",
+        on_write: Callable[[str, float], None] | None = None,
     ) -> AsyncStore:
         """Open and migrate the database at `path` on the store's thread (see `Store.open`)."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palabre-store")
@@ -920,7 +926,7 @@ class AsyncStore:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(store, executor)
+        return cls(store, executor, on_write)
 
     async def _call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()

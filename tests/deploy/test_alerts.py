@@ -108,8 +108,8 @@ def exposed_names() -> set[str]:
     services = SimpleNamespace(asr=model("asr"), knowledge=knowledge)
     app = SimpleNamespace(config=ServerConfig(), services=services, active_sessions=lambda: 0)
     metrics = Metrics(app, nvml_opener=Nvml)  # type: ignore[arg-type]
-    metrics.watch_model(services.asr)  # type: ignore[arg-type]
-    metrics.watch_model(knowledge.embed)  # type: ignore[arg-type]
+    metrics.batch_recorder("asr")
+    metrics.batch_recorder("embed")
     metrics.store_write_done("add_utterance", 0.001)
     text = metrics.exposition().decode()
     return set(re.findall(r"^(palabre_[a-z_]+)", text, flags=re.MULTILINE))

@@ -191,11 +191,16 @@ async def test_model_service_batches_are_recorded() -> None:
     def run(payloads: Sequence[str]) -> list[str]:
         return [p.upper() for p in payloads]
 
-    service = ModelService[str, str]("asr", run, Scheduler[str](SchedulerConfig(max_wait_s=0)), 1)
-    seen: list[BatchRecord] = []
-    service.on_batch = seen.append
     metrics = Metrics(fake_app(), nvml_opener=lambda: None)
-    metrics.watch_model(service)
+    record = metrics.batch_recorder("asr")
+    seen: list[BatchRecord] = []
+
+    def on_batch(batch: BatchRecord) -> None:
+        seen.append(batch)
+        record(batch)
+
+    scheduler = Scheduler[str](SchedulerConfig(max_wait_s=0))
+    service = ModelService[str, str]("asr", run, scheduler, 1, on_batch=on_batch)
     service.start()
     try:
         assert service.running
@@ -207,13 +212,12 @@ async def test_model_service_batches_are_recorded() -> None:
     samples = scrape(metrics)
     assert value(samples, "palabre_scheduler_batch_size_count", model="asr") == 3
     assert value(samples, "palabre_model_audio_seconds_total", model="asr") == 6.0
-    assert len(seen) == 3  # the hook already set still runs
+    assert len(seen) == 3
 
 
 async def test_store_writes_are_timed(tmp_path: Path) -> None:
     metrics = Metrics(fake_app(), nvml_opener=lambda: None)
-    async with await AsyncStore.open(tmp_path / "palabre.db") as store:
-        store.on_write = metrics.store_write_done
+    async with await AsyncStore.open(tmp_path / "palabre.db", on_write=metrics.store_write_done) as store:
         await store.ensure_tenant("default")
         conversation = await store.open_conversation("default", None, "en")
         await store.add_utterance("default", conversation.id, 0, "hello", 0.0, 1.0, "en")
@@ -231,7 +235,9 @@ async def test_store_writes_are_timed(tmp_path: Path) -> None:
 async def test_live_session_feeds_the_metrics(services: SessionServices) -> None:
     app = fake_app(services, sessions=1)
     metrics = Metrics(app, nvml_opener=lambda: None)
-    metrics.attach(services)
+    services.observers.append(metrics.observe)  # as server.loading builds them
+    services.asr.on_batch = metrics.batch_recorder("asr")
+    services.store.on_write = metrics.store_write_done
     sent: list[ServerEvent] = []
 
     async def send(event: ServerEvent) -> None:
