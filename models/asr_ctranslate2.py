@@ -12,7 +12,7 @@ The pipeline, in `CTranslate2Whisper.transcribe_batch`:
     audio → (digital silence is answered empty, not decoded)
           → log-mel features (batch padded to one length) → encoder (once)
           → language detection on the encoder output (multilingual models, language=None)
-          → greedy decoding, one `generate` call per (language, task, with prompt or not)
+          → greedy decoding, one `generate` call per (language, task, prompt length in tokens)
           → repetition guard (cut a repeated phrase, or re-decode in the full window) → non-speech rule
 """
 
@@ -177,7 +177,11 @@ class CTranslate2Whisper:
     def _decode(self, inputs: Sequence[AsrInput], audios: Sequence[Audio], rows: Sequence[int], window: int,
                 languages: dict[int, tuple[str, float]]) -> dict[int, _Decoded]:
         """Encode inputs `rows` padded to `window` samples, detect missing languages (filling
-        `languages`), then greedy-decode them: one `generate` call per (language, task, prompted)."""
+        `languages`), then greedy-decode them: one `generate` call per (language, task, prompt length).
+
+        CTranslate2 needs <|startoftranscript|> at the same position in every prompt of a call, so
+        inputs whose prompts (vocabularies) have the same number of tokens decode together; the
+        others share the encoder pass and decode in their own call, their prompts whole."""
         features = self._log_mel([audios[i] for i in rows], window)
         encoded = self.model.encode(ctranslate2.StorageView.from_array(features))
         position = {i: k for k, i in enumerate(rows)}
@@ -196,22 +200,19 @@ class CTranslate2Whisper:
                 languages[i] = (token[2:-2], float(probability))
 
         previous: dict[int, list[int]] = {}
-        groups: dict[tuple[str, str, bool], list[int]] = {}
+        groups: dict[tuple[str, str, int], list[int]] = {}
         for i in rows:
             language = languages[i][0]
             task: str = inputs[i].task if self.multilingual else "transcribe"
             prompt_text = (inputs[i].prompt or "").strip()
             tokens = self._tokenizer(language, task).encode(" " + prompt_text) if prompt_text else []
             previous[i] = tokens[-MAX_PREVIOUS_TOKENS:]
-            groups.setdefault((language, task, bool(tokens)), []).append(i)
+            groups.setdefault((language, task, len(previous[i])), []).append(i)
 
         results: dict[int, _Decoded] = {}
         for (language, task, _), group in groups.items():
             tokenizer = self._tokenizer(language, task)
-            # CTranslate2 needs <|startoftranscript|> at the same position in every prompt of a call:
-            # previous texts are cut to the shortest one of the group (keeping their most recent tokens).
-            keep = min(len(previous[i]) for i in group)
-            prompts = [([tokenizer.sot_prev, *previous[i][len(previous[i]) - keep:]] if keep else [])
+            prompts = [([tokenizer.sot_prev, *previous[i]] if previous[i] else [])
                        + [*tokenizer.sot_sequence, tokenizer.no_timestamps] for i in group]
             start_step = len(prompts[0]) - 1
             if window >= WINDOW_SAMPLES:

@@ -38,6 +38,7 @@ from stream.events import (
 from stream.interfaces import SAMPLE_RATE, AsrOutput, VadModel
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
+from stream.vocabulary import vocabulary_prompt
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +337,7 @@ class LiveSession:
             seqs=live.seqs,
             time_offset=time_offset,
             track=start.track,
+            prompt=vocabulary_prompt(start.vocabulary),
         )
         self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")
         self.start = start

@@ -27,6 +27,12 @@ The rules for ``answer.done`` (`finalize_answer`):
        with valid [n] markers; when it cites none, all the retrieved passages. So the passages
        an answer relies on are always returned.
 
+Languages
+    Every function takes the ``language`` the conversation is held in (an ISO code; English
+    unless French, `stream.language.memory_language`): the prompts, few-shot examples, refusal and
+    quote are written in it (`wording`), and words are compared with its stop words and endings
+    (`stream.language`). The refusal is recognised in either language.
+
 Summaries
     Only instruct models write summaries (`model_can_summarise`); for a base model the server
     uses its extractive summary instead (method ``"extractive"``). `build_summary_request`
@@ -44,15 +50,18 @@ from dataclasses import dataclass
 
 from stream.events import SummaryItem, SummarySection
 from stream.interfaces import LlmRequest
+from stream.language import MemoryLanguage, content_words, fold, memory_language, stem, words
 
 __all__ = [
     "ANSWER_STOP",
     "CANNOT_ANSWER",
+    "CANNOT_ANSWER_FR",
     "GROUNDED_MIN_SHARE",
     "MAX_PASSAGE_CHARS",
     "SUMMARY_MAX_CHARS",
     "FinalAnswer",
     "Passage",
+    "Wording",
     "answer_citations",
     "build_answer_request",
     "build_summary_request",
@@ -67,6 +76,7 @@ __all__ = [
     "parse_citations",
     "repair_citations",
     "truncate",
+    "wording",
 ]
 
 CANNOT_ANSWER = "I cannot answer that from the conversation."
@@ -121,18 +131,109 @@ _SYSTEM_SUMMARY = (
     "when the owner is known. Write '- None' for an empty section. No other text."
 )
 
+CANNOT_ANSWER_FR = "Je ne peux pas répondre à cela à partir de la conversation."
+"""The French `CANNOT_ANSWER`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """What answers and summaries say in one language: prompts, refusal, quotes, headings."""
+
+    cannot_answer: str
+    answer_system: str
+    few_shot_header: str
+    few_shot_examples: str
+    answer_label: str
+    """The label of the answer line in the few-shot prompt ("Answer:")."""
+    closest_passage: str
+    """Introduces the quoted top passage of a refusal when it has no speaker."""
+    speaker_said: str
+    """Introduces it when it has one: formatted with ``{speaker}``."""
+    summary_system: str
+    summary_user: str
+    """Formatted with ``{previous}`` and ``{transcript}``."""
+    none_yet: str
+    nothing_new: str
+
+
+_WORDINGS: dict[MemoryLanguage, Wording] = {
+    "en": Wording(
+        cannot_answer=CANNOT_ANSWER,
+        answer_system=_SYSTEM_ANSWER,
+        few_shot_header=_FEW_SHOT_HEADER,
+        few_shot_examples=_FEW_SHOT_EXAMPLES,
+        answer_label="Answer:",
+        closest_passage="The closest passage says",
+        speaker_said="{speaker} said",
+        summary_system=_SYSTEM_SUMMARY,
+        summary_user=(
+            "Summary so far:\n{previous}\n\nNew part of the conversation:\n{transcript}\n\n"
+            "Write the updated summary of the whole conversation."
+        ),
+        none_yet="(none yet)",
+        nothing_new="(nothing new)",
+    ),
+    "fr": Wording(
+        cannot_answer=CANNOT_ANSWER_FR,
+        answer_system=(
+            "Tu réponds à des questions sur une conversation en utilisant UNIQUEMENT les passages "
+            "numérotés qui en sont tirés. Cite chaque passage utilisé sous la forme [n], par exemple [2]. "
+            "Réponds en français, en une ou deux phrases courtes. "
+            f'Si les passages ne contiennent pas la réponse, réponds exactement « {CANNOT_ANSWER_FR} »'
+        ),
+        few_shot_header=(
+            "Réponds à chaque question en utilisant uniquement les passages numérotés. Cite les passages "
+            "sous la forme [n]. Si les passages ne contiennent pas la réponse, "
+            f"réponds « {CANNOT_ANSWER_FR} »\n\n"
+        ),
+        few_shot_examples=(
+            "Passages:\n"
+            "[1] Ana: La revue de conception est déplacée à vendredi.\n"
+            "[2] Tom: Nous livrerons l'application mobile le cinq mars.\n"
+            "[3] Ana: Bonjour à tous.\n"
+            "Question: Quand l'application sera-t-elle livrée ?\n"
+            "Réponse: Le cinq mars [2]\n\n"
+            "Passages:\n"
+            "[1] Luis: Notre budget de déplacement est de dix mille euros.\n"
+            "[2] Ana: Le déjeuner est à midi dans la grande salle.\n"
+            "Question: Quel est le budget de déplacement ?\n"
+            "Réponse: Dix mille euros [1]\n\n"
+            "Passages:\n"
+            "[1] Ana: Le déjeuner est à midi dans la grande salle.\n"
+            "[2] Tom: Apportez vos ordinateurs à l'atelier.\n"
+            "Question: Qui est le nouveau chef d'équipe ?\n"
+            f"Réponse: {CANNOT_ANSWER_FR}\n\n"
+        ),
+        answer_label="Réponse:",
+        closest_passage="Le passage le plus proche dit",
+        speaker_said="{speaker} a dit",
+        summary_system=(
+            "Tu tiens le résumé d'une conversation en direct, en français. N'utilise que ce qui a été dit. "
+            "Écris trois sections avec exactement ces titres : 'Points clés:', 'Décisions:', 'Actions:'. "
+            "Sous chacune, écris de courtes lignes commençant par '- ' ; donne les actions sous la forme "
+            "'- responsable: tâche' quand le responsable est connu. Écris '- Aucun' pour une section vide. "
+            "Pas d'autre texte."
+        ),
+        summary_user=(
+            "Résumé jusqu'ici :\n{previous}\n\nNouvelle partie de la conversation :\n{transcript}\n\n"
+            "Écris le résumé mis à jour de toute la conversation."
+        ),
+        none_yet="(aucun pour l'instant)",
+        nothing_new="(rien de nouveau)",
+    ),
+}
+
+
+def wording(language: str | None) -> Wording:
+    """The wording of answers and summaries in a conversation held in `language` (English but for French)."""
+    return _WORDINGS[memory_language(language)]
+
+
 _CITATION_RE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SPACE_RE = re.compile(r"\s+")
-_STOPWORDS = frozenset(
-    """a an the and or but if then so of to in on at by for with from as into about over under up down out
-    is are was were be been being am do does did done have has had having will would shall should can could
-    may might must not no yes it its it's this that these those there here they them their he him his she her
-    we us our you your i me my what which who whom whose when where why how all any some each every
-    than too very just also only one said say says think thinks per many much""".split()
-)
-_SUFFIXES = ("ing", "ed", "s", "ly")
-_STEM_CHARS = 5
+_ANSWER_LABEL_RE = re.compile(r"^(?:answer|r[ée]ponse)\s*:", re.IGNORECASE)
+_REFUSAL_STARTS = ("i cannot answer", "je ne peux pas repondre")
+"""How the refusals start (`words` of `CANNOT_ANSWER` and `CANNOT_ANSWER_FR`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,21 +269,24 @@ def build_answer_request(
     chat: bool,
     max_tokens: int = 120,
     max_passage_chars: int = MAX_PASSAGE_CHARS,
+    language: str | None = "en",
 ) -> LlmRequest:
     """The request that answers `question` from `passages` (numbered [1].. in the given order).
 
     ``chat=True``: a system message with the rules, then the passages and the question as the
     user message. ``chat=False``: a few-shot completion prompt ending in ``Answer:``, stopped at
-    the end of the line. Greedy decoding either way.
+    the end of the line. Greedy decoding either way. Both are written in `language` (`wording`).
     """
+    said = wording(language)
     numbered = format_passages(passages, max_chars=max_passage_chars)
     question = _one_line(question)
     if chat:
         user = f"Passages:\n{numbered}\n\nQuestion: {question}"
         return LlmRequest(
-            messages=(("system", _SYSTEM_ANSWER), ("user", user)), max_tokens=max_tokens, temperature=0.0
+            messages=(("system", said.answer_system), ("user", user)), max_tokens=max_tokens, temperature=0.0
         )
-    prompt = f"{_FEW_SHOT_HEADER}{_FEW_SHOT_EXAMPLES}Passages:\n{numbered}\nQuestion: {question}\nAnswer:"
+    prompt = (f"{said.few_shot_header}{said.few_shot_examples}"
+              f"Passages:\n{numbered}\nQuestion: {question}\n{said.answer_label}")
     return LlmRequest(prompt=prompt, max_tokens=max_tokens, stop=ANSWER_STOP, temperature=0.0)
 
 
@@ -207,11 +311,10 @@ def truncate(text: str, max_chars: int) -> str:
 
 
 def clean_answer(text: str) -> str:
-    """The model's answer as shown: its first non-empty line, trimmed, without an ``Answer:`` prefix."""
+    """The model's answer as shown: its first non-empty line, trimmed, without an ``Answer:`` prefix
+    (nor a French ``Réponse :``)."""
     for line in text.strip().splitlines():
-        line = _one_line(line)
-        if line.lower().startswith("answer:"):
-            line = line[len("answer:") :].strip()
+        line = _ANSWER_LABEL_RE.sub("", _one_line(line)).strip()
         if line:
             return line
     return ""
@@ -239,11 +342,13 @@ def answer_citations(answer_text: str, passages: Sequence[Passage]) -> list[str]
 
 
 def is_cannot_answer(answer_text: str) -> bool:
-    """True when the answer is the cannot-answer sentence (give or take case and punctuation)."""
-    return _normal(answer_text).startswith("i cannot answer")
+    """True when the answer is the cannot-answer sentence, in any language (give or take case,
+    accents and punctuation)."""
+    normal = _normal(answer_text)
+    return any(normal.startswith(start) for start in _REFUSAL_STARTS)
 
 
-def is_grounded(answer_text: str, passages: Sequence[Passage]) -> bool:
+def is_grounded(answer_text: str, passages: Sequence[Passage], language: str | None = "en") -> bool:
     """A cheap check that an answer comes from the passages.
 
     True for the cannot-answer sentence. Otherwise every number in the answer must appear in
@@ -254,17 +359,18 @@ def is_grounded(answer_text: str, passages: Sequence[Passage]) -> bool:
     """
     if is_cannot_answer(answer_text):
         return True
-    words = _content_words(_CITATION_RE.sub(" ", answer_text))
-    if not words:
+    said = content_words(_CITATION_RE.sub(" ", answer_text), language)
+    if not said:
         return bool(parse_citations(answer_text, passages))
-    source = {_stem(w) for p in passages for w in _WORD_RE.findall(p.text.lower())}
-    if any(w.isdigit() and w not in source for w in words):
+    source = {stem(w, language) for p in passages for w in words(p.text)}
+    if any(w.isdigit() and w not in source for w in said):
         return False
-    supported = sum(_stem(w) in source for w in words)
-    return supported >= GROUNDED_MIN_SHARE * len(words)
+    supported = sum(stem(w, language) in source for w in said)
+    return supported >= GROUNDED_MIN_SHARE * len(said)
 
 
-def is_relevant(answer_text: str, passages: Sequence[Passage], question: str) -> bool:
+def is_relevant(answer_text: str, passages: Sequence[Passage], question: str,
+                language: str | None = "en") -> bool:
     """Whether the answer addresses the question: they, or the question and the passage that
     supports the answer best, share a content word. Refusals are always relevant.
 
@@ -273,28 +379,28 @@ def is_relevant(answer_text: str, passages: Sequence[Passage], question: str) ->
     """
     if is_cannot_answer(answer_text):
         return True
-    asked = _stems(question)
+    asked = _stems(question, language)
     if not asked:
         return True
-    best = _best_support(answer_text, passages)
-    support = _stems(passages[best].text) if best is not None else set()
-    return bool(asked & (_stems(_CITATION_RE.sub(" ", answer_text)) | support))
+    best = _best_support(answer_text, passages, language)
+    support = _stems(passages[best].text, language) if best is not None else set()
+    return bool(asked & (_stems(_CITATION_RE.sub(" ", answer_text), language) | support))
 
 
-def repair_citations(answer_text: str, passages: Sequence[Passage]) -> str:
+def repair_citations(answer_text: str, passages: Sequence[Passage], language: str | None = "en") -> str:
     """`answer_text` with each [n] marker that cites no supporting passage pointed at the best one.
 
     A marker number is kept when it is in range and its passage shares a content word with the
     answer (any in-range number is kept when the answer has no content word). A marker left
     with no number becomes the best-supporting passage's, or is removed when none supports it.
     """
-    words = _stems(_CITATION_RE.sub(" ", answer_text))
-    best = _best_support(answer_text, passages)
+    said = _stems(_CITATION_RE.sub(" ", answer_text), language)
+    best = _best_support(answer_text, passages, language)
 
     def fix(match: re.Match[str]) -> str:
         numbers = [int(n) for n in match.group(1).split(",")]
         kept = [n for n in numbers if 1 <= n <= len(passages)
-                and (not words or words & _stems(passages[n - 1].text))]
+                and (not said or said & _stems(passages[n - 1].text, language))]
         if not kept and best is not None:
             kept = [best + 1]
         return "[" + ", ".join(str(n) for n in dict.fromkeys(kept)) + "]" if kept else ""
@@ -302,30 +408,38 @@ def repair_citations(answer_text: str, passages: Sequence[Passage]) -> str:
     return _one_line(_CITATION_RE.sub(fix, answer_text)).replace(" .", ".")
 
 
-def fallback_answer(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE_CHARS) -> str:
-    """`CANNOT_ANSWER` followed by the top passage quoted and cited as [1] (just the sentence if none)."""
+def fallback_answer(passages: Sequence[Passage], *, max_chars: int = MAX_PASSAGE_CHARS,
+                    language: str | None = "en") -> str:
+    """The refusal followed by the top passage quoted and cited as [1] (just the refusal if none),
+    in `language`."""
+    said = wording(language)
     if not passages:
-        return CANNOT_ANSWER
+        return said.cannot_answer
     top = passages[0]
     quote = truncate(_one_line(top.text), max_chars)
-    who = f"{_one_line(top.speaker)} said" if top.speaker else "The closest passage says"
-    return f'{CANNOT_ANSWER} {who}: "{quote}" [1]'
+    who = said.speaker_said.format(speaker=_one_line(top.speaker)) if top.speaker else said.closest_passage
+    return f'{said.cannot_answer} {who}: "{quote}" [1]'
 
 
 def finalize_answer(answer_text: str, passages: Sequence[Passage],
-                    question: str | None = None) -> FinalAnswer:
+                    question: str | None = None, language: str | None = "en") -> FinalAnswer:
     """Apply the ``answer.done`` rules (module docstring) to the model's raw output.
 
-    Give the `question` to also reject answers that do not address it (`is_relevant`).
+    Give the `question` to also reject answers that do not address it (`is_relevant`). The refusal
+    and the fallback are written in `language`.
     """
     text = clean_answer(answer_text)
+    refusal = wording(language).cannot_answer
     if not passages:
-        return FinalAnswer(CANNOT_ANSWER, [], grounded=is_cannot_answer(text))
+        return FinalAnswer(refusal, [], grounded=is_cannot_answer(text))
     if is_cannot_answer(text):
-        text = CANNOT_ANSWER
-    grounded = (bool(text) and is_grounded(text, passages)
-                and (question is None or is_relevant(text, passages, question)))
-    text = repair_citations(text, passages) if grounded else fallback_answer(passages)
+        text = refusal
+    grounded = (bool(text) and is_grounded(text, passages, language)
+                and (question is None or is_relevant(text, passages, question, language)))
+    if grounded:
+        text = repair_citations(text, passages, language)
+    else:
+        text = fallback_answer(passages, language=language)
     return FinalAnswer(text, answer_citations(text, passages), grounded=grounded)
 
 
@@ -344,12 +458,15 @@ def build_summary_request(
     *,
     max_tokens: int = 300,
     max_chars: int = SUMMARY_MAX_CHARS,
+    language: str | None = "en",
 ) -> LlmRequest:
-    """The request that updates `previous_summary` with `utterances` (the ones since it was made).
+    """The request that updates `previous_summary` with `utterances` (the ones since it was made),
+    written in `language` (its headings too: `summary_items` reads both languages').
 
     Only the most recent utterances that fit in `max_chars` are shown. Raises `ValueError` for a
     base model (``chat=False``): see `model_can_summarise`.
     """
+    said = wording(language)
     if not model_can_summarise(chat):
         raise ValueError("base models do not write summaries; use the extractive summary")
     lines: list[str] = []
@@ -362,14 +479,11 @@ def build_summary_request(
         lines.append(truncate(line, max_chars))
         used += len(line) + 1
     lines.reverse()
-    previous = previous_summary.strip() if previous_summary and previous_summary.strip() else "(none yet)"
-    transcript = "\n".join(lines) if lines else "(nothing new)"
-    user = (
-        f"Summary so far:\n{previous}\n\nNew part of the conversation:\n{transcript}\n\n"
-        "Write the updated summary of the whole conversation."
-    )
+    previous = previous_summary.strip() if previous_summary and previous_summary.strip() else said.none_yet
+    transcript = "\n".join(lines) if lines else said.nothing_new
+    user = said.summary_user.format(previous=previous, transcript=transcript)
     return LlmRequest(
-        messages=(("system", _SYSTEM_SUMMARY), ("user", user)), max_tokens=max_tokens, temperature=0.0
+        messages=(("system", said.summary_system), ("user", user)), max_tokens=max_tokens, temperature=0.0
     )
 
 
@@ -380,45 +494,54 @@ _SECTION_HEADINGS: dict[str, SummarySection] = {
     "key points": "key_points",
     "decisions": "decisions",
     "action items": "action_items",
+    # French headings (`wording("fr")`), accent-folded.
+    "points cles": "key_points",
+    "actions": "action_items",
 }
 _BULLET_RE = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
-_EMPTY_POINTS = frozenset({"none", "none.", "n/a", "nothing", "(none)"})
+_EMPTY_POINTS = frozenset(
+    {"none", "none.", "n/a", "nothing", "(none)", "aucun", "aucun.", "aucune", "(aucun)", "rien"}
+)
 
 
-def summary_items(text: str, utterances: Sequence[Passage]) -> list[SummaryItem]:
+def summary_items(
+    text: str, utterances: Sequence[Passage], language: str | None = "en"
+) -> list[SummaryItem]:
     """The points of a generative summary (the reply to `build_summary_request`).
 
-    A heading line ("Key points:", "Decisions:", "Action items:", also in markdown bold or as a
-    "#" title) starts a section; every other non-empty line is a point of the current section
-    (None before any heading), its bullet ("- ", "* ", "1. ") removed. Empty-section markers
-    ("- None") are dropped. Each point names the `utterances` that support it
+    A heading line ("Key points:", "Decisions:", "Action items:", or the French "Points clés:",
+    "Décisions:", "Actions:", also in markdown bold or as a "#" title) starts a section; every
+    other non-empty line is a point of the current section (None before any heading), its bullet
+    ("- ", "* ", "1. ") removed. Empty-section markers ("- None", "- Aucun") are dropped.
+    Each point names the `utterances` that support it
     (`supporting_utterances`).
     """
     items: list[SummaryItem] = []
     section: SummarySection | None = None
     for raw in text.splitlines():
         line = raw.strip()
-        heading = line.strip("*#_ ").rstrip(":").strip("*_ ").lower()
+        heading = fold(line.strip("*#_ ").rstrip(":").strip("*_ "))
         if heading in _SECTION_HEADINGS:
             section = _SECTION_HEADINGS[heading]
             continue
         point = _BULLET_RE.sub("", line).strip()
         if not point or point.lower() in _EMPTY_POINTS:
             continue
-        items.append(SummaryItem(point, supporting_utterances(point, utterances), section))
+        items.append(SummaryItem(point, supporting_utterances(point, utterances, language=language), section))
     return items
 
 
 def supporting_utterances(
-    point: str, utterances: Sequence[Passage], limit: int = SUPPORTING_UTTERANCES
+    point: str, utterances: Sequence[Passage], limit: int = SUPPORTING_UTTERANCES, *,
+    language: str | None = "en",
 ) -> list[str]:
     """The ids of the utterances a summary point most likely comes from, in conversation order.
 
     An utterance supports a point by the content words (stems) they share; those sharing at least
     half as many as the best one (and at least one) count, the `limit` best of them.
     """
-    words = _stems(point)
-    overlaps = [len(words & _stems(u.text)) for u in utterances]
+    said = _stems(point, language)
+    overlaps = [len(said & _stems(u.text, language)) for u in utterances]
     best = max(overlaps, default=0)
     if best == 0:
         return []
@@ -435,36 +558,21 @@ def _one_line(text: str) -> str:
 
 
 def _normal(text: str) -> str:
-    return " ".join(_WORD_RE.findall(text.lower()))
+    return " ".join(words(text))
 
 
-def _content_words(text: str) -> list[str]:
-    return [w for w in _WORD_RE.findall(text.lower()) if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())]
-
-
-def _stems(text: str) -> set[str]:
+def _stems(text: str, language: str | None = "en") -> set[str]:
     """The stems of the content words of `text`."""
-    return {_stem(w) for w in _content_words(text)}
+    return {stem(w, language) for w in content_words(text, language)}
 
 
-def _best_support(answer_text: str, passages: Sequence[Passage]) -> int | None:
+def _best_support(answer_text: str, passages: Sequence[Passage], language: str | None = "en") -> int | None:
     """Index of the passage sharing most content words with the answer (the first on a tie), or None."""
-    words = _stems(_CITATION_RE.sub(" ", answer_text))
-    overlaps = [len(words & _stems(p.text)) for p in passages]
+    said = _stems(_CITATION_RE.sub(" ", answer_text), language)
+    overlaps = [len(said & _stems(p.text, language)) for p in passages]
     if not overlaps or max(overlaps) == 0:
         return None
     return overlaps.index(max(overlaps))
-
-
-def _stem(word: str) -> str:
-    """A crude stem: drop one common ending, keep the first `_STEM_CHARS` letters (numbers whole)."""
-    if word.isdigit():
-        return word
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    return word[:_STEM_CHARS]
 
 
 def _unique(items: Iterable[str]) -> list[str]:

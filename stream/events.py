@@ -82,6 +82,8 @@ class Start:
     the stored finals of this track after that seq, and says in `ready` where to resume."""
     transport: Transport = "socket"
     """"webrtc": the audio comes over a WebRTC track negotiated with `webrtc.offer`."""
+    vocabulary: tuple[str, ...] = ()
+    """Names and terms the speakers use, given to the recogniser (`stream.vocabulary`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,8 @@ class AsrInput:
     """An ISO code, or None to detect the language."""
     task: Literal["transcribe", "translate"] = "transcribe"
     prompt: str | None = None
-    """Text given to the decoder as context before the speech. Reserved for vocabulary prompts
-    (names and terms the caller expects); the core does not set it yet."""
+    """Text given to the decoder as context before the speech: the session's vocabulary (names
+    and terms the caller expects, `stream.vocabulary.vocabulary_prompt`), or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,10 +153,13 @@ class Session:
         seqs: Iterator[int] | None = None,
         time_offset: float = 0.0,
         track: str | None = None,
+        prompt: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.conversation_id = conversation_id
         self.language = language
+        self.prompt = prompt
+        """Given to the recogniser with every request, partial and final (`stream.vocabulary`)."""
         self.config = config or SessionConfig()
         self.track = track
         self.time_offset = time_offset
@@ -308,7 +311,8 @@ class Session:
             if utt.early_result is not None:
                 out.events.extend(self._take_final(utt.seq, utt.early_result))
             return out
-        job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", seg.sample)
+        asked = AsrInput(audio, self.language, self.config.task, self.prompt)
+        job = AsrJob(asked, utt.seq, "final", seg.sample)
         out.requests.append(self._request(job))
         return out
 
@@ -322,7 +326,7 @@ class Session:
         utt.early_end, utt.early_result = pause, None
         begin = utt.start - (self._pad if utt.pad_start else 0)
         audio = self._buffer.slice(begin, pause + self._pad)
-        job = AsrJob(AsrInput(audio, self.language, self.config.task), utt.seq, "final", pause)
+        job = AsrJob(AsrInput(audio, self.language, self.config.task, self.prompt), utt.seq, "final", pause)
         return Output(requests=[self._request(job)])
 
     def _maybe_partial(self) -> Output:
@@ -343,7 +347,7 @@ class Session:
         begin = utt.start - (self._pad if utt.pad_start else 0)
         audio = self._buffer.slice(begin, now)
         language = self.language or utt.language_hint
-        job = AsrJob(AsrInput(audio, language, cfg.task), utt.seq, "partial", now)
+        job = AsrJob(AsrInput(audio, language, cfg.task, self.prompt), utt.seq, "partial", now)
         return Output(requests=[self._request(job)])
 
     def _on_partial(self, job: AsrJob, result: AsrOutput) -> Output:

@@ -33,6 +33,7 @@ from stream.events import (
     WebRtcOffer,
     event_to_dict,
 )
+from stream.vocabulary import check_vocabulary
 
 MAX_TEXT_BYTES = 65_536
 """Default size limit of one client text message, in UTF-8 bytes."""
@@ -113,6 +114,7 @@ def parse_start(obj: JsonObject) -> Start:
         track=_track(obj.get("track")),
         resume_after=resume_after,
         transport=transport,
+        vocabulary=_vocabulary(obj.get("vocabulary")),
     )
 
 
@@ -209,6 +211,16 @@ def _language(value: object) -> str | None:
         except ValueError:
             pass
     _bad_start(f"language must be a 2-3 letter code or 'auto', not {show(value)}")
+
+
+def _vocabulary(value: object) -> tuple[str, ...]:
+    """The terms of `vocabulary` (`stream.vocabulary.check_vocabulary`); none when absent."""
+    if value is None:
+        return ()
+    try:
+        return check_vocabulary(value)
+    except ValueError as error:
+        _bad_start(str(error))
 
 
 def _conversation_id(value: object) -> str | None:

@@ -175,7 +175,8 @@ GA_FORMATS: dict[str, AudioFormat] = {"audio/pcm": PCM16, "audio/pcmu": G711_ULA
 class Transcription:
     """`input_audio_transcription` (beta) / `audio.input.transcription` (ga).
 
-    Only `language` changes what Palabre does; `model` and `prompt` are echoed back.
+    `language` and `prompt` change what Palabre does (the prompt is given to the recogniser as
+the session's vocabulary, `stream.vocabulary`); `model` is echoed back.
     """
 
     model: str = DEFAULT_TRANSCRIPTION_MODEL
@@ -607,6 +608,7 @@ class RealtimeTranslator:
             encoding=cfg.input_format.encoding,
             language=cfg.transcription.language,
             partials=True,
+            vocabulary=(cfg.transcription.prompt,) if cfg.transcription.prompt.strip() else (),
         )
         return start, "vad" if cfg.server_vad else "manual"
 

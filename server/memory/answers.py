@@ -3,7 +3,9 @@
 `Answers.answer` retrieves the question's passages (`stream.retrieval.answer_context`: the nearest
 utterances, plus the conversation's latest ones), streams the LLM's answer through the shared
 `LlmQueue` as `answer.delta` events, checks and cites it (`stream.answers.finalize_answer`),
-stores it, and ends with `answer.done`.
+stores it, and ends with `answer.done`. The prompt, the refusal and the word matching are in the
+conversation's language, or the question's for a question across conversations
+(`stream.language.conversation_language`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from server.store import AsyncStore, UtteranceRow
 from stream.answers import Passage, build_answer_request, finalize_answer
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import AnswerDelta, AnswerDone, Ask, Citation
+from stream.language import conversation_language
 from stream.retrieval import answer_context
 
 
@@ -61,25 +64,31 @@ class Answers:
         if self.llm is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "this server runs no LLM (start it with --llm)")
         scope_id: str | None = None
+        declared: str | None = None
         if ask.scope == "conversation":
             if conversation_id is None:
                 raise ProtocolError(
                     ErrorCode.BAD_ASK, "scope 'conversation' needs a conversation_id or a start"
                 )
-            if await self.store.get_conversation(tenant_id, conversation_id) is None:
+            conversation = await self.store.get_conversation(tenant_id, conversation_id)
+            if conversation is None:
                 raise ProtocolError(ErrorCode.CONVERSATION_NOT_FOUND, f"no conversation {conversation_id!r}")
+            declared = conversation.language
             await self.indexes.flush(conversation_id)
             scope_id = conversation_id
         rows = await self.retrieve(tenant_id, ask.question, scope_id)
         passages = [passage(row) for row in rows]
         by_id = {row.public_id: row for row in rows}
+        detected = [row.language or "" for row in rows] if scope_id is not None else []
+        language = conversation_language(declared, detected, ask.question)
         text = ""
         if passages:
-            request = build_answer_request(ask.question, passages, chat=self.llm.engine.chat)
+            chat = self.llm.engine.chat
+            request = build_answer_request(ask.question, passages, chat=chat, language=language)
             async for piece in self.llm.generate(request, Priority.ANSWER):
                 text += piece
                 yield AnswerDelta(answer_id, piece)
-        final = finalize_answer(text, passages, ask.question)
+        final = finalize_answer(text, passages, ask.question, language)
         await self.store.add_answer(tenant_id, scope_id, ask.question, final.text, final.citations)
         cited = [
             Citation(uid, by_id[uid].text, by_id[uid].start, by_id[uid].conversation_id)

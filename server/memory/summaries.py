@@ -4,8 +4,8 @@ When: `stream.summary_schedule` (every few finals, or every so many seconds with
 `final_stored` counts the finals and a ticker checks the time. How: extractive (the key
 utterances, `stream.summary.extractive_summary` over their index vectors) unless the LLM is
 instruction-tuned, then generative (`stream.answers.build_summary_request`, read back into points
-by `stream.answers.summary_items`). Either way a summary is a list of items, each with the
-utterances it comes from, stored with the conversation.
+by `stream.answers.summary_items`), in the conversation's language. Either way a summary is a list
+of items, each with the utterances it comes from, stored with the conversation.
 
 Where it goes: every summary, rolling or final, is shown once to each of `observers` (the watch
 hub: once per conversation, however many sessions it has); a rolling one is also handed to
@@ -29,6 +29,7 @@ from server.memory.tasks import TaskSet
 from server.store import AsyncStore, UtteranceRow
 from stream.answers import build_summary_request, model_can_summarise, summary_items
 from stream.events import Summary, SummaryItem
+from stream.language import conversation_language
 from stream.summary import extractive_summary
 from stream.summary_schedule import SummaryCadence, SummarySchedule
 
@@ -190,9 +191,12 @@ class Summaries:
         """The model's text and the summary read from it; None when it wrote no point."""
         assert self.llm is not None
         passages = [passage(row) for row in rows]
-        request = build_summary_request(passages, state.previous_text, chat=True)
+        conversation = await self.store.get_conversation(state.tenant_id, conversation_id)
+        declared = conversation.language if conversation is not None else None
+        language = conversation_language(declared, [row.language or "" for row in rows], "")
+        request = build_summary_request(passages, state.previous_text, chat=True, language=language)
         text = "".join([piece async for piece in self.llm.generate(request, Priority.SUMMARY)]).strip()
-        items = summary_items(text, passages)
+        items = summary_items(text, passages, language)
         if not items:
             log.warning("summary of conversation %s: the model wrote no point; extracting", conversation_id)
             return text, None

@@ -287,6 +287,14 @@ def test_cli_json_prints_every_event(
     assert fake_server.authorization == ["Bearer t"]
 
 
+def test_cli_sends_the_vocabulary(fake_server: FakeServer, tmp_path: Path) -> None:
+    wav = _write_wav(tmp_path / "one.wav", seconds=1.0)
+    code = main(["stream", str(wav), "--url", fake_server.url, "--speed", "0",
+                 "--vocabulary", "Zyphrex, Kessandra Vollmer,,"])
+    assert code == 0
+    assert fake_server.starts[0]["vocabulary"] == ["Zyphrex", "Kessandra Vollmer"]
+
+
 def test_cli_prints_finals_without_partials_when_not_a_tty(
     fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -143,3 +143,23 @@ def test_first_saying_cuts_a_phrase_repeated_over_and_over() -> None:
     assert first_saying("At that high level the air is pure. At that high level") is None  # not whole
     assert first_saying("We met on Monday. We met again on Tuesday.") is None
     assert first_saying("") is None
+
+
+NAMES = ("Our competitor Zyphrex opened an office in Lyon, and Kessandra Vollmer will lead "
+         "the Palabre rollout.")
+
+
+def test_a_vocabulary_prompt_writes_the_names_in_a_batch_of_other_prompts(
+    tiny_en: CTranslate2Whisper, speak: Speak
+) -> None:
+    # Measured (bench/vocabulary.py): without the prompt tiny.en hears none of these names.
+    vocabulary = AsrInput(audio=speak(NAMES), language="en", prompt="Zyphrex, Kessandra Vollmer, Palabre")
+    alone = tiny_en.transcribe_batch([vocabulary])[0]
+    batch = tiny_en.transcribe_batch([
+        AsrInput(audio=speak(REPORT), language="en", prompt="Quarterly."),
+        vocabulary,
+        AsrInput(audio=speak(FOX), language="en"),
+    ])
+    assert "Kessandra Vollmer" in alone.text and "Palabre" in alone.text, alone
+    assert batch[1].text == alone.text  # its whole prompt, though the others' are shorter
+    assert wer(REPORT, batch[0]) < 0.3

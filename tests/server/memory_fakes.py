@@ -79,12 +79,15 @@ class CapitalNer:
         return found
 
 
-async def say(store: AsyncStore, conversation_id: str, *texts: str) -> list[UtteranceRow]:
-    """Store `texts` as the next finals of a conversation (opened if new)."""
-    await store.open_conversation(TENANT, conversation_id, "en")
+async def say(
+    store: AsyncStore, conversation_id: str, *texts: str, language: str | None = "en"
+) -> list[UtteranceRow]:
+    """Store `texts` as the next finals of a conversation (opened in `language` if new)."""
+    await store.open_conversation(TENANT, conversation_id, language)
     first = await store.next_seq(conversation_id)
     rows = []
     for seq, text in enumerate(texts, start=first):
         start = 2.0 * seq
-        rows.append(await store.add_utterance(TENANT, conversation_id, seq, text, start, start + 1.5, "en"))
+        said = language or "en"
+        rows.append(await store.add_utterance(TENANT, conversation_id, seq, text, start, start + 1.5, said))
     return rows

@@ -387,3 +387,28 @@ def test_ask() -> None:
         with pytest.raises(ProtocolError) as info:
             parse_client_text(bad)
         assert info.value.code is ErrorCode.BAD_ASK
+
+
+# --- vocabulary ------------------------------------------------------------------------------------
+
+
+def test_start_vocabulary() -> None:
+    message = parse_client_text(start(vocabulary=["Zyphrex", " Kessandra Vollmer "]))
+    assert isinstance(message, Start) and message.vocabulary == ("Zyphrex", "Kessandra Vollmer")
+    message = parse_client_text(start(vocabulary=None))
+    assert isinstance(message, Start) and message.vocabulary == ()
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "says"),
+    [
+        ("Zyphrex,Kessandra Vollmer", "vocabulary must be a list of strings"),
+        ([f"t{i}" for i in range(101)], "at most 100"),
+        (["x" * 90] * 12, "bytes; at most 1024"),
+        ([""], "non-empty string"),
+    ],
+)
+def test_bad_vocabulary_is_a_bad_start(vocabulary: object, says: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_client_text(start(vocabulary=vocabulary))
+    assert info.value.code == ErrorCode.BAD_START and says in info.value.message and info.value.close is None

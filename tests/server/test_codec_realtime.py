@@ -820,3 +820,14 @@ def test_fuzz_deltas_concatenate_to_the_growing_stable_text(
     sent = "".join(e["delta"] for e in out if "delta" in e)
     assert all(e["delta"] for e in out if "delta" in e)
     assert sent == (final_text if final_text.startswith(longest) else longest)
+
+
+def test_the_transcription_prompt_is_the_sessions_vocabulary() -> None:
+    t = translator()
+    t.apply(parse({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "whisper-1", "prompt": "Zyphrex, Kessandra Vollmer"}}}}}))
+    start, _ = t.start()
+    assert start.vocabulary == ("Zyphrex, Kessandra Vollmer",)
+    t.apply(parse({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "whisper-1", "prompt": "  "}}}}}))
+    assert t.start()[0].vocabulary == ()

@@ -15,7 +15,7 @@ from server.memory.answers import Answers, RetrievalConfig
 from server.memory.index import TenantIndexes
 from server.model_service import ModelService
 from server.store import AsyncStore
-from stream.answers import CANNOT_ANSWER
+from stream.answers import CANNOT_ANSWER, CANNOT_ANSWER_FR
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import AnswerDelta, AnswerDone, Ask
 from stream.interfaces import LlmRequest
@@ -122,4 +122,40 @@ async def test_refusals_are_protocol_errors(memory_store: AsyncStore, indexes: T
     with pytest.raises(ProtocolError) as unknown:
         await collect(answers, Ask("Who?"), "nope")
     assert unknown.value.code == ErrorCode.CONVERSATION_NOT_FOUND
+    await llm.close()
+
+
+REUNION = (
+    "Bonjour à tous.",
+    "La réunion avec l'usager est déplacée à jeudi.",
+    "Le budget marketing est de quatre cent mille euros.",
+)
+
+
+async def test_a_french_conversation_is_answered_in_french(
+    memory_store: AsyncStore, indexes: TenantIndexes
+) -> None:
+    def reply(request: LlmRequest) -> str:
+        passages = prompt_passages(request)
+        if "midi" in request.messages[-1][1]:
+            return "Le déjeuner est à midi [1]."  # not in the passages: replaced by the French fallback
+        n = next(i for i, text in enumerate(passages, start=1) if "réunion" in text)
+        return f"La réunion est déplacée à jeudi [{n}]."
+
+    engine = ScriptedLlm(reply)
+    llm = await started(engine)
+    answers = Answers(memory_store, indexes, llm, RetrievalConfig(top_k=2, recent_context=0))
+    for row in await say(memory_store, "fr1", *REUNION, language="fr"):
+        indexes.add_later(row)
+    done = (await collect(answers, Ask("Quand a lieu la réunion ?"), "fr1"))[-1]
+    assert isinstance(done, AnswerDone) and done.grounded and done.citations == ["fr1:1"]
+    assert "UNIQUEMENT" in engine.requests[-1].messages[0][1]
+    done = (await collect(answers, Ask("À quelle heure est le déjeuner de midi ?"), "fr1"))[-1]
+    assert isinstance(done, AnswerDone) and not done.grounded and done.text.startswith(CANNOT_ANSWER_FR)
+    # Across conversations: the question's language.
+    await say(memory_store, "en1", *MEETING)
+    await collect(answers, Ask("Où est la réunion avec l'usager ?", scope="tenant"), None)
+    assert "UNIQUEMENT" in engine.requests[-1].messages[0][1]
+    await collect(answers, Ask("What is the marketing budget?", scope="tenant"), None)
+    assert "ONLY" in engine.requests[-1].messages[0][1]
     await llm.close()

@@ -5,6 +5,7 @@ import pytest
 from stream.answers import (
     ANSWER_STOP,
     CANNOT_ANSWER,
+    CANNOT_ANSWER_FR,
     Passage,
     answer_citations,
     build_answer_request,
@@ -254,3 +255,63 @@ def test_supporting_utterances_share_the_most_words_in_conversation_order() -> N
     # c:2 shares 6 words, c:1 only 2: less than half as many as the best
     assert supporting_utterances("The marketing budget is four hundred thousand euros.", said) == ["c:2"]
     assert supporting_utterances("Nothing in common here.", said) == []
+
+
+# --- in French ---------------------------------------------------------------------------------
+
+BUDGET_FR = Passage(
+    "c2:3", 3, "Le budget marketing de l'année prochaine est de quatre cent mille euros.", 12.0, "Ana"
+)
+REUNION_FR = Passage("c2:5", 5, "La réunion avec l'usager est déplacée à jeudi.", 30.0, "Tom")
+PASSAGES_FR = [BUDGET_FR, REUNION_FR]
+
+
+def test_french_prompts_are_in_french() -> None:
+    base = build_answer_request("Quand a lieu la réunion ?", PASSAGES_FR, chat=False, language="fr")
+    assert base.prompt is not None and base.stop == ANSWER_STOP
+    assert base.prompt.count("Réponse:") == 4 and f"Réponse: {CANNOT_ANSWER_FR}" in base.prompt
+    assert base.prompt.endswith("[2] Tom: La réunion avec l'usager est déplacée à jeudi.\n"
+                                "Question: Quand a lieu la réunion ?\nRéponse:")
+    chat = build_answer_request("Quand a lieu la réunion ?", PASSAGES_FR, chat=True, language="fr")
+    (_, system), (_, user) = chat.messages
+    assert "UNIQUEMENT" in system and CANNOT_ANSWER_FR in system and "[n]" in system
+    assert user.endswith("Question: Quand a lieu la réunion ?")
+    # Any other language is English.
+    assert build_answer_request("Wann?", PASSAGES, chat=True, language="de").messages[0][1] == (
+        build_answer_request("Wann?", PASSAGES, chat=True).messages[0][1]
+    )
+
+
+def test_a_french_answer_is_grounded_on_accented_words() -> None:
+    answer = "La réunion est déplacée à jeudi [1]."
+    question = "Quand a lieu la réunion avec l'usager ?"
+    final = finalize_answer("Réponse: " + answer, PASSAGES_FR, question, "fr")
+    assert final.grounded and final.text == "La réunion est déplacée à jeudi [2]."
+    assert final.citations == ["c2:5"]
+
+
+def test_french_refusal_and_fallback() -> None:
+    assert is_cannot_answer(CANNOT_ANSWER_FR) and is_cannot_answer("je ne peux pas repondre.")
+    final = finalize_answer(CANNOT_ANSWER_FR, PASSAGES_FR, "Qui dirige l'équipe ?", "fr")
+    assert final.text == CANNOT_ANSWER_FR and final.grounded
+    final = finalize_answer("Le lancement est en mai [1].", PASSAGES_FR, "Quand est le lancement ?", "fr")
+    assert not final.grounded
+    assert final.text == f'{CANNOT_ANSWER_FR} Ana a dit: "{BUDGET_FR.text}" [1]'
+    closest = f"{CANNOT_ANSWER_FR} Le passage le plus proche dit:"
+    assert fallback_answer([LUNCH], language="fr").startswith(closest)
+    assert finalize_answer("", [], "Quoi ?", "fr").text == CANNOT_ANSWER_FR
+
+
+def test_french_summary_request_and_headings() -> None:
+    request = build_summary_request(PASSAGES_FR, None, chat=True, language="fr")
+    (_, system), (_, user) = request.messages
+    assert "'Points clés:', 'Décisions:', 'Actions:'" in system
+    assert user.startswith("Résumé jusqu'ici :\n(aucun pour l'instant)") and "Tom: La réunion" in user
+    text = (
+        "**Points clés :**\n- Budget de 400 000 euros\n"
+        "Décisions:\n- Réunion déplacée à jeudi\nActions:\n- Aucun"
+    )
+    items = summary_items(text, PASSAGES_FR, "fr")
+    assert [(item.section, item.utterance_ids) for item in items] == [
+        ("key_points", ["c2:3"]), ("decisions", ["c2:5"]),
+    ]

@@ -187,3 +187,14 @@ def test_no_early_finals_when_disabled() -> None:
     s = make(partials=False, early_finals=False)
     _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(0.3)]))
     assert requests == []
+
+
+def test_the_vocabulary_prompt_goes_with_partials_and_finals_without_splitting_batches() -> None:
+    s = Session("s1", "c1", EnergyVad(), language="en", config=SessionConfig(partial_interval_s=0.5),
+                prompt="Zyphrex, Kessandra Vollmer")
+    _, requests = feed_in_frames(s, np.concatenate([silence(0.2), tone(2.0), silence(1.0)]))
+    assert {r.kind for r in requests} == {"partial", "final"}
+    assert all(r.payload.input.prompt == "Zyphrex, Kessandra Vollmer" for r in requests)
+    plain = make()
+    _, others = feed_in_frames(plain, np.concatenate([silence(0.2), tone(2.0), silence(1.0)]))
+    assert {r.key for r in requests} == {r.key for r in others}  # the scheduler batches them together

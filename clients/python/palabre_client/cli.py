@@ -57,6 +57,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="times real time; 0 or inf sends as fast as possible (default: %(default)s)",
     )
     stream.add_argument("--conversation-id", help="add this session to an existing conversation")
+    stream.add_argument(
+        "--vocabulary",
+        default="",
+        help="comma-separated names and terms the speakers use, e.g. \"Zyphrex,Kessandra Vollmer\"",
+    )
     stream.add_argument("--json", action="store_true", help="print every server event as one JSON line")
     stream.set_defaults(run=_run_stream)
 
@@ -154,6 +159,7 @@ def _run_stream(args: argparse.Namespace) -> int:
                 speed=args.speed,
                 token=args.token,
                 conversation_id=args.conversation_id,
+                vocabulary=[term.strip() for term in args.vocabulary.split(",") if term.strip()],
                 on_event=printer,
             )
         )

@@ -12,7 +12,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, Self
@@ -97,14 +97,16 @@ class StreamSession:
         token: str | None = None,
         track: str | None = None,
         resume_after: int | None = None,
+        vocabulary: Sequence[str] = (),
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
 
-        `language` None means automatic detection ("auto"). `token`, when given, is sent as
-        `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
-        answers `start` with an `error` event, with a `ClientErrorCode` when the connection fails,
-        closes or times out.
+        `language` None means automatic detection ("auto"). `vocabulary`: names and terms the
+        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `token`, when
+        given, is sent as `Authorization: Bearer <token>`. Raises `PalabreError`: with the
+        server's code when it answers `start` with an `error` event, with a `ClientErrorCode` when
+        the connection fails, closes or times out.
         """
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
@@ -133,6 +135,8 @@ class StreamSession:
             start["track"] = track
         if resume_after is not None:
             start["resume_after"] = resume_after
+        if vocabulary:
+            start["vocabulary"] = list(vocabulary)
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -268,6 +272,7 @@ async def stream_file(
     on_event: Callable[[Event], None] | None = None,
     reconnect: bool = True,
     max_reconnects: int = 3,
+    vocabulary: Sequence[str] = (),
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -298,6 +303,7 @@ async def stream_file(
         language=language,
         speed=speed,
         frame_ms=frame_ms,
+        vocabulary=vocabulary,
         token=token,
         conversation_id=conversation_id,
         on_event=on_event,
@@ -349,11 +355,13 @@ class ResilientStream:
         conversation_id: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         max_reconnects: int = 3,
+        vocabulary: Sequence[str] = (),
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
         self._pcm = pcm
         self._language = language
+        self._vocabulary = tuple(vocabulary)
         self._token = token
         self._on_event = on_event
         self._bytes_per_second = DEFAULT_SAMPLE_RATE * 2
@@ -390,6 +398,7 @@ class ResilientStream:
                 session = await StreamSession.open(
                     self._next_url(),
                     language=self._language,
+                    vocabulary=self._vocabulary,
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
