@@ -93,8 +93,12 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres(port: int) -> PostgresServer:
-    """initdb a cluster in a new temporary directory and start it on `port` (RuntimeError if it fails)."""
+def start_postgres(port: int, *, fsync: bool = False) -> PostgresServer:
+    """initdb a cluster in a new temporary directory and start it on `port` (RuntimeError if it fails).
+
+    `fsync` off (for tests: faster, and a test server need not survive a power loss); benchmarks
+    turn it on, as PostgreSQL's default is.
+    """
     bin_dir = postgresql_bin()
     if bin_dir is None:
         raise FileNotFoundError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)")
@@ -128,7 +132,8 @@ def start_postgres(port: int) -> PostgresServer:
     (data / "pg_hba.conf").write_text(
         "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k '' -c fsync=off -c max_connections=200"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k '' -c max_connections=300"
+    options += f" -c fsync={'on' if fsync else 'off'}"
     run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start"])
     server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
     return server
