@@ -1,11 +1,19 @@
-"""Latency of storing a final: `AsyncStore.add_utterance`, awaited from the event loop.
+"""Latency of storing a final: `add_utterance` of the store, awaited from the event loop.
 
 This is the time a final waits between the ASR result and its `final` event. Prints p50, p95,
 p99 and max over N utterances, one writer at a time and then with concurrent writers (sessions
 sharing the store's thread), for `synchronous=NORMAL` (the default) and `FULL`; then the same
 adds on a plain `Store` called directly, to separate SQLite's cost from the thread hop.
 
-    python -m bench.store_write [--n 1000] [--writers 8] [--dir DIR]
+Then SQLite against PostgreSQL with 16 and 64 concurrent sessions (`--sessions`), each storing
+finals back to back: latency per final and throughput (finals/s, all sessions together).
+PostgreSQL is the server at `--postgresql URL`, or else a throwaway one started here with
+Debian's initdb/pg_ctl (its defaults: fsync on), measured with `synchronous_commit` on (a
+commit is on disk: like SQLite FULL) and off (it survives a crash of the server process, not a
+power loss: like SQLite NORMAL).
+
+    python -m bench.store_write [--n 1000] [--writers 8] [--dir DIR] [--sessions 16,64]
+                                [--postgresql URL | --no-postgresql]
 
 `--dir` is where the database is made (a temporary directory by default): the figures depend
 on that disk, above all with FULL.
@@ -20,15 +28,33 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from server.store import AsyncStore, Store, Synchronous
+from server.store_interface import ConversationStore
+from server.store_postgresql import PostgresStore
 
 
 async def run(path: Path, n: int, writers: int, synchronous: Synchronous) -> list[float]:
     """Store `n` utterances from `writers` concurrent tasks; the latency of each add, in ms."""
+    store = await AsyncStore.open(path, synchronous=synchronous)
+    return (await write_concurrently(store, n, writers))[0]
+
+
+async def run_postgresql(url: str, n: int, writers: int) -> tuple[list[float], float]:
+    """`write_concurrently` on the PostgreSQL store at `url` (a pool as large as the sessions)."""
+    store = await PostgresStore.open(url, max_size=max(writers, 2))
+    return await write_concurrently(store, n, writers)
+
+
+async def write_concurrently(store: ConversationStore, n: int, writers: int) -> tuple[list[float], float]:
+    """Store `n` utterances from `writers` concurrent tasks, then close the store.
+
+    Returns the latency of each add (ms) and the throughput (adds per second, all writers)."""
     latencies: list[float] = []
-    async with await AsyncStore.open(path, synchronous=synchronous) as store:
+    try:
 
         async def writer(w: int) -> None:
             conversation = await store.open_conversation("bench", None, "en")
@@ -40,8 +66,12 @@ async def run(path: Path, n: int, writers: int, synchronous: Synchronous) -> lis
                 )
                 latencies.append((time.perf_counter() - t0) * 1000)
 
+        started = time.perf_counter()
         await asyncio.gather(*(writer(w) for w in range(writers)))
-    return latencies
+        elapsed = time.perf_counter() - started
+    finally:
+        await store.close()
+    return latencies, len(latencies) / elapsed
 
 
 def run_direct(path: Path, n: int) -> list[float]:
@@ -57,13 +87,35 @@ def run_direct(path: Path, n: int) -> list[float]:
     return latencies
 
 
-def report(label: str, ms: list[float]) -> None:
+def report(label: str, ms: list[float], per_s: float | None = None) -> None:
     """Print one line of figures."""
     q = statistics.quantiles(ms, n=100, method="inclusive")
+    rate = "" if per_s is None else f"  {per_s:7.0f} finals/s"
     print(
-        f"{label:<45} n={len(ms):5d}  p50={q[49]:7.3f} ms  p95={q[94]:7.3f} ms  "
-        f"p99={q[98]:7.3f} ms  max={max(ms):7.3f} ms"
+        f"{label:<52} n={len(ms):5d}  p50={q[49]:7.3f} ms  p95={q[94]:7.3f} ms  "
+        f"p99={q[98]:7.3f} ms  max={max(ms):7.3f} ms{rate}"
     )
+
+
+def compare_backends(tmp: Path, n: int, sessions: list[int], postgresql: str) -> None:
+    """SQLite against PostgreSQL, each with every count of concurrent sessions."""
+    for writers in sessions:
+        for synchronous in ("NORMAL", "FULL"):
+            path = tmp / f"sessions-{writers}-{synchronous}.db"
+            ms, per_s = asyncio.run(write_concurrently_sqlite(path, n, writers, synchronous))
+            report(f"SQLite synchronous={synchronous}, sessions={writers}", ms, per_s)
+        for commit in ("on", "off"):
+            joiner = "&" if "?" in postgresql else "?"
+            url = f"{postgresql}{joiner}synchronous_commit={commit}"
+            ms, per_s = asyncio.run(run_postgresql(url, n, writers))
+            report(f"PostgreSQL synchronous_commit={commit}, sessions={writers}", ms, per_s)
+
+
+async def write_concurrently_sqlite(
+    path: Path, n: int, writers: int, synchronous: Synchronous
+) -> tuple[list[float], float]:
+    """`write_concurrently` on a new SQLite store at `path`."""
+    return await write_concurrently(await AsyncStore.open(path, synchronous=synchronous), n, writers)
 
 
 def main() -> None:
@@ -74,6 +126,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="utterances per run")
     parser.add_argument("--writers", type=int, default=8, help="concurrent writers in the second run")
     parser.add_argument("--dir", type=Path, default=None, help="where to make the database")
+    parser.add_argument("--sessions", default="16,64", help="concurrent sessions of the backend comparison")
+    parser.add_argument("--postgresql", metavar="URL", help="a PostgreSQL database to use (emptied first)")
+    parser.add_argument("--no-postgresql", action="store_true", help="SQLite figures only")
     args = parser.parse_args()
 
     print("$ python -m bench.store_write " + " ".join(sys.argv[1:]))
@@ -84,6 +139,27 @@ def main() -> None:
             ms = asyncio.run(run(Path(tmp) / f"bench{i}.db", args.n, writers, synchronous))
             report(f"AsyncStore synchronous={synchronous}, writers={writers}", ms)
         report("Store (no thread) synchronous=NORMAL", run_direct(Path(tmp) / "direct.db", args.n))
+        if not args.no_postgresql:
+            sessions = [int(s) for s in args.sessions.split(",")]
+            with postgresql_database(args.postgresql) as url:
+                compare_backends(Path(tmp), args.n, sessions, url)
+
+
+@contextmanager
+def postgresql_database(url: str | None) -> Iterator[str]:
+    """`url`, or a database of a throwaway server started here (stopped at the end)."""
+    if url is not None:
+        yield url
+        return
+    from tests.conftest import free_port
+    from tests.postgresql import start_postgres
+
+    server = start_postgres(free_port(), fsync=True)
+    try:
+        print(f"PostgreSQL {server.psql('SHOW server_version').strip()}: a throwaway server, fsync on")
+        yield server.create_database()
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from server.pages import add_page_routes
 from server.routes import add_memory_routes
 from server.sessions import SessionHub
 from server.stats import server_stats
+from server.store import StoreError
 from server.transports.audiosocket import AudioSocketEndpoint, serve_audiosocket
 from server.transports.handshake import principal_of
 from server.transports.realtime import handle_realtime
@@ -219,7 +220,10 @@ async def run(config: ServerConfig) -> None:
         try:
             await asyncio.wait([loader, stop], return_when=asyncio.FIRST_COMPLETED)
             if loader.done() and loader.exception() is not None:
-                raise loader.exception()  # type: ignore[misc]
+                failure = loader.exception()
+                if isinstance(failure, StoreError):  # its message names the database, not its password
+                    raise SystemExit(f"palabre: {failure}")
+                raise failure  # type: ignore[misc]
             await stop
         finally:
             loader.cancel()

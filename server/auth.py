@@ -232,6 +232,12 @@ def startup_refusal(config: ServerConfig) -> str | None:
             "access. Start with --auth (create tokens with `palabre token create`), or bind "
             "to 127.0.0.1 behind a proxy that authenticates."
         )
+    if config.auth and config.store is not None:
+        return (
+            "--auth reads API tokens from the SQLite database of the data dir, which front-ends "
+            "sharing a PostgreSQL store do not share: --auth with --store is not supported yet. "
+            "Authenticate in a proxy in front of the front-ends, bound to 127.0.0.1."
+        )
     if config.auth and config.audiosocket_port is not None and not config.audiosocket_token:
         return (
             "AudioSocket carries no credentials: with --auth, give the token its calls run under "

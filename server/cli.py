@@ -23,6 +23,7 @@ from server.settings import (
     format_config,
     resolve,
 )
+from server.store_postgresql import without_password
 from server.tokens import add_token_commands, run_token_command
 
 
@@ -48,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path, metavar="FILE", help="a TOML configuration file")
     add_config_flags(check)
     add_token_commands(sub)
+    db = sub.add_parser("db", help="database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser(
+        "migrate",
+        help="bring the store's schema up to this version (`serve` also does at start)",
+        description="Apply the schema migrations the store lacks (SQLite in --data-dir, or --store "
+        "postgresql://…; the PALABRE_* environment and --config apply as for serve). Exit status 2 "
+        "when the store cannot be used or its schema is newer than this Palabre's.",
+    )
+    migrate.add_argument("--config", type=Path, metavar="FILE", help="a TOML configuration file")
+    migrate.add_argument("--data-dir", type=Path, help=_default("data_dir"))
+    migrate.add_argument(
+        "--store", help="postgresql://USER:PASSWORD@HOST:PORT/DB (default: SQLite in --data-dir)"
+    )
     return parser
 
 
@@ -71,6 +86,12 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help=default("host"))
     parser.add_argument("--port", type=int, help=default("port"))
     parser.add_argument("--data-dir", type=Path, help=default("data_dir"))
+    parser.add_argument(
+        "--store",
+        metavar="URI",
+        help="postgresql://USER:PASSWORD@HOST:PORT/DB, shared by several front-ends "
+        "(default: SQLite in the data dir)",
+    )
     parser.add_argument("--model", help="tiny.en, base, a CTranslate2 Whisper directory " + default("model"))
     parser.add_argument("--device", help="auto, cpu or cuda " + default("device"))
     parser.add_argument("--compute-type", help="auto, int8, float16, ... " + default("compute_type"))
@@ -187,6 +208,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return run_token_command(args)
     if args.command == "config" and args.config_command == "check":
         return _check(args, environ)
+    if args.command == "db" and args.db_command == "migrate":
+        return _migrate(args, environ)
     return 2
 
 
@@ -229,6 +252,30 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from server.app import run
 
     uvloop.run(run(config))
+    return 0
+
+
+def _migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    resolved = _resolve(args, env)
+    if resolved is None:
+        return 2
+    config = resolved.config
+    import asyncio
+
+    from server.store import StoreError
+    from server.store_interface import open_store
+
+    async def migrate() -> None:
+        store = await open_store(config.store, config.database_path)  # opening migrates
+        await store.close()
+
+    try:
+        asyncio.run(migrate())
+    except StoreError as error:
+        print(f"palabre: {error}", file=sys.stderr)
+        return 2
+    where = without_password(config.store) if config.store else str(config.database_path)
+    print(f"{where}: schema up to date")
     return 0
 
 

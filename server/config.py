@@ -68,6 +68,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     data_dir: Path = Path("data")
+    store: str | None = None
+    """Where conversations are stored: None for SQLite in `data_dir` (one front-end), or a
+    PostgreSQL server shared by several front-ends, `postgresql://USER:PASSWORD@HOST:PORT/DB`."""
     model: str = "tiny.en"
     device: str = "auto"
     compute_type: str = "auto"

@@ -21,7 +21,8 @@ from typing import Literal
 
 from server.memory import Knowledge
 from server.model_service import BatchService
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
 from stream.errors import ErrorCode, ProtocolError
@@ -197,7 +198,7 @@ class LiveConversations:
         return not left
 
     async def join(
-        self, store: AsyncStore, tenant_id: str, conversation_id: str
+        self, store: ConversationStore, tenant_id: str, conversation_id: str
     ) -> tuple[LiveConversation, float]:
         """Take part in a conversation; returns it and the time offset of the joining session."""
         live = self._live.get(conversation_id)
@@ -247,7 +248,7 @@ class SessionServices:
 
     asr: BatchService[AsrJob, AsrOutput]
     vad: VadModel
-    store: AsyncStore
+    store: ConversationStore
     model_name: str
     multilingual: bool
     session_config: SessionConfig

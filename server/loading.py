@@ -23,7 +23,7 @@ from server.memory import Knowledge
 from server.metrics import Metrics
 from server.model_service import BatchService
 from server.ray_services import ModelInfo
-from server.store import AsyncStore
+from server.store_interface import ConversationStore, open_store
 from stream.answers import Passage, build_answer_request
 from stream.events import ServerEvent, Summary
 from stream.interfaces import AsrEngine, AsrOutput, Embedder, LlmEngine, VadModel
@@ -48,7 +48,7 @@ async def load_services(
     engine (or the Ray actor's description). `metrics` gets the hooks of every service,
     `publish` sends memory's events to a conversation, `observers` see every session's events."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await AsyncStore.open(cfg.database_path, on_write=metrics.store_write_done)
+    store = await open_store(cfg.store, cfg.database_path, on_write=metrics.store_write_done)
     await store.ensure_tenant(cfg.tenant)
 
     def load_models() -> tuple[AsrEngine, VadModel]:
@@ -89,7 +89,7 @@ async def load_services(
 
 async def _load_knowledge(
     cfg: ServerConfig,
-    store: AsyncStore,
+    store: ConversationStore,
     metrics: Metrics,
     publish: Publish,
     summary_observers: Sequence[Callable[[Summary], None]],

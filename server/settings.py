@@ -40,6 +40,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from server.config import ServerConfig, port_range
 from server.gpu import GpuInfo
+from server.store_postgresql import is_postgresql, without_password
 
 ENV_PREFIX = "PALABRE_"
 GIB = 1 << 30
@@ -263,6 +264,10 @@ CHECKS: dict[str, Check] = {
     "sip_rtp_ports": (lambda v: _is_port_range(v), "must be LOW-HIGH UDP ports, e.g. 20000-20999"),
     "log_level": (lambda v: v.upper() in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
     "tenant": (lambda v: bool(v.strip()), "must not be empty"),
+    "store": (
+        lambda v: v is None or is_postgresql(v),
+        "must be a PostgreSQL URI, postgresql://USER:PASSWORD@HOST:PORT/DB (unset: SQLite in data_dir)",
+    ),
     "scheduler.max_batch": _at_least(1),
     "scheduler.length_ratio": _at_least(1),
     "scheduler.partial_max_age_s": _positive(),
@@ -356,7 +361,8 @@ def resolve(
     for name, value in values.items():
         why = _problem_with(KEYS[name], value)
         if why is not None:
-            problems.append(f"{sources[name]}: {name} = {_format_value(value)}: {why}")
+            shown = without_password(value) if name == "store" else value
+            problems.append(f"{sources[name]}: {name} = {_format_value(shown)}: {why}")
     config = None
     if not problems:
         try:
@@ -497,6 +503,8 @@ def format_config(resolved: Resolved) -> str:
             lines.append(f"# {leaf} = (none){comment}")
         elif key.secret:
             lines.append(f"# {leaf} = (set, hidden){comment}")
+        elif key.name == "store":
+            lines.append(f"{leaf} = {_format_value(without_password(value))}{comment}")
         else:
             lines.append(f"{leaf} = {_format_value(value)}{comment}")
     return "\n".join(lines).lstrip("\n") + "\n"

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.postgresql import PostgresServer, postgresql_bin, start_postgres
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 GENERATED = FIXTURES / "generated"
@@ -55,6 +57,19 @@ def speech_dir() -> Path:
     if proc.returncode != 0:
         pytest.fail(f"make_speech.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return GENERATED
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on a free loopback port for the whole session (`tests/postgresql.py`)."""
+    if postgresql_bin() is None:
+        message = "PostgreSQL is not installed (./dev setup installs the postgresql package)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = start_postgres(free_port())
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

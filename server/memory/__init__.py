@@ -23,7 +23,8 @@ from server.memory.entities import EntityTagger
 from server.memory.index import SearchHit, TenantIndexes, Vector
 from server.memory.summaries import Publish, Summaries, SummaryConfig, SummaryObserver
 from server.model_service import BatchService
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from stream.events import AnswerDelta, AnswerDone, Ask, Summary
 from stream.interfaces import EntityRecognizer, VectorIndex
 from stream.summary_schedule import SummaryCadence
@@ -47,7 +48,7 @@ class Knowledge:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: ConversationStore,
         embed: BatchService[str, Vector],
         embedder_name: str,
         dim: int,

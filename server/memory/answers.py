@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from server.llm_queue import LlmQueue, Priority
 from server.memory.index import TenantIndexes
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from stream.answers import Passage, build_answer_request, finalize_answer
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import AnswerDelta, AnswerDone, Ask, Citation
@@ -42,7 +43,7 @@ class Answers:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: ConversationStore,
         indexes: TenantIndexes,
         llm: LlmQueue | None,
         config: RetrievalConfig | None = None,

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from server.memory.tasks import TaskSet
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from stream.interfaces import EntityRecognizer
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class EntityTagger:
     """Finds and stores the named entities of stored utterances."""
 
-    def __init__(self, store: AsyncStore, ner: EntityRecognizer) -> None:
+    def __init__(self, store: ConversationStore, ner: EntityRecognizer) -> None:
         self.store = store
         self.ner = ner
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ner")

@@ -23,7 +23,8 @@ import numpy as np
 from models.registry import load_index, new_index
 from server.memory.tasks import TaskSet
 from server.model_service import BatchService
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from stream.interfaces import IndexFileError, VectorIndex
 from stream.scheduler import Request
 
@@ -52,7 +53,7 @@ class TenantIndexes:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: ConversationStore,
         embed: BatchService[str, Vector],
         embedder_name: str,
         dim: int,

@@ -26,7 +26,8 @@ from server.llm_queue import LlmQueue, Priority
 from server.memory.answers import passage
 from server.memory.index import TenantIndexes
 from server.memory.tasks import TaskSet
-from server.store import AsyncStore, UtteranceRow
+from server.store import UtteranceRow
+from server.store_interface import ConversationStore
 from stream.answers import build_summary_request, model_can_summarise, summary_items
 from stream.events import Summary, SummaryItem
 from stream.language import conversation_language
@@ -64,7 +65,7 @@ class Summaries:
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: ConversationStore,
         indexes: TenantIndexes,
         llm: LlmQueue | None,
         config: SummaryConfig | None = None,

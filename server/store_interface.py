@@ -1,0 +1,154 @@
+"""`ConversationStore`: what the server asks of its durable store, whichever database holds it.
+
+Two backends implement it: `server.store.AsyncStore` (SQLite, one file in the data dir, the
+default) and `server.store_postgresql.PostgresStore` (a PostgreSQL server shared by several
+front-ends). `open_store` picks one from the configured location. Rows and errors are the ones of
+`server.store`, so callers never see which backend answered.
+
+Semantics every backend keeps (tests/server/test_store.py runs against both):
+
+* a write is committed when its await returns (a final is sent only after that);
+* `add_utterance` is idempotent on `(conversation_id, seq)`: the same seq again with the same text
+  returns the row stored first, with another text raises `UtteranceConflict`; nothing is
+  overwritten or stored twice, whichever front-end writes;
+* utterance row ids are never reused (vector indexes refer to them);
+* every read is filtered by tenant; another tenant's conversation reads as none;
+* the schema is versioned and migrated at open; a database of a newer schema is refused
+  (`SchemaTooNew`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from server.store import (
+    AnswerRow,
+    AsyncStore,
+    ConversationRow,
+    StoreError,
+    SummaryMethod,
+    SummaryRow,
+    UtteranceRow,
+)
+from server.store_postgresql import PostgresStore, is_postgresql
+
+WriteObserver = Callable[[str, float], None]
+"""Called with (method name, seconds the write took) after each write of live sessions (metrics)."""
+
+
+class ConversationStore(Protocol):
+    """Tenants, conversations, their utterances, entities, summaries and answers, for asyncio code."""
+
+    async def ping(self) -> None:
+        """One trivial query: raises when the database cannot be read (readiness)."""
+
+    async def close(self) -> None:
+        """Close the connections after the calls already made."""
+
+    async def ensure_tenant(self, tenant_id: str) -> None:
+        """Create the tenant if it does not exist yet."""
+
+    async def open_conversation(
+        self, tenant_id: str, conversation_id: str | None, language: str | None
+    ) -> ConversationRow:
+        """Create a conversation or resume one of this tenant, and mark it live.
+
+        See `server.store.Store.open_conversation`.
+        """
+
+    async def next_seq(self, conversation_id: str) -> int:
+        """Its highest stored seq + 1, or 0."""
+
+    async def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
+        """The `end` of the track's last stored utterance, or None."""
+
+    async def add_utterance(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        seq: int,
+        text: str,
+        start: float,
+        end: float,
+        language: str | None,
+        track: str | None = None,
+        speaker: str | None = None,
+        entities: Sequence[Mapping[str, Any]] | None = None,
+    ) -> UtteranceRow:
+        """Store a final utterance, committed on return; idempotent on `(conversation_id, seq)`."""
+
+    async def set_entities(
+        self, tenant_id: str, utterance_row_id: int, entities: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record the named entities of a stored utterance."""
+
+    async def utterance_row_ids_with_entity(
+        self,
+        tenant_id: str,
+        *,
+        text: str | None = None,
+        label: str | None = None,
+        conversation_id: str | None = None,
+    ) -> list[int]:
+        """Row ids of utterances with an entity of this text (any case) and/or label, in id order."""
+
+    async def end_conversation(self, conversation_id: str) -> None:
+        """Mark a live conversation ended."""
+
+    async def add_summary(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        text: str,
+        method: SummaryMethod,
+        utterance_seq_upto: int,
+        items: Sequence[Mapping[str, Any]] | None = None,
+    ) -> SummaryRow:
+        """Store a summary of the utterances up to seq `utterance_seq_upto`."""
+
+    async def add_answer(
+        self,
+        tenant_id: str,
+        conversation_id: str | None,
+        question: str,
+        text: str,
+        citations: Sequence[Any],
+    ) -> AnswerRow:
+        """Store an answer with its citations."""
+
+    async def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
+        """The tenant's conversation with this id, or None."""
+
+    async def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
+        """The tenant's conversations, most recently updated first."""
+
+    async def utterances(
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1
+    ) -> list[UtteranceRow]:
+        """The conversation's utterances with seq above `after_seq`, in seq order."""
+
+    async def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
+        """The tenant's utterances with these row ids, in that order, each once."""
+
+    async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
+        """The summary stored last, or None."""
+
+    def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
+        """Every utterance of the tenant in id order, page by page (to rebuild an index)."""
+
+
+async def open_store(
+    location: str | None, database_path: Path, *, on_write: WriteObserver | None = None
+) -> ConversationStore:
+    """The store at `location`: a `postgresql://…` URI, or None for SQLite at `database_path`.
+
+    Raises `StoreError` (its message never holds a password) when the database cannot be used.
+    """
+    if location is not None and is_postgresql(location):
+        return await PostgresStore.open(location, on_write=on_write)
+    if location is not None:
+        raise StoreError(f"store: expected a postgresql:// URI, got {location.split(':', 1)[0]!r}…")
+    database_path.parent.mkdir(parents=True, exist_ok=True)
+    return await AsyncStore.open(database_path, on_write=on_write)

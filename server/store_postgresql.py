@@ -1,0 +1,612 @@
+"""The durable store on a PostgreSQL server, shared by several front-ends (asyncpg, a pool).
+
+Same semantics as the SQLite store (`server.store`, `server.store_interface.ConversationStore`);
+the differences are how they are obtained:
+
+Schema. `MIGRATIONS` is the history of the PostgreSQL schema; table `palabre_schema` holds the
+number of steps applied. `migrate` takes a transaction-scoped advisory lock, so front-ends that
+start together apply each step once; each step commits together with its new version. A
+database of a higher version is refused (`SchemaTooNew`). A released step is never edited.
+
+Several writers. Every write is one transaction on a pooled connection, committed before the
+call returns. `(conversation_id, seq)` is unique, and `add_utterance` inserts with `ON CONFLICT
+DO NOTHING` and reads the stored row back: two front-ends storing one seq get one row, the second
+`UtteranceConflict` when the texts differ; no row is ever overwritten or stored twice. Row ids
+come from an identity column (a sequence: never reused, safe across connections).
+`open_conversation` with a new client-chosen id inserts with `ON CONFLICT DO NOTHING` and reads the
+owner back, so two front-ends creating one id race safely.
+
+Times are seconds since the Unix epoch (double precision); JSON columns are `jsonb`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from server.store import (
+    WRITE_OPS,
+    AnswerRow,
+    ConversationNotFound,
+    ConversationRow,
+    SchemaTooNew,
+    StoreError,
+    SummaryMethod,
+    SummaryRow,
+    UtteranceConflict,
+    UtteranceRow,
+)
+from stream.events import CONVERSATION_ID_RE, utterance_id
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
+    (
+        """
+        CREATE TABLE tenants (
+            id text PRIMARY KEY,
+            name text NOT NULL,
+            created_at double precision NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE conversations (
+            id text PRIMARY KEY,
+            tenant_id text NOT NULL REFERENCES tenants (id),
+            title text,
+            language text,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            ended_at double precision,
+            status text NOT NULL DEFAULT 'live' CHECK (status IN ('live', 'ended')),
+            UNIQUE (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX conversations_by_tenant ON conversations (tenant_id, updated_at)",
+        """
+        CREATE TABLE utterances (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            public_id text NOT NULL UNIQUE,
+            conversation_id text NOT NULL,
+            tenant_id text NOT NULL,
+            seq integer NOT NULL CHECK (seq >= 0),
+            text text NOT NULL,
+            start double precision NOT NULL,
+            "end" double precision NOT NULL,
+            language text,
+            speaker text,
+            track text,
+            entities jsonb,
+            created_at double precision NOT NULL,
+            UNIQUE (conversation_id, seq),
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX utterances_by_tenant ON utterances (tenant_id, id)",
+        """
+        CREATE TABLE summaries (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            conversation_id text NOT NULL,
+            tenant_id text NOT NULL,
+            text text NOT NULL,
+            method text NOT NULL CHECK (method IN ('generative', 'extractive')),
+            utterance_seq_upto integer NOT NULL,
+            created_at double precision NOT NULL,
+            items jsonb,
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX summaries_by_conversation ON summaries (conversation_id, id)",
+        """
+        CREATE TABLE answers (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            conversation_id text,
+            tenant_id text NOT NULL REFERENCES tenants (id),
+            question text NOT NULL,
+            text text NOT NULL,
+            citations jsonb NOT NULL DEFAULT '[]',
+            created_at double precision NOT NULL,
+            FOREIGN KEY (conversation_id, tenant_id) REFERENCES conversations (id, tenant_id)
+        )
+        """,
+        "CREATE INDEX answers_by_conversation ON answers (conversation_id, id)",
+        "CREATE INDEX answers_by_tenant ON answers (tenant_id, id)",
+        """
+        CREATE TABLE api_tokens (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            tenant_id text NOT NULL REFERENCES tenants (id),
+            token_hash text NOT NULL UNIQUE,
+            scopes jsonb NOT NULL DEFAULT '[]',
+            created_at double precision NOT NULL,
+            revoked_at double precision
+        )
+        """,
+        "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
+    ),
+)
+"""The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_MIGRATION_LOCK = 0x70616C61  # "pala": the advisory lock key that serializes migrations
+_IDS_PER_QUERY = 500
+
+_CONVERSATION_SELECT = """
+    SELECT c.id, c.tenant_id, c.title, c.language, c.created_at, c.updated_at, c.ended_at,
+           c.status,
+           (SELECT COUNT(*) FROM utterances AS u WHERE u.conversation_id = c.id) AS utterance_count
+    FROM conversations AS c
+"""
+
+_UTTERANCE_COLUMNS = """
+    id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
+    entities, created_at
+"""
+
+_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
+
+_UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+"""How a store location names a PostgreSQL server (libpq connection URIs)."""
+
+
+def without_password(location: str) -> str:
+    """The location with the password of its user part replaced by `***` (for messages and logs)."""
+    scheme, sep, rest = location.partition("://")
+    authority, slash, path = rest.partition("/")
+    user, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in user:
+        return location
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
+def is_postgresql(location: str) -> bool:
+    """Whether a store location is a PostgreSQL connection URI (else: SQLite)."""
+    return location.startswith(POSTGRESQL_SCHEMES)
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The number of migration steps applied (0 for an empty database)."""
+    await conn.execute("CREATE TABLE IF NOT EXISTS palabre_schema (version integer NOT NULL)")
+    version = await conn.fetchval("SELECT max(version) FROM palabre_schema")
+    return int(version or 0)
+
+
+async def migrate(conn: asyncpg.Connection, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+    """Apply the steps the database lacks, each in its own transaction; return the version after.
+
+    A transaction-scoped advisory lock serializes front-ends migrating at once. Raises
+    `SchemaTooNew` for a database of a higher version than `migrations` knows.
+    """
+    target = len(migrations)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        version = await schema_version(conn)
+    if version > target:
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this Palabre's ({target}); "
+            "upgrade Palabre or use another database"
+        )
+    for number in range(version + 1, target + 1):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if await schema_version(conn) >= number:
+                continue
+            for statement in migrations[number - 1]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO palabre_schema (version) VALUES ($1)", number)
+    return await schema_version(conn)
+
+
+def _describe(dsn: str, error: BaseException) -> str:
+    """Why the server cannot be used, naming it without its password."""
+    reason = str(error).replace(dsn, without_password(dsn)) or type(error).__name__
+    return f"cannot use the PostgreSQL store at {without_password(dsn)}: {reason}"
+
+
+async def _set_json_codecs(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class PostgresStore:
+    """The durable store on a PostgreSQL server (`ConversationStore`); open with `PostgresStore.open`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        location: str,
+        clock: Callable[[], float],
+        on_write: Callable[[str, float], None] | None,
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self.location = location
+        """The server's URI, without its password."""
+        self.on_write = on_write
+        """Called with (method name, seconds) after each write of `server.store.WRITE_OPS`."""
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_write: Callable[[str, float], None] | None = None,
+        min_size: int = 2,
+        max_size: int = 16,
+        timeout_s: float = 10.0,
+    ) -> PostgresStore:
+        """Connect a pool to the server at `dsn` and migrate its schema to `SCHEMA_VERSION`.
+
+        Raises `StoreError` (naming the server, never its password) when it cannot be reached,
+        refuses the credentials, or holds a newer schema.
+        """
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=timeout_s, init=_set_json_codecs
+            )
+        except (*_UNREACHABLE, ValueError) as error:
+            raise StoreError(_describe(dsn, error)) from None
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except StoreError:
+            await pool.close()
+            raise
+        except _UNREACHABLE as error:
+            await pool.close()
+            raise StoreError(_describe(dsn, error)) from None
+        return cls(pool, without_password(dsn), clock, on_write)
+
+    async def close(self) -> None:
+        """Close the pool once the calls in progress have finished."""
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        """One trivial query: raises when the server cannot be reached (readiness)."""
+        await self._pool.fetchval("SELECT 1")
+
+    def _written(self, name: str, started: float) -> None:
+        if self.on_write is not None and name in WRITE_OPS:
+            self.on_write(name, time.perf_counter() - started)
+
+    # --- writes ---
+
+    async def ensure_tenant(self, tenant_id: str) -> None:
+        """Create the tenant if it does not exist yet (named after its id)."""
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            await _ensure_tenant(conn, tenant_id, self._clock())
+        self._written("ensure_tenant", started)
+
+    async def open_conversation(
+        self, tenant_id: str, conversation_id: str | None, language: str | None
+    ) -> ConversationRow:
+        """Create or resume a conversation and mark it live (see `Store.open_conversation`)."""
+        if conversation_id is not None and not CONVERSATION_ID_RE.fullmatch(conversation_id):
+            raise ValueError(
+                f"invalid conversation id {conversation_id!r}: 1-128 letters, digits, '_', '.' or '-'"
+            )
+        started = time.perf_counter()
+        now = self._clock()
+        chosen = conversation_id if conversation_id is not None else uuid.uuid4().hex
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, now)
+            created = await conn.fetchval(
+                "INSERT INTO conversations (id, tenant_id, language, created_at, updated_at, status)"
+                " VALUES ($1, $2, $3, $4, $4, 'live') ON CONFLICT (id) DO NOTHING RETURNING id",
+                chosen,
+                tenant_id,
+                language,
+                now,
+            )
+            if created is None:
+                owner = await conn.fetchval(
+                    "SELECT tenant_id FROM conversations WHERE id = $1 FOR UPDATE", chosen
+                )
+                if owner != tenant_id:
+                    raise ConversationNotFound(chosen)
+                await conn.execute(
+                    "UPDATE conversations SET status = 'live', ended_at = NULL, updated_at = $1,"
+                    " language = COALESCE(language, $2) WHERE id = $3",
+                    now,
+                    language,
+                    chosen,
+                )
+            row = await conn.fetchrow(f"{_CONVERSATION_SELECT} WHERE c.id = $1", chosen)
+        self._written("open_conversation", started)
+        return ConversationRow(**dict(row))
+
+    async def next_seq(self, conversation_id: str) -> int:
+        """The seq the next utterance of the conversation gets: its highest seq + 1, or 0."""
+        seq = await self._pool.fetchval(
+            "SELECT COALESCE(MAX(seq) + 1, 0) FROM utterances WHERE conversation_id = $1", conversation_id
+        )
+        return int(seq)
+
+    async def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
+        """The `end` of the track's last stored utterance in the conversation (None: it has none)."""
+        end = await self._pool.fetchval(
+            'SELECT "end" FROM utterances WHERE conversation_id = $1 AND tenant_id = $2'
+            " AND track IS NOT DISTINCT FROM $3 ORDER BY seq DESC LIMIT 1",
+            conversation_id,
+            tenant_id,
+            track,
+        )
+        return None if end is None else float(end)
+
+    async def add_utterance(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        seq: int,
+        text: str,
+        start: float,
+        end: float,
+        language: str | None,
+        track: str | None = None,
+        speaker: str | None = None,
+        entities: Sequence[Mapping[str, Any]] | None = None,
+    ) -> UtteranceRow:
+        """Store a final utterance, committed on return (see `Store.add_utterance`)."""
+        if seq < 0:
+            raise ValueError(f"seq must be >= 0, got {seq}")
+        started = time.perf_counter()
+        public_id = utterance_id(conversation_id, seq)
+        entities_list = None if entities is None else [dict(e) for e in entities]
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _require_conversation(conn, tenant_id, conversation_id)
+            row = await conn.fetchrow(
+                f"INSERT INTO utterances ({_UTTERANCE_COLUMNS.replace('id,', '', 1)})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                f" ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING {_UTTERANCE_COLUMNS}",
+                public_id,
+                conversation_id,
+                tenant_id,
+                seq,
+                text,
+                start,
+                end,
+                language,
+                speaker,
+                track,
+                entities_list,
+                now,
+            )
+            if row is not None:
+                await conn.execute(
+                    "UPDATE conversations SET updated_at = $1 WHERE id = $2", now, conversation_id
+                )
+            else:
+                row = await conn.fetchrow(
+                    f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = $1 AND seq = $2",
+                    conversation_id,
+                    seq,
+                )
+        self._written("add_utterance", started)
+        stored = _utterance(row)
+        if stored.text != text:
+            raise UtteranceConflict(f"utterance {public_id} is already stored with a different text")
+        return stored
+
+    async def set_entities(
+        self, tenant_id: str, utterance_row_id: int, entities: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record the named entities found in a stored utterance (of this tenant), by its row id."""
+        await self._pool.execute(
+            "UPDATE utterances SET entities = $1 WHERE id = $2 AND tenant_id = $3",
+            [dict(e) for e in entities],
+            utterance_row_id,
+            tenant_id,
+        )
+
+    async def utterance_row_ids_with_entity(
+        self,
+        tenant_id: str,
+        *,
+        text: str | None = None,
+        label: str | None = None,
+        conversation_id: str | None = None,
+    ) -> list[int]:
+        """Row ids of the tenant's utterances with an entity matching `text` (any case) and/or `label`."""
+        query = (
+            "SELECT DISTINCT u.id FROM utterances u, jsonb_array_elements(u.entities) e"
+            " WHERE u.tenant_id = $1 AND u.entities IS NOT NULL"
+        )
+        args: list[Any] = [tenant_id]
+        if text is not None:
+            args.append(text)
+            query += f" AND lower(e.value ->> 'text') = lower(${len(args)})"
+        if label is not None:
+            args.append(label)
+            query += f" AND e.value ->> 'label' = ${len(args)}"
+        if conversation_id is not None:
+            args.append(conversation_id)
+            query += f" AND u.conversation_id = ${len(args)}"
+        rows = await self._pool.fetch(query + " ORDER BY u.id", *args)
+        return [int(row[0]) for row in rows]
+
+    async def end_conversation(self, conversation_id: str) -> None:
+        """Mark a live conversation ended (it can be resumed by `open_conversation`)."""
+        started = time.perf_counter()
+        now = self._clock()
+        await self._pool.execute(
+            "UPDATE conversations SET status = 'ended', ended_at = $1, updated_at = $1"
+            " WHERE id = $2 AND status = 'live'",
+            now,
+            conversation_id,
+        )
+        self._written("end_conversation", started)
+
+    async def add_summary(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        text: str,
+        method: SummaryMethod,
+        utterance_seq_upto: int,
+        items: Sequence[Mapping[str, Any]] | None = None,
+    ) -> SummaryRow:
+        """Store a summary of the conversation's utterances up to seq `utterance_seq_upto`."""
+        started = time.perf_counter()
+        item_list = [dict(item) for item in items] if items is not None else _one_item(text)
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _require_conversation(conn, tenant_id, conversation_id)
+            row_id = await conn.fetchval(
+                "INSERT INTO summaries (conversation_id, tenant_id, text, method, utterance_seq_upto,"
+                " created_at, items) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                conversation_id,
+                tenant_id,
+                text,
+                method,
+                utterance_seq_upto,
+                now,
+                item_list,
+            )
+        self._written("add_summary", started)
+        return SummaryRow(
+            row_id, conversation_id, tenant_id, text, method, utterance_seq_upto, now, item_list
+        )
+
+    async def add_answer(
+        self,
+        tenant_id: str,
+        conversation_id: str | None,
+        question: str,
+        text: str,
+        citations: Sequence[Any],
+    ) -> AnswerRow:
+        """Store an answer; `citations` is a list of JSON values (e.g. utterance public ids)."""
+        started = time.perf_counter()
+        citations_list = list(citations)
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, now)
+            if conversation_id is not None:
+                await _require_conversation(conn, tenant_id, conversation_id)
+            row_id = await conn.fetchval(
+                "INSERT INTO answers (conversation_id, tenant_id, question, text, citations, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                conversation_id,
+                tenant_id,
+                question,
+                text,
+                citations_list,
+                now,
+            )
+        self._written("add_answer", started)
+        return AnswerRow(row_id, conversation_id, tenant_id, question, text, citations_list, now)
+
+    # --- reads (each filtered by tenant) ---
+
+    async def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
+        """The tenant's conversation with this id, or None."""
+        row = await self._pool.fetchrow(
+            f"{_CONVERSATION_SELECT} WHERE c.id = $1 AND c.tenant_id = $2", conversation_id, tenant_id
+        )
+        return None if row is None else ConversationRow(**dict(row))
+
+    async def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
+        """The tenant's conversations, most recently updated first."""
+        rows = await self._pool.fetch(
+            f"{_CONVERSATION_SELECT} WHERE c.tenant_id = $1 ORDER BY c.updated_at DESC, c.id DESC LIMIT $2",
+            tenant_id,
+            limit,
+        )
+        return [ConversationRow(**dict(row)) for row in rows]
+
+    async def utterances(
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1
+    ) -> list[UtteranceRow]:
+        """The conversation's utterances with seq above `after_seq`, in seq order."""
+        rows = await self._pool.fetch(
+            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            " WHERE conversation_id = $1 AND tenant_id = $2 AND seq > $3 ORDER BY seq",
+            conversation_id,
+            tenant_id,
+            after_seq,
+        )
+        return [_utterance(row) for row in rows]
+
+    async def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
+        """The tenant's utterances with these row ids, in the order of `row_ids`, each once."""
+        wanted = list(dict.fromkeys(row_ids))
+        found: dict[int, UtteranceRow] = {}
+        for i in range(0, len(wanted), _IDS_PER_QUERY):
+            rows = await self._pool.fetch(
+                f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+                " WHERE tenant_id = $1 AND id = ANY($2::bigint[])",
+                tenant_id,
+                wanted[i : i + _IDS_PER_QUERY],
+            )
+            for row in rows:
+                found[row["id"]] = _utterance(row)
+        return [found[i] for i in wanted if i in found]
+
+    async def utterance_page(
+        self, tenant_id: str, after_id: int = 0, limit: int = 1000
+    ) -> list[UtteranceRow]:
+        """Up to `limit` of the tenant's utterances with id above `after_id`, in id order."""
+        rows = await self._pool.fetch(
+            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            " WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            tenant_id,
+            after_id,
+            limit,
+        )
+        return [_utterance(row) for row in rows]
+
+    async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
+        """Every utterance of the tenant in id order, one query per page."""
+        after_id = 0
+        while page := await self.utterance_page(tenant_id, after_id, page_size):
+            for row in page:
+                yield row
+            after_id = page[-1].id
+
+    async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
+        """The summary of the conversation stored last, or None."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = $1 AND tenant_id = $2"
+            " ORDER BY id DESC LIMIT 1",
+            conversation_id,
+            tenant_id,
+        )
+        if row is None:
+            return None
+        fields = dict(row)
+        items = fields.pop("items")
+        return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else items)
+
+
+async def _ensure_tenant(conn: asyncpg.Connection, tenant_id: str, now: float) -> None:
+    if not tenant_id:
+        raise ValueError("tenant id must not be empty")
+    await conn.execute(
+        "INSERT INTO tenants (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        tenant_id,
+        now,
+    )
+
+
+async def _require_conversation(conn: asyncpg.Connection, tenant_id: str, conversation_id: str) -> None:
+    found = await conn.fetchval(
+        "SELECT 1 FROM conversations WHERE id = $1 AND tenant_id = $2", conversation_id, tenant_id
+    )
+    if found is None:
+        raise ConversationNotFound(conversation_id)
+
+
+def _one_item(text: str) -> list[dict[str, Any]]:
+    return [{"text": text, "utterance_ids": [], "section": None}]
+
+
+def _utterance(row: asyncpg.Record) -> UtteranceRow:
+    return UtteranceRow(**dict(row))

@@ -1,0 +1,266 @@
+"""`ConversationStore` on both backends: SQLite (`AsyncStore`) and PostgreSQL (`PostgresStore`).
+
+Every test of the first part runs against both, through the async interface the server uses;
+the second part is what only PostgreSQL has: several front-ends writing to one database, its
+migrations, and its errors at start (never echoing a password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from server.store import ConversationNotFound, SchemaTooNew, StoreError, UtteranceConflict
+from server.store_interface import ConversationStore, open_store
+from server.store_postgresql import SCHEMA_VERSION, PostgresStore, migrate, without_password
+from tests.conftest import free_port
+from tests.postgresql import PASSWORD, PostgresServer
+
+
+class FakeClock:
+    """A clock that advances one second per reading."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConversationStore]:
+    """A new, empty store of each backend."""
+    opened: ConversationStore
+    if request.param == "sqlite":
+        from server.store import AsyncStore
+
+        opened = await AsyncStore.open(tmp_path / "palabre.db", clock=FakeClock())
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        opened = await PostgresStore.open(server.create_database(), clock=FakeClock())
+    yield opened
+    await opened.close()
+
+
+async def add(store: ConversationStore, tenant: str, conversation: str, seq: int) -> int:
+    row = await store.add_utterance(tenant, conversation, seq, f"words {seq}", seq, seq + 0.5, "en")
+    return row.id
+
+
+# --- both backends --------------------------------------------------------------------------
+
+
+async def test_conversations_open_resume_and_list(store: ConversationStore) -> None:
+    made = await store.open_conversation("t", None, "en")
+    assert made.status == "live" and len(made.id) == 32
+    for name in ("c1", "c2", "c3"):
+        await store.open_conversation("t", name, None)
+    await add(store, "t", "c1", 0)
+    await add(store, "t", "c1", 1)
+    listed = await store.list_conversations("t")
+    assert [(c.id, c.utterance_count) for c in listed][:3] == [("c1", 2), ("c3", 0), ("c2", 0)]
+    await store.end_conversation("c2")
+    ended = await store.get_conversation("t", "c2")
+    assert ended is not None and ended.status == "ended" and ended.ended_at is not None
+    resumed = await store.open_conversation("t", "c2", "fr")
+    assert (resumed.status, resumed.ended_at, resumed.language) == ("live", None, "fr")
+    with pytest.raises(ValueError):
+        await store.open_conversation("t", "bad id!", "en")
+
+
+async def test_utterances_seq_idempotency_and_reads(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    assert await store.next_seq("c") == 0
+    entities = [{"text": "Paris", "label": "LOC", "start": 10, "end": 15}]
+    first = await store.add_utterance(
+        "t", "c", 0, "I live in Paris", 0.5, 2.0, "en", "inbound", "spk1", entities
+    )
+    assert (first.public_id, first.seq, first.track, first.speaker, first.entities) == (
+        "c:0",
+        0,
+        "inbound",
+        "spk1",
+        entities,
+    )
+    assert await store.add_utterance("t", "c", 0, "I live in Paris", 9.0, 9.5, "en") == first
+    with pytest.raises(UtteranceConflict):
+        await store.add_utterance("t", "c", 0, "I leave Paris", 0.5, 2.0, "en")
+    ids = [first.id] + [await add(store, "t", "c", seq) for seq in range(1, 7)]
+    assert ids == sorted(ids) and len(set(ids)) == 7
+    assert await store.next_seq("c") == 7
+    assert [u.seq for u in await store.utterances("t", "c", after_seq=4)] == [5, 6]
+    assert [u.id for u in await store.utterances_by_ids("t", [ids[3], ids[0], 10_000, ids[3]])] == [
+        ids[3],
+        ids[0],
+    ]
+    assert [u.id async for u in store.all_utterances("t", page_size=3)] == ids
+
+
+async def test_last_end_of_a_track(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    assert await store.last_end("t", "c") is None
+    await store.add_utterance("t", "c", 0, "a", 0.0, 1.5, "en", track="caller")
+    await store.add_utterance("t", "c", 1, "b", 1.0, 2.5, "en")
+    await store.add_utterance("t", "c", 2, "c", 2.0, 3.5, "en", track="caller")
+    assert await store.last_end("t", "c", "caller") == 3.5
+    assert await store.last_end("t", "c") == 2.5
+    assert await store.last_end("t", "c", "agent") is None
+    assert await store.last_end("other", "c", "caller") is None
+
+
+async def test_summaries_with_items_and_answers(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    assert await store.latest_summary("t", "c") is None
+    plain = await store.add_summary("t", "c", "first", "extractive", 3)
+    assert plain.items == [{"text": "first", "utterance_ids": [], "section": None}]
+    items = [{"text": "Ada leads.", "utterance_ids": ["c:2"], "section": "decisions"}]
+    structured = await store.add_summary("t", "c", "Decisions:\n- Ada leads.", "generative", 10, items)
+    assert await store.latest_summary("t", "c") == structured and structured.items == items
+    answer = await store.add_answer("t", "c", "Who?", "Ada.", ["c:2", "c:5"])
+    assert answer.citations == ["c:2", "c:5"]
+    assert (await store.add_answer("t", None, "Across all?", "Yes.", [])).conversation_id is None
+    with pytest.raises(ConversationNotFound):
+        await store.add_summary("other", "c", "x", "extractive", 0)
+
+
+async def test_entity_filter(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    await store.open_conversation("t", "d", "en")
+    paris, lyon, other = (
+        await add(store, "t", "c", 0),
+        await add(store, "t", "c", 1),
+        await add(store, "t", "d", 0),
+    )
+    await store.set_entities("t", paris, [{"text": "Paris", "label": "LOC"}, {"text": "Ada", "label": "PER"}])
+    await store.set_entities("t", lyon, [{"text": "Lyon", "label": "LOC"}])
+    await store.set_entities("t", other, [{"text": "PARIS", "label": "LOC"}])
+    await store.set_entities("intruder", lyon, [{"text": "x", "label": "PER"}])  # not its utterance
+    assert await store.utterance_row_ids_with_entity("t", text="paris") == [paris, other]
+    assert await store.utterance_row_ids_with_entity("t", label="LOC") == [paris, lyon, other]
+    assert await store.utterance_row_ids_with_entity("t", text="paris", conversation_id="d") == [other]
+    assert await store.utterance_row_ids_with_entity("t", label="PER") == [paris]
+    assert await store.utterance_row_ids_with_entity("intruder", label="PER") == []
+
+
+async def test_another_tenant_sees_nothing(store: ConversationStore) -> None:
+    await store.open_conversation("a", "secret", "en")
+    ids = [await add(store, "a", "secret", seq) for seq in range(3)]
+    await store.ensure_tenant("b")
+    with pytest.raises(ConversationNotFound):
+        await store.open_conversation("b", "secret", "en")
+    with pytest.raises(ConversationNotFound):
+        await store.add_utterance("b", "secret", 3, "x", 0, 1, "en")
+    assert await store.get_conversation("b", "secret") is None
+    assert await store.list_conversations("b") == []
+    assert await store.utterances("b", "secret") == []
+    assert await store.utterances_by_ids("b", ids) == []
+    assert [u async for u in store.all_utterances("b")] == []
+    await store.ping()
+
+
+# --- PostgreSQL: several front-ends, migrations, errors ------------------------------------
+
+
+async def test_two_front_ends_on_one_conversation_never_store_a_seq_twice(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.create_database()
+    a, b = await PostgresStore.open(url), await PostgresStore.open(url)
+    try:
+        await a.open_conversation("t", "c", "en")
+        await b.open_conversation("t", "c", "en")
+
+        async def write(store: PostgresStore, who: str) -> list[str]:
+            outcomes = []
+            for seq in range(40):
+                try:
+                    row = await store.add_utterance("t", "c", seq, f"{who} {seq}", seq, seq + 1, "en")
+                    outcomes.append(row.text)
+                except UtteranceConflict:
+                    outcomes.append("conflict")
+            return outcomes
+
+        got_a, got_b = await asyncio.gather(write(a, "A"), write(b, "B"))
+        stored = await a.utterances("t", "c")
+        assert [u.seq for u in stored] == list(range(40))
+        for seq, row in enumerate(stored):  # each seq stored once; its writer saw it, the other a conflict
+            mine, theirs = (got_a, got_b) if row.text.startswith("A") else (got_b, got_a)
+            assert (mine[seq], theirs[seq]) == (row.text, "conflict")
+        assert await b.next_seq("c") == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_front_ends_creating_one_conversation_at_once_share_it(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    stores = [await PostgresStore.open(url) for _ in range(4)]
+    try:
+        rows = await asyncio.gather(*(s.open_conversation("t", "same", "en") for s in stores))
+        assert {r.id for r in rows} == {"same"}
+        assert len(await stores[0].list_conversations("t")) == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_migrations_run_once_and_a_newer_schema_is_refused(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database()
+    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(3)))  # start together
+    for s in stores:
+        await s.close()
+    conn = await asyncpg.connect(url)
+    try:
+        assert await migrate(conn) == SCHEMA_VERSION
+        assert await conn.fetchval("SELECT count(*) FROM palabre_schema") == SCHEMA_VERSION
+        await conn.execute("INSERT INTO palabre_schema (version) VALUES ($1)", SCHEMA_VERSION + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaTooNew, match="newer"):
+        await PostgresStore.open(url)
+
+
+async def test_a_wrong_password_is_reported_without_the_password(postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database().replace(PASSWORD, "s3cret-wrong")
+    with pytest.raises(StoreError) as error:
+        await open_store(url, Path("unused"))
+    assert "s3cret-wrong" not in str(error.value) and "password" in str(error.value).lower()
+    assert without_password(url) in str(error.value)
+
+
+async def test_an_unreachable_server_is_reported_clearly() -> None:
+    url = f"postgresql://palabre:hunter2@127.0.0.1:{free_port()}/palabre"
+    with pytest.raises(StoreError) as error:
+        await PostgresStore.open(url, timeout_s=2.0)
+    assert "hunter2" not in str(error.value)
+    assert str(error.value).startswith(
+        "cannot use the PostgreSQL store at postgresql://palabre:***@127.0.0.1:"
+    )
+
+
+def test_without_password() -> None:
+    assert without_password("postgresql://u:p@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert without_password("postgresql://u:p:q@x@h/db") == "postgresql://u:***@h/db"
+    assert without_password("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert without_password("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_db_migrate_command_and_config_never_show_the_password(
+    postgres_server: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+    from server.settings import format_config, resolve
+
+    url = postgres_server.create_database()
+    assert main(["db", "migrate"], env={"PALABRE_STORE": url}) == 0
+    assert main(["db", "migrate", "--store", url.replace(PASSWORD, "s3cret-wrong")], env={}) == 2
+    assert main(["db", "migrate", "--store", "mysql://u:s3cret@h/db"], env={}) == 2
+    shown = capsys.readouterr()
+    assert "schema up to date" in shown.out and "password authentication failed" in shown.err
+    assert PASSWORD not in shown.out + shown.err and "s3cret" not in shown.out + shown.err
+    assert PASSWORD not in format_config(resolve(None, {"PALABRE_STORE": url}))
