@@ -267,7 +267,7 @@ class App:
         return json_response(200, self.stats())
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
+        """Answer plain HTTP requests (GET, DELETE); let WebSocket upgrades to known paths through."""
         path = request.path.partition("?")[0]
         if path in self.websocket_routes:
             if not origin_allowed(request.headers.get("Origin"), self.config.allowed_origins):
@@ -275,7 +275,7 @@ class App:
             if self.services is None:
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
             return None
-        matched = self.router.match(request.path)
+        matched = self.router.match(request.path, request.method)
         if matched is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         route, http_request = matched
@@ -292,7 +292,7 @@ class App:
         try:
             result = await route(http_request)
         except Exception:
-            log.exception("GET %s failed", path)
+            log.exception("%s %s failed", request.method, path)
             result = error_response(500, "internal", "internal error")
         return self._http_response(result)
 

@@ -13,6 +13,7 @@ from typing import Any
 from server import gpu
 from server.auth import startup_refusal
 from server.config import ServerConfig
+from server.data_commands import add_data_commands, run_data_command
 from server.settings import (
     GIB,
     KEYS,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path, metavar="FILE", help="a TOML configuration file")
     add_config_flags(check)
     add_token_commands(sub)
+    add_data_commands(sub)
     return parser
 
 
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _serve(args, environ)
     if args.command == "token":
         return run_token_command(args)
+    if args.command in ("erase",):
+        return run_data_command(args)
     if args.command == "config" and args.config_command == "check":
         return _check(args, environ)
     return 2

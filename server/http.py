@@ -1,4 +1,4 @@
-"""Plain HTTP routes served beside the WebSocket endpoints (GET only)."""
+"""Plain HTTP routes served beside the WebSocket endpoints (GET, and DELETE where said)."""
 
 from __future__ import annotations
 
@@ -47,29 +47,47 @@ Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class Router:
-    """Maps GET paths to handlers: exact paths, and prefixes ending in '/' that take the rest as params.
+    """Maps (method, path) to handlers: exact paths, and prefixes ending in '/' that take the rest
+    as params. A known path asked with another method gets 405 `method_not_allowed`.
 
     Each route names the scope its caller needs (`read` unless said otherwise; None: open).
+    Requests carry no body (the server reads none): parameters go in the path and query.
     """
 
     def __init__(self) -> None:
-        self._exact: dict[str, tuple[Route, Scope | None]] = {}
-        self._prefix: list[tuple[str, Route, Scope | None]] = []
+        self._exact: dict[str, dict[str, tuple[Route, Scope | None]]] = {}
+        self._prefix: list[tuple[str, dict[str, tuple[Route, Scope | None]]]] = []
 
-    def add(self, path: str, handler: Route, scope: Scope | None = Scope.READ) -> None:
+    def add(self, path: str, handler: Route, scope: Scope | None = Scope.READ, method: str = "GET") -> None:
         if path.endswith("/") and path != "/":  # "/" itself is an exact path (the meeting page)
-            self._prefix.append((path, handler, scope))
+            for prefix, methods in self._prefix:
+                if prefix == path:
+                    methods[method] = (handler, scope)
+                    return
+            self._prefix.append((path, {method: (handler, scope)}))
         else:
-            self._exact[path] = (handler, scope)
+            self._exact.setdefault(path, {})[method] = (handler, scope)
 
-    def match(self, target: str) -> tuple[Route, HttpRequest] | None:
+    def match(self, target: str, method: str = "GET") -> tuple[Route, HttpRequest] | None:
         path, _, query_string = target.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
         exact = self._exact.get(path)
         if exact is not None:
-            return exact[0], HttpRequest(path, query, required_scope=exact[1])
-        for prefix, handler, scope in self._prefix:
+            handler, scope = exact.get(method, (_method_not_allowed(exact), None))
+            return handler, HttpRequest(path, query, required_scope=scope)
+        for prefix, methods in self._prefix:
             if path.startswith(prefix) and len(path) > len(prefix):
                 params = tuple(unquote(p) for p in path[len(prefix) :].split("/"))
+                handler, scope = methods.get(method, (_method_not_allowed(methods), None))
                 return handler, HttpRequest(path, query, params, required_scope=scope)
         return None
+
+
+def _method_not_allowed(methods: dict[str, tuple[Route, Scope | None]]) -> Route:
+    """A route answering 405 and naming the methods the path takes."""
+    allowed = ", ".join(sorted(methods))
+
+    async def refuse(request: HttpRequest) -> HttpResponse:
+        return error_response(405, "method_not_allowed", f"{request.path} takes {allowed}")
+
+    return refuse

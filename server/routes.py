@@ -1,11 +1,13 @@
-"""HTTP reads of conversation memory: conversations, their utterances and summary, search."""
+"""HTTP routes of conversation memory: conversations, their utterances and summary, search, erase."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
+from server.auth import Scope
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.lifecycle import erase_conversation
 from server.sessions import SessionHub
 from server.store import ConversationRow, UtteranceRow
 
@@ -25,7 +27,8 @@ def utterance_json(row: UtteranceRow) -> dict[str, Any]:
 
 
 def add_memory_routes(router: Router, hub: SessionHub) -> None:
-    """GET /v1/conversations, /v1/conversations/{id}, /v1/search (over the hub's services)."""
+    """GET /v1/conversations, /v1/conversations/{id}, /v1/search; DELETE /v1/conversations/{id}
+    (over the hub's services)."""
 
     async def conversations(request: HttpRequest) -> HttpResponse:
         services = hub.services
@@ -88,6 +91,18 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
         results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
         return json_response(200, {"query": query, "results": results})
 
+    async def erase(request: HttpRequest) -> HttpResponse:
+        if hub.services is None:
+            return error_response(503, "unavailable", "loading")
+        if len(request.params) != 1:
+            return error_response(404, "not_found", "no such resource")
+        erased = await erase_conversation(hub, request.tenant_id, request.params[0])
+        if erased is None:
+            return error_response(404, "conversation_not_found", "no such conversation")
+        counts = {"utterances": erased.utterances, "summaries": erased.summaries, "answers": erased.answers}
+        return json_response(200, {"erased": {"conversation_id": erased.conversation_id, **counts}})
+
     router.add("/v1/conversations", conversations)
+    router.add("/v1/conversations/", erase, scope=Scope.DELETE, method="DELETE")
     router.add("/v1/conversations/", conversation)
     router.add("/v1/search", search)

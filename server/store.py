@@ -155,6 +155,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: a summary's items, each with the utterances it comes from (NULL for older summaries).
     ("ALTER TABLE summaries ADD COLUMN items TEXT CHECK (items IS NULL OR json_valid(items))",),
+    # 5: the log of erased utterances (row ids only), which vector indexes replay to drop them.
+    (
+        """
+        CREATE TABLE erasures (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant_id TEXT NOT NULL,
+            utterance_id INTEGER NOT NULL,
+            erased_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX erasures_by_tenant ON erasures (tenant_id, seq)",
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -261,6 +273,19 @@ class AnswerRow:
     text: str
     citations: list[Any]
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedConversation:
+    """What `erase_conversation` deleted (counts and row ids only: never the text)."""
+
+    conversation_id: str
+    tenant_id: str
+    utterances: int
+    summaries: int
+    answers: int
+    utterance_ids: tuple[int, ...]
+    """The utterances' row ids (their vectors must leave the indexes: see `erasures_after`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +401,8 @@ class Store:
                 raise StoreError(f"{path}: SQLite cannot use a write-ahead log here (journal_mode={mode})")
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[synchronous]}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted content is overwritten with zeros rather than left in free pages (erasure).
+            conn.execute("PRAGMA secure_delete = ON")
             migrate(conn)
         except BaseException:
             conn.close()
@@ -659,6 +686,81 @@ class Store:
             )
         assert cursor.lastrowid is not None
         return AnswerRow(cursor.lastrowid, conversation_id, tenant_id, question, text, citations_list, now)
+
+    # --- erasure ---
+
+    def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
+        """Delete the tenant's conversation and everything derived from it, in one transaction.
+
+        Deleted: its utterances (entities included), summaries, answers about it, and the
+        tenant-wide answers that cite one of its utterances. Each utterance's row id is logged
+        in `erasures` so that vector indexes drop its vector (`erasures_after`). Deleted pages
+        are zeroed (`secure_delete`) and the write-ahead log is truncated afterwards when no
+        other connection reads it, so the text does not linger in the database files.
+        Returns None when the tenant has no such conversation (erasing again is not an error).
+        """
+        now = self._clock()
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND tenant_id = ?", (conversation_id, tenant_id)
+            ).fetchone()
+            if found is None:
+                return None
+            ids = tuple(
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT id FROM utterances WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+                )
+            )
+            conn.executemany(
+                "INSERT INTO erasures (tenant_id, utterance_id, erased_at) VALUES (?, ?, ?)",
+                [(tenant_id, i, now) for i in ids],
+            )
+            citing = f"{conversation_id}:"
+            answers = conn.execute(
+                "DELETE FROM answers WHERE tenant_id = ? AND (conversation_id = ? OR (conversation_id IS NULL"
+                " AND EXISTS (SELECT 1 FROM json_each(answers.citations) AS c"
+                " WHERE substr(c.value, 1, ?) = ?)))",
+                (tenant_id, conversation_id, len(citing), citing),
+            ).rowcount
+            summaries = conn.execute(
+                "DELETE FROM summaries WHERE conversation_id = ?", (conversation_id,)
+            ).rowcount
+            conn.execute("DELETE FROM utterances WHERE conversation_id = ?", (conversation_id,))
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        self._truncate_wal()
+        return ErasedConversation(conversation_id, tenant_id, len(ids), summaries, answers, ids)
+
+    def erasures_after(
+        self, tenant_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[tuple[int, int]]:
+        """`(seq, utterance row id)` of the tenant's erasures logged after `after_seq`, in order."""
+        rows = self._conn.execute(
+            "SELECT seq, utterance_id FROM erasures WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (tenant_id, after_seq, limit),
+        ).fetchall()
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    def conversation_tenant(self, conversation_id: str) -> str | None:
+        """The tenant a conversation belongs to, or None (for administration, not for requests)."""
+        row = self._conn.execute(
+            "SELECT tenant_id FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def conversation_ids(self, tenant_id: str) -> list[str]:
+        """Every conversation id of the tenant (oldest first)."""
+        rows = self._conn.execute(
+            "SELECT id FROM conversations WHERE tenant_id = ? ORDER BY created_at, id", (tenant_id,)
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint and empty the write-ahead log (a no-op while another connection reads)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass  # busy: the next checkpoint overwrites the log
 
     # --- reads (each filtered by tenant) ---
 
@@ -973,6 +1075,9 @@ class AsyncStore:
     utterances = _OnStoreThread(Store.utterances)
     utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
     latest_summary = _OnStoreThread(Store.latest_summary)
+    erase_conversation = _OnStoreThread(Store.erase_conversation)
+    erasures_after = _OnStoreThread(Store.erasures_after)
+    conversation_ids = _OnStoreThread(Store.conversation_ids)
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

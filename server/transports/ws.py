@@ -42,6 +42,12 @@ __all__ = ["handle_stream"]
 
 log = logging.getLogger(__name__)
 
+EVICTED_MESSAGES = {
+    ErrorCode.SUPERSEDED: "a client resumed this conversation and track",
+    ErrorCode.CONVERSATION_ERASED: "this conversation was erased",
+}
+"""The `error` message a connection whose session was taken from it gets, by code."""
+
 
 async def handle_stream(
     ws: ServerConnection, hub: SessionHub, auth: Authenticator, limits: LimitsConfig
@@ -138,7 +144,7 @@ class _StreamSocket:
             action.start,
             self.send,
             on_overflow=self._close_slow_consumer,
-            on_superseded=self._close_superseded,
+            on_evicted=self._close_evicted,
         )
         self.connection.session_opened(action.start, self.live.conversation_id)
 
@@ -204,10 +210,11 @@ class _StreamSocket:
         log.warning("closing a client that does not read its events (slow consumer)")
         in_background(self.ws.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SLOW_CONSUMER.value))
 
-    def _close_superseded(self) -> None:
-        """A resuming client took this connection's stream over: close it (in the background,
-        since a dead connection only closes at the close timeout)."""
-        error = Error(ErrorCode.SUPERSEDED, "a client resumed this conversation and track")
+    def _close_evicted(self, code: ErrorCode) -> None:
+        """The session was taken from this connection (a resuming client took its stream over,
+        or its conversation is being erased): close it (in the background, since a dead
+        connection only closes at the close timeout)."""
+        error = Error(code, EVICTED_MESSAGES.get(code, code.value))
         in_background(self._send_and_close(error))  # directly: the session stops sending
 
     async def _send_and_close(self, error: Error) -> None:

@@ -222,6 +222,32 @@ def test_routes_need_read_by_default_and_say_so() -> None:
     assert scope_of("/v1/conversations/c1") is Scope.READ
 
 
+async def test_routes_are_matched_by_method_and_another_method_gets_405() -> None:
+    async def read(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, b"read")
+
+    async def erase(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, b"erase")
+
+    router = Router()
+    router.add("/v1/conversations/", read)
+    router.add("/v1/conversations/", erase, scope=Scope.DELETE, method="DELETE")
+    router.add("/v1/stats", read, scope=Scope.ADMIN)
+    got = router.match("/v1/conversations/c1", "DELETE")
+    assert got is not None and got[1].required_scope is Scope.DELETE and got[1].params == ("c1",)
+    assert (await got[0](got[1])).body == b"erase"
+    got = router.match("/v1/conversations/c1")
+    assert got is not None and (await got[0](got[1])).body == b"read"
+    for target, method in (("/v1/stats", "DELETE"), ("/v1/conversations/c1", "POST")):
+        got = router.match(target, method)
+        assert got is not None and got[1].required_scope is None
+        refused = await got[0](got[1])
+        assert refused.status == 405 and b"method_not_allowed" in refused.body
+    assert router.match("/nowhere", "DELETE") is None
+    assert Principal("t", frozenset({Scope.ADMIN})).allows(Scope.DELETE)
+    assert not Principal("t", frozenset({Scope.READ})).allows(Scope.DELETE)
+
+
 # --- exposure -------------------------------------------------------------------------------------
 
 

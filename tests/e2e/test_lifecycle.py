@@ -1,0 +1,121 @@
+"""The data lifecycle end to end: erase (HTTP and `palabre erase` beside the server), through
+the real server, store and index, also after a restart that reloads the index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palabre_client import ask, stream_file
+from tests.conftest import REPO_ROOT, PalabreServer, start_server
+
+pytestmark = pytest.mark.slow
+
+
+def request(server: PalabreServer, method: str, path: str) -> tuple[int, Any]:
+    """(status, JSON body) of an HTTP request, errors included."""
+    req = urllib.request.Request(server.http + path, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def search(server: PalabreServer, q: str) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = server.get_json(
+        "/v1/search?" + urllib.parse.urlencode({"q": q, "k": 20}), timeout=60
+    )["results"]
+    return results
+
+
+def absent(server: PalabreServer, conversation_id: str) -> None:
+    """The conversation is in no list, read or search of the server."""
+    listed = server.get_json("/v1/conversations")["conversations"]
+    assert conversation_id not in {c["id"] for c in listed}
+    assert request(server, "GET", f"/v1/conversations/{conversation_id}")[0] == 404
+    for q in ("marketing budget", "main competitor Globex", "hire engineers", "quick brown fox"):
+        hits = search(server, q)
+        assert all(h["conversation_id"] != conversation_id for h in hits), hits
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lifecycle")
+
+
+def palabre(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_erase_removes_a_conversation_from_reads_search_and_answers_also_after_a_restart(
+    speech_dir: Path, workdir: Path
+) -> None:
+    data_dir = workdir / "data"
+    server = start_server("tiny.en", ("--data-dir", str(data_dir)), workdir)
+    try:
+        meeting = asyncio.run(stream_file(server.url, speech_dir / "en_meeting.wav", speed=0))
+        fox = asyncio.run(stream_file(server.url, speech_dir / "en_fox.wav", speed=0))
+        erased_id, kept_id = meeting[0]["conversation_id"], fox[0]["conversation_id"]
+        assert any("competitor" in h["text"].lower() for h in search(server, "main competitor Globex"))
+
+        status, body = request(server, "DELETE", f"/v1/conversations/{erased_id}")
+        assert status == 200 and body["erased"]["utterances"] == 5, body
+        assert request(server, "DELETE", f"/v1/conversations/{erased_id}")[0] == 404  # idempotent
+        absent(server, erased_id)
+        assert server.get_json(f"/v1/conversations/{kept_id}")["utterances"]
+        done = asyncio.run(ask("What is the marketing budget?", url=server.url, scope="tenant"))
+        assert all(not c.startswith(f"{erased_id}:") for c in done["citations"]), done
+        assert all(p["utterance_id"].split(":")[0] != erased_id for p in done.get("passages", []))
+
+        # A live session of a conversation being erased is closed with `conversation_erased`.
+        def erase_when_ready(event: dict[str, Any]) -> None:
+            if event["type"] == "ready":
+                path = f"/v1/conversations/{event['conversation_id']}"
+                threading.Thread(target=request, args=(server, "DELETE", path)).start()
+
+        live = asyncio.run(
+            stream_file(
+                server.url,
+                speech_dir / "en_meeting.wav",
+                speed=1.0,
+                on_event=erase_when_ready,
+                reconnect=False,
+            )
+        )
+        errors = [e for e in live if e["type"] == "error"]
+        assert errors and errors[-1]["code"] == "conversation_erased", [e["type"] for e in live]
+        absent(server, live[0]["conversation_id"])
+    finally:
+        server.stop()
+
+    # `palabre erase` on the store beside a running server; the restarted server reloads its index.
+    server = start_server("tiny.en", ("--data-dir", str(data_dir), "--llm", "none"), workdir)
+    try:
+        absent(server, erased_id)
+        assert any(h["conversation_id"] == kept_id for h in search(server, "quick brown fox"))
+        done_erase = palabre("erase", "--data-dir", str(data_dir), "--conversation", kept_id)
+        assert done_erase.returncode == 0 and "erased conversation" in done_erase.stdout, done_erase
+        assert "fox" not in done_erase.stdout.lower()  # what was erased, never the text
+        absent(server, kept_id)
+        again = palabre("erase", "--data-dir", str(data_dir), "--conversation", kept_id)
+        assert again.returncode == 1
+        assert server.get_json("/v1/conversations")["conversations"] == []
+    finally:
+        server.stop()
