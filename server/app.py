@@ -34,6 +34,7 @@ from server.config import ServerConfig, port_range
 from server.engines import asr_service, load_asr_engine
 from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.lifecycle import add_lifecycle_routes
 from server.live import LiveConversations, SessionServices
 from server.llm_queue import LlmQueue
 from server.memory import Knowledge
@@ -77,6 +78,7 @@ class App:
         self.hub = SessionHub(config.limits, per_tenant_caps=config.auth, on_refused=self.metrics.count_error)
         """Every live session: admission, open/close, resume and supersede, publish."""
         add_memory_routes(self.router, self.hub)
+        add_lifecycle_routes(self.router, self.hub)
         limits = config.limits
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),

@@ -1,4 +1,6 @@
-"""The data lifecycle of conversations: erasing one, with everything derived from it.
+"""The data lifecycle of conversations: erasing one, with everything derived from it; the audit log.
+
+Routes: `DELETE /v1/conversations/{id}` (scope `delete`), `GET /v1/audit` (scope `admin`).
 
 `erase_conversation` is what `DELETE /v1/conversations/{id}` and the retention job run inside the
 server: its live sessions are closed first (`conversation_erased`), so nothing more of it is
@@ -13,10 +15,17 @@ an erased conversation, at its next final (the store refuses it: `conversation_e
 
 from __future__ import annotations
 
-from server.sessions import SessionHub
-from server.store import ErasedConversation
+from dataclasses import asdict
+from typing import Any
 
-__all__ = ["erase_conversation"]
+from server.audit import AuditAction, record
+from server.auth import Scope
+from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.routes import principal_of
+from server.sessions import SessionHub
+from server.store import AuditRow, ErasedConversation
+
+__all__ = ["add_lifecycle_routes", "erase_conversation"]
 
 
 async def erase_conversation(
@@ -37,3 +46,44 @@ async def erase_conversation(
     if knowledge is not None:
         await knowledge.indexes.catch_up_erasures(tenant_id)
     return erased
+
+
+def audit_json(row: AuditRow) -> dict[str, Any]:
+    """An audit row as the API shows it (the tenant is the caller's)."""
+    out = asdict(row)
+    out.pop("tenant_id")
+    return out
+
+
+def add_lifecycle_routes(router: Router, hub: SessionHub) -> None:
+    """DELETE /v1/conversations/{id}, GET /v1/audit (over the hub's services)."""
+
+    async def erase(request: HttpRequest) -> HttpResponse:
+        services = hub.services
+        if services is None:
+            return error_response(503, "unavailable", "loading")
+        if len(request.params) != 1:
+            return error_response(404, "not_found", "no such resource")
+        erased = await erase_conversation(hub, request.tenant_id, request.params[0])
+        if erased is None:
+            return error_response(404, "conversation_not_found", "no such conversation")
+        counts = {"utterances": erased.utterances, "summaries": erased.summaries, "answers": erased.answers}
+        principal = principal_of(request)
+        await record(services.store, principal, AuditAction.ERASE, erased.conversation_id, counts)
+        return json_response(200, {"erased": {"conversation_id": erased.conversation_id, **counts}})
+
+    async def audit(request: HttpRequest) -> HttpResponse:
+        services = hub.services
+        if services is None:
+            return error_response(503, "unavailable", "loading")
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+            before = request.query.get("before")
+            before_id = int(before) if before else None
+        except ValueError:
+            return error_response(400, "bad_request", "limit and before must be integers")
+        rows = await services.store.audit(request.tenant_id, limit, before_id)
+        return json_response(200, {"audit": [audit_json(r) for r in rows]})
+
+    router.add("/v1/conversations/", erase, scope=Scope.DELETE, method="DELETE")
+    router.add("/v1/audit", audit, scope=Scope.ADMIN)

@@ -167,6 +167,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX erasures_by_tenant ON erasures (tenant_id, seq)",
     ),
+    # 6: the audit log: who exported, erased, purged or read across conversations (never text).
+    (
+        """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            conversation_id TEXT,
+            detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
+        )
+        """,
+        "CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id)",
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -286,6 +301,21 @@ class ErasedConversation:
     answers: int
     utterance_ids: tuple[int, ...]
     """The utterances' row ids (their vectors must leave the indexes: see `erasures_after`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audited action: who did what, when, to which conversation (never what was said)."""
+
+    id: int
+    tenant_id: str
+    at: float
+    actor: str
+    """`token:<id>`, `open` (open access) or `cli` (a `palabre` command)."""
+    action: str
+    conversation_id: str | None
+    detail: dict[str, Any]
+    """Counts and parameters (a format, a limit), never transcript text or a search query."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -762,6 +792,57 @@ class Store:
         except sqlite3.OperationalError:
             pass  # busy: the next checkpoint overwrites the log
 
+    # --- audit ---
+
+    def add_audit(
+        self,
+        tenant_id: str,
+        actor: str,
+        action: str,
+        conversation_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRow:
+        """Record an audited action (committed when this returns)."""
+        detail_dict = dict(detail or {})
+        now = self._clock()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO audit_log (tenant_id, at, actor, action, conversation_id, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (tenant_id, now, actor, action, conversation_id, json.dumps(detail_dict, ensure_ascii=False)),
+            )
+        assert cursor.lastrowid is not None
+        return AuditRow(cursor.lastrowid, tenant_id, now, actor, action, conversation_id, detail_dict)
+
+    def audit(self, tenant_id: str | None, limit: int = 100, before_id: int | None = None) -> list[AuditRow]:
+        """The latest audited actions of one tenant (or of every tenant), newest first, with id
+        below `before_id` when given (to page back)."""
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        rows = self._conn.execute(
+            "SELECT id, tenant_id, at, actor, action, conversation_id, detail FROM audit_log"
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [
+            AuditRow(
+                r["id"],
+                r["tenant_id"],
+                r["at"],
+                r["actor"],
+                r["action"],
+                r["conversation_id"],
+                json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
     # --- reads (each filtered by tenant) ---
 
     def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
@@ -1078,6 +1159,8 @@ class AsyncStore:
     erase_conversation = _OnStoreThread(Store.erase_conversation)
     erasures_after = _OnStoreThread(Store.erasures_after)
     conversation_ids = _OnStoreThread(Store.conversation_ids)
+    add_audit = _OnStoreThread(Store.add_audit)
+    audit = _OnStoreThread(Store.audit)
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

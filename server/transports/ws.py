@@ -15,6 +15,7 @@ import time
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.audit import AuditAction, record
 from server.auth import Authenticator
 from server.codecs.native import serialize_event
 from server.codecs.stream_connection import (
@@ -166,6 +167,8 @@ class _StreamSocket:
             memory = services.knowledge if services is not None else None
             if memory is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "this server keeps no conversation memory")
+            if action.ask.scope == "tenant" and services is not None:  # a read across conversations
+                await record(services.store, principal, AuditAction.ASK)
             async for event in memory.answer(principal.tenant_id, action.ask, action.conversation_id):
                 await self.deliver(event)
         except ProtocolError as error:

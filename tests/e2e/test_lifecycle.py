@@ -102,6 +102,12 @@ def test_erase_removes_a_conversation_from_reads_search_and_answers_also_after_a
         errors = [e for e in live if e["type"] == "error"]
         assert errors and errors[-1]["code"] == "conversation_erased", [e["type"] for e in live]
         absent(server, live[0]["conversation_id"])
+        audit = server.get_json("/v1/audit?limit=1000")["audit"]
+        actions = {(a["action"], a["conversation_id"]) for a in audit}
+        assert {("erase", erased_id), ("erase", live[0]["conversation_id"]), ("ask", None)} <= actions
+        assert {"list", "read", "search"} <= {a["action"] for a in audit}
+        assert all(a["actor"] == "open" for a in audit)
+        assert "budget" not in json.dumps(audit).lower()  # no transcript text, no query
     finally:
         server.stop()
 
@@ -117,5 +123,10 @@ def test_erase_removes_a_conversation_from_reads_search_and_answers_also_after_a
         again = palabre("erase", "--data-dir", str(data_dir), "--conversation", kept_id)
         assert again.returncode == 1
         assert server.get_json("/v1/conversations")["conversations"] == []
+        logged = palabre("audit", "--data-dir", str(data_dir))
+        rows = [json.loads(line) for line in logged.stdout.splitlines()]
+        assert any(
+            r["actor"] == "cli" and r["action"] == "erase" and r["conversation_id"] == kept_id for r in rows
+        )
     finally:
         server.stop()

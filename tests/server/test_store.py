@@ -450,3 +450,17 @@ def test_conversation_tenant_and_ids(store: Store) -> None:
     store.open_conversation("other", "c", None)
     assert store.conversation_tenant("c") == "other" and store.conversation_tenant("x") is None
     assert store.conversation_ids("acme") == ["a", "b"]
+
+
+def test_audit_rows_per_tenant_newest_first_and_paged(store: Store) -> None:
+    store.add_audit("acme", "token:3", "erase", "c1", {"utterances": 4})
+    store.add_audit("acme", "open", "search", None, {"k": 5})
+    store.add_audit("other", "cli", "purge", "c9")
+    rows = store.audit("acme")
+    assert [(r.actor, r.action, r.conversation_id) for r in rows] == [
+        ("open", "search", None),
+        ("token:3", "erase", "c1"),
+    ]
+    assert rows[1].detail == {"utterances": 4} and rows[0].at > rows[1].at
+    assert [r.action for r in store.audit("acme", before_id=rows[0].id)] == ["erase"]
+    assert [r.tenant_id for r in store.audit(None, limit=2)] == ["other", "acme"]
