@@ -34,7 +34,7 @@ from server.config import ServerConfig, port_range
 from server.engines import asr_service, load_asr_engine
 from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
-from server.lifecycle import add_lifecycle_routes
+from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import LiveConversations, SessionServices
 from server.llm_queue import LlmQueue
 from server.memory import Knowledge
@@ -79,6 +79,7 @@ class App:
         """Every live session: admission, open/close, resume and supersede, publish."""
         add_memory_routes(self.router, self.hub)
         add_lifecycle_routes(self.router, self.hub)
+        self.retention = RetentionJob(self.hub)
         limits = config.limits
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
@@ -128,6 +129,7 @@ class App:
         )
         self.metrics.attach(services)
         self.hub.serve(services)
+        self.retention.start()
         log.info(
             "ready: model %s on %s (%d workers), data in %s",
             engine.name,
@@ -183,6 +185,7 @@ class App:
         return len(self.hub)
 
     async def close(self) -> None:
+        await self.retention.close()
         await self.watch.close()
         await self.hub.close()
         services = self.hub.services

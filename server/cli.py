@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _serve(args, environ)
     if args.command == "token":
         return run_token_command(args)
-    if args.command in ("erase", "audit"):
+    if args.command in ("erase", "purge", "audit", "tenant"):
         return run_data_command(args)
     if args.command == "config" and args.config_command == "check":
         return _check(args, environ)

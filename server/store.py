@@ -182,6 +182,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id)",
     ),
+    # 7: how long a tenant keeps its conversations (NULL: for ever).
+    (
+        "ALTER TABLE tenants ADD COLUMN retention_days INTEGER"
+        " CHECK (retention_days IS NULL OR retention_days > 0)",
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -785,6 +790,34 @@ class Store:
         ).fetchall()
         return [str(row[0]) for row in rows]
 
+    def set_retention(self, tenant_id: str, days: int | None) -> None:
+        """Keep the tenant's conversations `days` days after their last utterance (None: for ever);
+        the tenant is created if needed."""
+        if days is not None and days <= 0:
+            raise ValueError(f"retention days must be positive, not {days}")
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, self._clock())
+            conn.execute("UPDATE tenants SET retention_days = ? WHERE id = ?", (days, tenant_id))
+
+    def retention(self) -> dict[str, int]:
+        """Tenant → retention days, for the tenants that have one."""
+        rows = self._conn.execute("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def conversations_idle_since(
+        self, cutoff: float, tenant_id: str | None = None, limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """`(tenant, conversation id)` of up to `limit` conversations whose last utterance (or, with
+        none, their creation) is older than `cutoff` (epoch seconds), oldest first."""
+        where, args = ("WHERE c.tenant_id = ?", [tenant_id]) if tenant_id is not None else ("", [])
+        rows = self._conn.execute(
+            "SELECT c.tenant_id, c.id, COALESCE(MAX(u.created_at), c.created_at) AS last"
+            f" FROM conversations AS c LEFT JOIN utterances AS u ON u.conversation_id = c.id {where}"
+            " GROUP BY c.id HAVING last < ? ORDER BY last LIMIT ?",
+            (*args, cutoff, limit),
+        ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
+
     def _truncate_wal(self) -> None:
         """Checkpoint and empty the write-ahead log (a no-op while another connection reads)."""
         try:
@@ -1160,6 +1193,9 @@ class AsyncStore:
     erasures_after = _OnStoreThread(Store.erasures_after)
     conversation_ids = _OnStoreThread(Store.conversation_ids)
     add_audit = _OnStoreThread(Store.add_audit)
+    retention = _OnStoreThread(Store.retention)
+    set_retention = _OnStoreThread(Store.set_retention)
+    conversations_idle_since = _OnStoreThread(Store.conversations_idle_since)
     audit = _OnStoreThread(Store.audit)
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:

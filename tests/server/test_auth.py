@@ -6,6 +6,7 @@ Pure and fast: a real SQLite store in a temporary folder, fake clocks, no server
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -424,3 +425,33 @@ def test_the_audio_rate_of_a_connection_counts_every_stream_it_carries() -> None
         now += 0.02
         rates.audio(160, now)
         rates.audio(160, now)
+
+
+def test_palabre_purge_erase_tenant_set_and_audit_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.store import Store
+
+    with Store.open(ServerConfig(data_dir=tmp_path).database_path) as store:
+        for cid in ("a", "b", "c"):
+            store.open_conversation("acme", cid, "en")
+            store.add_utterance("acme", cid, 0, f"secret {cid}", 0, 1, "en")
+    data = ["--data-dir", str(tmp_path)]
+    assert palabre(["purge", *data, "--before", "2000-01-01"]) == 0
+    assert "purged 0 conversations" in capsys.readouterr().out
+    assert palabre(["erase", *data, "--conversation", "a"]) == 0
+    assert palabre(["erase", *data, "--conversation", "a"]) == 1
+    assert palabre(["tenant", "set", "acme", *data, "--retention-days", "30"]) == 0
+    assert palabre(["purge", *data, "--before", "2100-01-01T00:00", "--tenant", "acme"]) == 0
+    out = capsys.readouterr().out
+    assert "purged 2 conversations" in out and "30 days" in out
+    assert palabre(["audit", *data]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["conversation_id"], r["actor"]) for r in rows] == [
+        ("purge", "c", "cli"),
+        ("purge", "b", "cli"),
+        ("erase", "a", "cli"),
+    ]
+    assert "secret" not in json.dumps(rows)
+    with Store.open(ServerConfig(data_dir=tmp_path).database_path) as store:
+        assert store.list_conversations("acme") == [] and store.retention() == {"acme": 30}

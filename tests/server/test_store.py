@@ -464,3 +464,29 @@ def test_audit_rows_per_tenant_newest_first_and_paged(store: Store) -> None:
     assert rows[1].detail == {"utterances": 4} and rows[0].at > rows[1].at
     assert [r.action for r in store.audit("acme", before_id=rows[0].id)] == ["erase"]
     assert [r.tenant_id for r in store.audit(None, limit=2)] == ["other", "acme"]
+
+
+def test_retention_and_conversations_idle_since(store: Store) -> None:
+    store.open_conversation("acme", "old", None)  # clock: +1 s per reading
+    add(store, "acme", "old", 0)
+    store.open_conversation("acme", "empty", None)
+    cutoff = store._clock()
+    store.open_conversation("acme", "new", None)
+    add(store, "acme", "new", 0)
+    add(store, "acme", "old", 1)  # "old" spoke again after the cutoff: kept
+    store.open_conversation("other", "x", None)
+    assert store.conversations_idle_since(cutoff) == [("acme", "empty")]
+    assert store.conversations_idle_since(store._clock(), "acme") == [
+        ("acme", "empty"),
+        ("acme", "new"),
+        ("acme", "old"),
+    ]
+    assert store.conversations_idle_since(store._clock(), "acme", limit=1) == [("acme", "empty")]
+    assert store.retention() == {}
+    store.set_retention("acme", 30)
+    store.set_retention("fresh", 7)
+    assert store.retention() == {"acme": 30, "fresh": 7}
+    store.set_retention("acme", None)
+    assert store.retention() == {"fresh": 7}
+    with pytest.raises(ValueError):
+        store.set_retention("acme", 0)
