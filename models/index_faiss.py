@@ -283,6 +283,28 @@ class FaissIndex:
             self._generation += 1
             self._install(index, kind, nlist, len(id_array) if kind == "ivf" else 0)
 
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove the vectors of `ids` (those held); return how many were removed.
+
+        The index is re-filled without them (an IVF keeps its training), so a removed vector is
+        gone from every later search, `vectors` and `save`. A background rebuild under way is
+        dropped (it started from the old contents) and starts again on the next add.
+        """
+        with self._lock:
+            gone = {int(i) for i in ids} & self._ids
+            if not gone:
+                return 0
+            all_ids = faiss.vector_to_array(self._cpu.id_map)
+            matrix = self._cpu.index.reconstruct_n(0, self._cpu.ntotal)
+            keep = ~np.isin(all_ids, np.fromiter(gone, dtype=np.int64, count=len(gone)))
+            index = faiss.clone_index(self._cpu)
+            index.reset()
+            if keep.any():
+                index.add_with_ids(np.ascontiguousarray(matrix[keep]), np.ascontiguousarray(all_ids[keep]))
+            self._generation += 1
+            self._install(index, self._kind, self._nlist, self._trained_count)
+        return len(gone)
+
     def wait_for_rebuild(self, timeout: float | None = None) -> bool:
         """Wait for a background rebuild to finish; False if one is still running after `timeout`."""
         thread = self._rebuild_thread
@@ -487,7 +509,8 @@ class FaissIndex:
                     return
                 current = self._cpu
                 if current.ntotal > len(ids):
-                    # Rows are appended in order and never removed: the tail is what came since.
+                    # Rows are appended in order (a removal bumps the generation, so this rebuild
+                    # would have been dropped): the tail is what came since.
                     start = len(ids)
                     tail_ids = faiss.vector_to_array(current.id_map)[start:]
                     index.add_with_ids(current.index.reconstruct_n(start, current.ntotal - start), tail_ids)

@@ -29,6 +29,7 @@ from server.auth import (
 )
 from server.config import ServerConfig, port_range
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import SessionServices
 from server.loading import load_services
 from server.metrics import Metrics
@@ -67,6 +68,8 @@ class App:
         self.hub = SessionHub(config.limits, per_tenant_caps=config.auth, on_refused=self.metrics.count_error)
         """Every live session: admission, open/close, resume and supersede, publish."""
         add_memory_routes(self.router, self.hub)
+        add_lifecycle_routes(self.router, self.hub)
+        self.retention = RetentionJob(self.hub)
         limits = config.limits
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
@@ -90,6 +93,7 @@ class App:
             summary_observers=[self.watch.summarized],
         )
         self.hub.serve(services)
+        self.retention.start()
 
     @property
     def services(self) -> SessionServices | None:
@@ -100,6 +104,7 @@ class App:
         return len(self.hub)
 
     async def close(self) -> None:
+        await self.retention.close()
         await self.watch.close()
         await self.hub.close()
         services = self.hub.services
@@ -133,7 +138,7 @@ class App:
         return json_response(200, self.stats())
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Answer plain HTTP GETs; let WebSocket upgrades to known paths through."""
+        """Answer plain HTTP requests (GET, DELETE); let WebSocket upgrades to known paths through."""
         path = request.path.partition("?")[0]
         if path in self.websocket_routes:
             if not origin_allowed(request.headers.get("Origin"), self.config.allowed_origins):
@@ -141,7 +146,7 @@ class App:
             if self.services is None:
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "models are loading\n")
             return None
-        matched = self.router.match(request.path)
+        matched = self.router.match(request.path, request.method)
         if matched is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         route, http_request = matched
@@ -158,7 +163,7 @@ class App:
         try:
             result = await route(http_request)
         except Exception:
-            log.exception("GET %s failed", path)
+            log.exception("%s %s failed", request.method, path)
             result = error_response(500, "internal", "internal error")
         return self._http_response(result)
 

@@ -47,6 +47,8 @@ class Scope(StrEnum):
     """Send audio (and ask about the conversation being streamed)."""
     READ = "read"
     """Read conversations, search, ask about any conversation, watch."""
+    DELETE = "delete"
+    """Erase conversations (`DELETE /v1/conversations/{id}`)."""
     ADMIN = "admin"
     """Metrics, operations; implies every other scope."""
 
@@ -105,7 +107,7 @@ def hash_token(token: str) -> str:
 
 
 def parse_scopes(names: Iterable[str]) -> frozenset[Scope]:
-    """Scope names (`stream`, `read`, `admin`) → scopes; ValueError names an unknown one."""
+    """Scope names (`stream`, `read`, `delete`, `admin`) → scopes; ValueError names an unknown one."""
     scopes = set()
     for name in names:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 from server import gpu
 from server.auth import startup_refusal
 from server.config import ServerConfig
+from server.data_commands import add_data_commands, run_data_command
 from server.settings import (
     GIB,
     KEYS,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--store", help="postgresql://USER:PASSWORD@HOST:PORT/DB (default: SQLite in --data-dir)"
     )
+    add_data_commands(sub)
     return parser
 
 
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _serve(args, environ)
     if args.command == "token":
         return run_token_command(args)
+    if args.command in ("erase", "purge", "audit", "tenant"):
+        return run_data_command(args)
     if args.command == "config" and args.config_command == "check":
         return _check(args, environ)
     if args.command == "db" and args.db_command == "migrate":

@@ -1,4 +1,4 @@
-"""Plain HTTP routes served beside the WebSocket endpoints (GET only)."""
+"""Plain HTTP routes served beside the WebSocket endpoints (GET, and DELETE where said)."""
 
 from __future__ import annotations
 
@@ -47,29 +47,63 @@ Route = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 class Router:
-    """Maps GET paths to handlers: exact paths, and prefixes ending in '/' that take the rest as params.
+    """Maps (method, path) to handlers: exact paths, patterns with `{name}` segments (e.g.
+    `/v1/conversations/{id}/transcript`: each `{…}` segment is a param), and prefixes ending in
+    '/' that take the rest as params; tried in that order. A known path asked with another
+    method gets 405 `method_not_allowed`.
 
     Each route names the scope its caller needs (`read` unless said otherwise; None: open).
+    Requests carry no body (the server reads none): parameters go in the path and query.
     """
 
     def __init__(self) -> None:
-        self._exact: dict[str, tuple[Route, Scope | None]] = {}
-        self._prefix: list[tuple[str, Route, Scope | None]] = []
+        self._exact: dict[str, dict[str, tuple[Route, Scope | None]]] = {}
+        self._prefix: list[tuple[str, dict[str, tuple[Route, Scope | None]]]] = []
+        self._patterns: dict[tuple[str, ...], dict[str, tuple[Route, Scope | None]]] = {}
 
-    def add(self, path: str, handler: Route, scope: Scope | None = Scope.READ) -> None:
-        if path.endswith("/") and path != "/":  # "/" itself is an exact path (the meeting page)
-            self._prefix.append((path, handler, scope))
+    def add(self, path: str, handler: Route, scope: Scope | None = Scope.READ, method: str = "GET") -> None:
+        if "{" in path:
+            self._patterns.setdefault(tuple(path.split("/")), {})[method] = (handler, scope)
+        elif path.endswith("/") and path != "/":  # "/" itself is an exact path (the meeting page)
+            for prefix, methods in self._prefix:
+                if prefix == path:
+                    methods[method] = (handler, scope)
+                    return
+            self._prefix.append((path, {method: (handler, scope)}))
         else:
-            self._exact[path] = (handler, scope)
+            self._exact.setdefault(path, {})[method] = (handler, scope)
 
-    def match(self, target: str) -> tuple[Route, HttpRequest] | None:
+    def match(self, target: str, method: str = "GET") -> tuple[Route, HttpRequest] | None:
         path, _, query_string = target.partition("?")
         query = dict(parse_qsl(query_string, keep_blank_values=True))
+        found = self._find(path)
+        if found is None:
+            return None
+        methods, params = found
+        handler, scope = methods.get(method, (_method_not_allowed(methods), None))
+        return handler, HttpRequest(path, query, params, required_scope=scope)
+
+    def _find(self, path: str) -> tuple[dict[str, tuple[Route, Scope | None]], tuple[str, ...]] | None:
+        """The routes of a path, by method, and the params it gives them."""
         exact = self._exact.get(path)
         if exact is not None:
-            return exact[0], HttpRequest(path, query, required_scope=exact[1])
-        for prefix, handler, scope in self._prefix:
+            return exact, ()
+        segments = path.split("/")
+        for pattern, methods in self._patterns.items():
+            pairs = list(zip(pattern, segments, strict=False))
+            if len(pattern) == len(segments) and all(p == s or (p[:1] == "{" and s) for p, s in pairs):
+                return methods, tuple(unquote(s) for p, s in pairs if p[:1] == "{")
+        for prefix, methods in self._prefix:
             if path.startswith(prefix) and len(path) > len(prefix):
-                params = tuple(unquote(p) for p in path[len(prefix) :].split("/"))
-                return handler, HttpRequest(path, query, params, required_scope=scope)
+                return methods, tuple(unquote(p) for p in path[len(prefix) :].split("/"))
         return None
+
+
+def _method_not_allowed(methods: dict[str, tuple[Route, Scope | None]]) -> Route:
+    """A route answering 405 and naming the methods the path takes."""
+    allowed = ", ".join(sorted(methods))
+
+    async def refuse(request: HttpRequest) -> HttpResponse:
+        return error_response(405, "method_not_allowed", f"{request.path} takes {allowed}")
+
+    return refuse

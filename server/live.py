@@ -21,11 +21,11 @@ from typing import Literal
 
 from server.memory import Knowledge
 from server.model_service import BatchService
-from server.store import UtteranceRow
+from server.store import ConversationNotFound, UtteranceRow
 from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
-from stream.errors import ErrorCode, ProtocolError
+from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
     Closed,
     Error,
@@ -269,7 +269,7 @@ class LiveSession:
         send: Send | None = None,
         max_events: int = 256,
         on_overflow: Callable[[], None] | None = None,
-        on_superseded: Callable[[], None] | None = None,
+        on_evicted: Callable[[ErrorCode], None] | None = None,
         on_closed: Callable[[LiveSession], None] | None = None,
     ) -> None:
         self.services = services
@@ -283,7 +283,9 @@ class LiveSession:
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._on_closed = on_closed
-        self._on_superseded = on_superseded
+        self._on_evicted = on_evicted
+        self.erased = False
+        """Its conversation was erased while it streamed (`erase`): it takes no more audio."""
         self.conversation_id = ""
         self.audio_seconds = 0.0
         self._close_queued = False
@@ -359,6 +361,10 @@ class LiveSession:
 
     def feed(self, data: bytes) -> None:
         """Wire audio bytes in the announced encoding."""
+        if self.erased:
+            raise ProtocolError(
+                ErrorCode.CONVERSATION_ERASED, "this conversation was erased", CloseCode.POLICY_VIOLATION
+            )
         if self.session is None or self._converter is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio")
         samples = self._converter.feed(data)
@@ -399,9 +405,28 @@ class LiveSession:
         """A client resumed this session's conversation and track: it takes over this session,
         whose connection is presumed dead (a drop the server has not noticed yet). Close the
         connection and finish the session without it (its finals are stored)."""
-        if self._on_superseded is not None:
-            self._on_superseded()
+        if self._on_evicted is not None:
+            self._on_evicted(ErrorCode.SUPERSEDED)
         self.detach()
+
+    async def erase(self) -> None:
+        """Its conversation is being erased: close the connection (`conversation_erased`) and
+        drop the session at once; nothing more of it is stored or sent."""
+        self.erased = True
+        if self._on_evicted is not None:
+            self._on_evicted(ErrorCode.CONVERSATION_ERASED)
+        self.outbox.detach()
+        await self.abort()
+
+    def _erased_elsewhere(self) -> None:
+        """The store no longer has the conversation (`palabre erase` or `purge` beside the server):
+        close the connection (`conversation_erased`); the session finishes without storing or
+        sending (its pending recognitions complete, so it still reaches `closed`)."""
+        log.info("session %s: its conversation was erased", self.session_id)
+        self.erased = True
+        if self._on_evicted is not None:
+            self._on_evicted(ErrorCode.CONVERSATION_ERASED)
+        self.outbox.detach()
 
     async def wait_closed(self) -> None:
         if self._writer is not None:
@@ -475,18 +500,22 @@ class LiveSession:
         return [summary] if summary is not None else []
 
     async def _commit(self, final: Final) -> None:
-        if not final.text or final.replayed:
+        if not final.text or final.replayed or self.erased:
             return
-        row = await self.services.store.add_utterance(
-            self.tenant_id,
-            self.conversation_id,
-            final.seq,
-            final.text,
-            final.start,
-            final.end,
-            final.language,
-            track=final.track,
-        )
+        try:
+            row = await self.services.store.add_utterance(
+                self.tenant_id,
+                self.conversation_id,
+                final.seq,
+                final.text,
+                final.start,
+                final.end,
+                final.language,
+                track=final.track,
+            )
+        except ConversationNotFound:
+            self._erased_elsewhere()
+            return
         if self.services.knowledge is not None:
             self.services.knowledge.utterance_stored(row)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from server.audit import AuditAction, record
+from server.auth import Principal
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.sessions import SessionHub
 from server.store import ConversationRow, UtteranceRow
@@ -24,6 +26,11 @@ def utterance_json(row: UtteranceRow) -> dict[str, Any]:
     return out
 
 
+def principal_of(request: HttpRequest) -> Principal:
+    assert request.principal is not None, "route called without authentication"
+    return request.principal
+
+
 def add_memory_routes(router: Router, hub: SessionHub) -> None:
     """GET /v1/conversations, /v1/conversations/{id}, /v1/search (over the hub's services)."""
 
@@ -36,6 +43,7 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
         except ValueError:
             return error_response(400, "bad_request", "limit must be an integer")
         rows = await services.store.list_conversations(request.tenant_id, limit)
+        await record(services.store, principal_of(request), AuditAction.LIST, detail={"count": len(rows)})
         return json_response(200, {"conversations": [conversation_json(r) for r in rows]})
 
     async def conversation(request: HttpRequest) -> HttpResponse:
@@ -50,6 +58,7 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
             return error_response(404, "conversation_not_found", "no such conversation")
         utterances = await store.utterances(tenant, row.id)
         summary = await store.latest_summary(tenant, row.id)
+        await record(store, principal_of(request), AuditAction.READ, row.id)
         return json_response(
             200,
             {
@@ -86,6 +95,8 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
             request.tenant_id, query, conversation_id, k, entity=entity, entity_label=label
         )
         results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
+        detail = {"k": k, "results": len(results), "entity_label": label}
+        await record(services.store, principal_of(request), AuditAction.SEARCH, conversation_id, detail)
         return json_response(200, {"query": query, "results": results})
 
     router.add("/v1/conversations", conversations)

@@ -95,7 +95,7 @@ class SessionHub:
         *,
         turn_detection: Literal["vad", "manual"] | None = None,
         on_overflow: Callable[[], None] | None = None,
-        on_superseded: Callable[[], None] | None = None,
+        on_evicted: Callable[[ErrorCode], None] | None = None,
         admitted: bool = False,
     ) -> LiveSession:
         """Admit, open and register a session of `tenant_id`; its events go to `send` (None: to
@@ -103,8 +103,9 @@ class SessionHub:
         `bad_start`) and then no session exists.
 
         `admitted`: the caller already admitted it (a connection opening several at once).
-        `on_overflow`: the client stopped reading (close it). `on_superseded`: a resuming client
-        took this session's conversation and track over (close its connection).
+        `on_overflow`: the client stopped reading (close it). `on_evicted`: the session was
+        taken from its client, with the code to close its connection with (`superseded`: a
+        resuming client took its conversation and track over; `conversation_erased`).
         """
         services = self.services
         if services is None:
@@ -119,7 +120,7 @@ class SessionHub:
             send=send,
             max_events=self.limits.outbox_events,
             on_overflow=on_overflow,
-            on_superseded=on_superseded,
+            on_evicted=on_evicted,
             on_closed=self._closed,
         )
         ready = await live.open(start, turn_detection=turn_detection)
@@ -144,6 +145,19 @@ class SessionHub:
         ]
         for live in taken:
             live.supersede()
+        return len(taken)
+
+    async def erase_conversation(self, tenant_id: str, conversation_id: str) -> int:
+        """The conversation is being erased: close its live sessions (`conversation_erased`) and
+        drop them at once, so nothing more of it is stored. Returns how many."""
+        taken = [
+            live
+            for live in self._sessions.values()
+            if live.tenant_id == tenant_id and live.conversation_id == conversation_id
+        ]
+        for live in taken:
+            await live.erase()
+            self._forget(live)
         return len(taken)
 
     def publish(self, conversation_id: str, event: ServerEvent) -> None:
@@ -172,12 +186,20 @@ class SessionHub:
 
     def _closed(self, live: LiveSession) -> None:
         """A session delivered its last event: forget it; end its conversation if it was the last."""
-        self._sessions.pop(live.session_id, None)
         services = self.services
-        if services is None or not services.conversations.leave(live.conversation_id):
+        if services is None or not self._forget(live):
             return
-        if services.knowledge is not None:
-            services.knowledge.conversation_ended(live.conversation_id)
         task = asyncio.get_running_loop().create_task(services.store.end_conversation(live.conversation_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _forget(self, live: LiveSession) -> bool:
+        """Take a session out of the registry; True when it was its conversation's last (whose
+        memory is then told the conversation ended)."""
+        self._sessions.pop(live.session_id, None)
+        services = self.services
+        if services is None or not services.conversations.leave(live.conversation_id):
+            return False
+        if services.knowledge is not None:
+            services.knowledge.conversation_ended(live.conversation_id)
+        return True

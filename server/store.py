@@ -155,6 +155,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: a summary's items, each with the utterances it comes from (NULL for older summaries).
     ("ALTER TABLE summaries ADD COLUMN items TEXT CHECK (items IS NULL OR json_valid(items))",),
+    # 5: the log of erased utterances (row ids only), which vector indexes replay to drop them.
+    (
+        """
+        CREATE TABLE erasures (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant_id TEXT NOT NULL,
+            utterance_id INTEGER NOT NULL,
+            erased_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX erasures_by_tenant ON erasures (tenant_id, seq)",
+    ),
+    # 6: the audit log: who exported, erased, purged or read across conversations (never text).
+    (
+        """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            conversation_id TEXT,
+            detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
+        )
+        """,
+        "CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id)",
+    ),
+    # 7: how long a tenant keeps its conversations (NULL: for ever).
+    (
+        "ALTER TABLE tenants ADD COLUMN retention_days INTEGER"
+        " CHECK (retention_days IS NULL OR retention_days > 0)",
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -261,6 +293,34 @@ class AnswerRow:
     text: str
     citations: list[Any]
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedConversation:
+    """What `erase_conversation` deleted (counts and row ids only: never the text)."""
+
+    conversation_id: str
+    tenant_id: str
+    utterances: int
+    summaries: int
+    answers: int
+    utterance_ids: tuple[int, ...]
+    """The utterances' row ids (their vectors must leave the indexes: see `erasures_after`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One audited action: who did what, when, to which conversation (never what was said)."""
+
+    id: int
+    tenant_id: str
+    at: float
+    actor: str
+    """`token:<id>`, `open` (open access) or `cli` (a `palabre` command)."""
+    action: str
+    conversation_id: str | None
+    detail: dict[str, Any]
+    """Counts and parameters (a format, a limit), never transcript text or a search query."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +436,8 @@ class Store:
                 raise StoreError(f"{path}: SQLite cannot use a write-ahead log here (journal_mode={mode})")
             conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[synchronous]}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted content is overwritten with zeros rather than left in free pages (erasure).
+            conn.execute("PRAGMA secure_delete = ON")
             migrate(conn)
         except BaseException:
             conn.close()
@@ -659,6 +721,160 @@ class Store:
             )
         assert cursor.lastrowid is not None
         return AnswerRow(cursor.lastrowid, conversation_id, tenant_id, question, text, citations_list, now)
+
+    # --- erasure ---
+
+    def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
+        """Delete the tenant's conversation and everything derived from it, in one transaction.
+
+        Deleted: its utterances (entities included), summaries, answers about it, and the
+        tenant-wide answers that cite one of its utterances. Each utterance's row id is logged
+        in `erasures` so that vector indexes drop its vector (`erasures_after`). Deleted pages
+        are zeroed (`secure_delete`) and the write-ahead log is truncated afterwards when no
+        other connection reads it, so the text does not linger in the database files.
+        Returns None when the tenant has no such conversation (erasing again is not an error).
+        """
+        now = self._clock()
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND tenant_id = ?", (conversation_id, tenant_id)
+            ).fetchone()
+            if found is None:
+                return None
+            ids = tuple(
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT id FROM utterances WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+                )
+            )
+            conn.executemany(
+                "INSERT INTO erasures (tenant_id, utterance_id, erased_at) VALUES (?, ?, ?)",
+                [(tenant_id, i, now) for i in ids],
+            )
+            citing = f"{conversation_id}:"
+            answers = conn.execute(
+                "DELETE FROM answers WHERE tenant_id = ? AND (conversation_id = ? OR (conversation_id IS NULL"
+                " AND EXISTS (SELECT 1 FROM json_each(answers.citations) AS c"
+                " WHERE substr(c.value, 1, ?) = ?)))",
+                (tenant_id, conversation_id, len(citing), citing),
+            ).rowcount
+            summaries = conn.execute(
+                "DELETE FROM summaries WHERE conversation_id = ?", (conversation_id,)
+            ).rowcount
+            conn.execute("DELETE FROM utterances WHERE conversation_id = ?", (conversation_id,))
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        self._truncate_wal()
+        return ErasedConversation(conversation_id, tenant_id, len(ids), summaries, answers, ids)
+
+    def erasures_after(
+        self, tenant_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[tuple[int, int]]:
+        """`(seq, utterance row id)` of the tenant's erasures logged after `after_seq`, in order."""
+        rows = self._conn.execute(
+            "SELECT seq, utterance_id FROM erasures WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (tenant_id, after_seq, limit),
+        ).fetchall()
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    def conversation_tenant(self, conversation_id: str) -> str | None:
+        """The tenant a conversation belongs to, or None (for administration, not for requests)."""
+        row = self._conn.execute(
+            "SELECT tenant_id FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def conversation_ids(self, tenant_id: str) -> list[str]:
+        """Every conversation id of the tenant (oldest first)."""
+        rows = self._conn.execute(
+            "SELECT id FROM conversations WHERE tenant_id = ? ORDER BY created_at, id", (tenant_id,)
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def set_retention(self, tenant_id: str, days: int | None) -> None:
+        """Keep the tenant's conversations `days` days after their last utterance (None: for ever);
+        the tenant is created if needed."""
+        if days is not None and days <= 0:
+            raise ValueError(f"retention days must be positive, not {days}")
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, self._clock())
+            conn.execute("UPDATE tenants SET retention_days = ? WHERE id = ?", (days, tenant_id))
+
+    def retention(self) -> dict[str, int]:
+        """Tenant → retention days, for the tenants that have one."""
+        rows = self._conn.execute("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    def conversations_idle_since(
+        self, cutoff: float, tenant_id: str | None = None, limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """`(tenant, conversation id)` of up to `limit` conversations whose last utterance (or, with
+        none, their creation) is older than `cutoff` (epoch seconds), oldest first."""
+        where, args = ("WHERE c.tenant_id = ?", [tenant_id]) if tenant_id is not None else ("", [])
+        rows = self._conn.execute(
+            "SELECT c.tenant_id, c.id, COALESCE(MAX(u.created_at), c.created_at) AS last"
+            f" FROM conversations AS c LEFT JOIN utterances AS u ON u.conversation_id = c.id {where}"
+            " GROUP BY c.id HAVING last < ? ORDER BY last LIMIT ?",
+            (*args, cutoff, limit),
+        ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint and empty the write-ahead log (a no-op while another connection reads)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass  # busy: the next checkpoint overwrites the log
+
+    # --- audit ---
+
+    def add_audit(
+        self,
+        tenant_id: str,
+        actor: str,
+        action: str,
+        conversation_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRow:
+        """Record an audited action (committed when this returns)."""
+        detail_dict = dict(detail or {})
+        now = self._clock()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO audit_log (tenant_id, at, actor, action, conversation_id, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (tenant_id, now, actor, action, conversation_id, json.dumps(detail_dict, ensure_ascii=False)),
+            )
+        assert cursor.lastrowid is not None
+        return AuditRow(cursor.lastrowid, tenant_id, now, actor, action, conversation_id, detail_dict)
+
+    def audit(self, tenant_id: str | None, limit: int = 100, before_id: int | None = None) -> list[AuditRow]:
+        """The latest audited actions of one tenant (or of every tenant), newest first, with id
+        below `before_id` when given (to page back)."""
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        rows = self._conn.execute(
+            "SELECT id, tenant_id, at, actor, action, conversation_id, detail FROM audit_log"
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [
+            AuditRow(
+                r["id"],
+                r["tenant_id"],
+                r["at"],
+                r["actor"],
+                r["action"],
+                r["conversation_id"],
+                json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
 
     # --- reads (each filtered by tenant) ---
 
@@ -979,6 +1195,14 @@ class AsyncStore:
     utterances = _OnStoreThread(Store.utterances)
     utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
     latest_summary = _OnStoreThread(Store.latest_summary)
+    erase_conversation = _OnStoreThread(Store.erase_conversation)
+    erasures_after = _OnStoreThread(Store.erasures_after)
+    conversation_ids = _OnStoreThread(Store.conversation_ids)
+    add_audit = _OnStoreThread(Store.add_audit)
+    retention = _OnStoreThread(Store.retention)
+    set_retention = _OnStoreThread(Store.set_retention)
+    conversations_idle_since = _OnStoreThread(Store.conversations_idle_since)
+    audit = _OnStoreThread(Store.audit)
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

@@ -26,7 +26,9 @@ from typing import Any, Protocol
 from server.store import (
     AnswerRow,
     AsyncStore,
+    AuditRow,
     ConversationRow,
+    ErasedConversation,
     StoreError,
     SummaryMethod,
     SummaryRow,
@@ -137,6 +139,47 @@ class ConversationStore(Protocol):
 
     def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """Every utterance of the tenant in id order, page by page (to rebuild an index)."""
+
+    # --- data lifecycle (docs/security.md) ---
+
+    async def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
+        """Delete the conversation and everything derived from it in one transaction, logging its
+        utterances' row ids for the vector indexes; None when the tenant has no such conversation."""
+
+    async def erasures_after(
+        self, tenant_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[tuple[int, int]]:
+        """`(seq, utterance row id)` of the tenant's erasures logged after `after_seq`, in order."""
+
+    async def conversation_ids(self, tenant_id: str) -> list[str]:
+        """Every conversation id of the tenant (oldest first)."""
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        """Keep the tenant's conversations `days` days after their last utterance (None: for ever)."""
+
+    async def retention(self) -> dict[str, int]:
+        """Tenant → retention days, for the tenants that have one."""
+
+    async def conversations_idle_since(
+        self, cutoff: float, tenant_id: str | None = None, limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """`(tenant, conversation id)` of up to `limit` conversations whose last utterance (or
+        creation) is older than `cutoff` (epoch seconds), oldest first."""
+
+    async def add_audit(
+        self,
+        tenant_id: str,
+        actor: str,
+        action: str,
+        conversation_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRow:
+        """Record an audited action (committed when this returns)."""
+
+    async def audit(
+        self, tenant_id: str | None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditRow]:
+        """The latest audited actions, newest first, with id below `before_id` when given."""
 
 
 async def open_store(

@@ -32,8 +32,10 @@ import asyncpg
 from server.store import (
     WRITE_OPS,
     AnswerRow,
+    AuditRow,
     ConversationNotFound,
     ConversationRow,
+    ErasedConversation,
     SchemaTooNew,
     StoreError,
     SummaryMethod,
@@ -126,6 +128,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
+    ),
+    # 2: the erasure log, the audit log, retention per tenant (SQLite's steps 5-7).
+    (
+        """
+        CREATE TABLE erasures (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            tenant_id text NOT NULL,
+            utterance_id bigint NOT NULL,
+            erased_at double precision NOT NULL
+        )
+        """,
+        "CREATE INDEX erasures_by_tenant ON erasures (tenant_id, seq)",
+        """
+        CREATE TABLE audit_log (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            tenant_id text NOT NULL,
+            at double precision NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            conversation_id text,
+            detail jsonb NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX audit_log_by_tenant ON audit_log (tenant_id, id)",
+        "ALTER TABLE tenants ADD COLUMN retention_days integer"
+        " CHECK (retention_days IS NULL OR retention_days > 0)",
     ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
@@ -584,6 +612,133 @@ class PostgresStore:
         fields = dict(row)
         items = fields.pop("items")
         return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else items)
+
+    # --- data lifecycle ---
+
+    async def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
+        """Delete the conversation and everything derived from it (see `Store.erase_conversation`;
+        PostgreSQL reuses freed space itself: there is no write-ahead log to truncate here)."""
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT 1 FROM conversations WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+                conversation_id,
+                tenant_id,
+            )
+            if found is None:
+                return None
+            ids = tuple(
+                int(row["id"])
+                for row in await conn.fetch(
+                    "SELECT id FROM utterances WHERE conversation_id = $1 ORDER BY id", conversation_id
+                )
+            )
+            await conn.executemany(
+                "INSERT INTO erasures (tenant_id, utterance_id, erased_at) VALUES ($1, $2, $3)",
+                [(tenant_id, i, now) for i in ids],
+            )
+            answers = await conn.fetchval(
+                "WITH gone AS (DELETE FROM answers WHERE tenant_id = $1 AND (conversation_id = $2"
+                " OR (conversation_id IS NULL AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(citations)"
+                " AS c WHERE starts_with(c, $3)))) RETURNING 1) SELECT count(*) FROM gone",
+                tenant_id,
+                conversation_id,
+                f"{conversation_id}:",
+            )
+            summaries = await conn.fetchval(
+                "WITH gone AS (DELETE FROM summaries WHERE conversation_id = $1 RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                conversation_id,
+            )
+            await conn.execute("DELETE FROM utterances WHERE conversation_id = $1", conversation_id)
+            await conn.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
+        return ErasedConversation(conversation_id, tenant_id, len(ids), int(summaries), int(answers), ids)
+
+    async def erasures_after(
+        self, tenant_id: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[tuple[int, int]]:
+        """`(seq, utterance row id)` of the tenant's erasures logged after `after_seq`, in order."""
+        rows = await self._pool.fetch(
+            "SELECT seq, utterance_id FROM erasures WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            tenant_id,
+            after_seq,
+            limit,
+        )
+        return [(int(row["seq"]), int(row["utterance_id"])) for row in rows]
+
+    async def conversation_ids(self, tenant_id: str) -> list[str]:
+        """Every conversation id of the tenant (oldest first)."""
+        rows = await self._pool.fetch(
+            "SELECT id FROM conversations WHERE tenant_id = $1 ORDER BY created_at, id", tenant_id
+        )
+        return [str(row["id"]) for row in rows]
+
+    async def set_retention(self, tenant_id: str, days: int | None) -> None:
+        """Keep the tenant's conversations `days` days after their last utterance (None: for ever)."""
+        if days is not None and days <= 0:
+            raise ValueError(f"retention days must be positive, not {days}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, self._clock())
+            await conn.execute("UPDATE tenants SET retention_days = $1 WHERE id = $2", days, tenant_id)
+
+    async def retention(self) -> dict[str, int]:
+        """Tenant → retention days, for the tenants that have one."""
+        rows = await self._pool.fetch(
+            "SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL"
+        )
+        return {str(row["id"]): int(row["retention_days"]) for row in rows}
+
+    async def conversations_idle_since(
+        self, cutoff: float, tenant_id: str | None = None, limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """`(tenant, conversation id)` of up to `limit` conversations idle since before `cutoff`."""
+        rows = await self._pool.fetch(
+            "SELECT c.tenant_id, c.id, COALESCE(MAX(u.created_at), c.created_at) AS last"
+            " FROM conversations AS c LEFT JOIN utterances AS u ON u.conversation_id = c.id"
+            " WHERE ($1::text IS NULL OR c.tenant_id = $1) GROUP BY c.id"
+            " HAVING COALESCE(MAX(u.created_at), c.created_at) < $2 ORDER BY last LIMIT $3",
+            tenant_id,
+            cutoff,
+            limit,
+        )
+        return [(str(row["tenant_id"]), str(row["id"])) for row in rows]
+
+    async def add_audit(
+        self,
+        tenant_id: str,
+        actor: str,
+        action: str,
+        conversation_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRow:
+        """Record an audited action (committed when this returns)."""
+        detail_dict = dict(detail or {})
+        now = self._clock()
+        row_id = await self._pool.fetchval(
+            "INSERT INTO audit_log (tenant_id, at, actor, action, conversation_id, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            tenant_id,
+            now,
+            actor,
+            action,
+            conversation_id,
+            detail_dict,
+        )
+        return AuditRow(int(row_id), tenant_id, now, actor, action, conversation_id, detail_dict)
+
+    async def audit(
+        self, tenant_id: str | None, limit: int = 100, before_id: int | None = None
+    ) -> list[AuditRow]:
+        """The latest audited actions (one tenant's, or every tenant's), newest first."""
+        rows = await self._pool.fetch(
+            "SELECT id, tenant_id, at, actor, action, conversation_id, detail FROM audit_log"
+            " WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::bigint IS NULL OR id < $2)"
+            " ORDER BY id DESC LIMIT $3",
+            tenant_id,
+            before_id,
+            limit,
+        )
+        return [AuditRow(**dict(row)) for row in rows]
 
 
 async def _ensure_tenant(conn: asyncpg.Connection, tenant_id: str, now: float) -> None:

@@ -57,6 +57,9 @@ class ErrorCode(StrEnum):
     SUPERSEDED = "superseded"
     """A client resumed this session's conversation and track (`resume_after`): this connection,
     presumed dead, is closed; its finals are stored."""
+    CONVERSATION_ERASED = "conversation_erased"
+    """The conversation this connection streams was erased (`DELETE /v1/conversations/{id}`, a
+    purge or `palabre erase`): the connection is closed and nothing more of it is stored."""
     INTERNAL = "internal"
     """The server failed on this session; other sessions are unaffected."""
 

@@ -202,7 +202,8 @@ class IndexCorrupt(IndexFileError):
 class VectorIndex(Protocol):
     """A tenant's vectors keyed by utterance id (int64, never reused), scored by inner product.
 
-    Ids and vectors are only ever added (or all replaced by `rebuild`), never removed. Every method
+    Ids are never reused: vectors are added, removed when their utterance is erased, or all
+    replaced by `rebuild`. Every method
     may be called from any thread. An index is made empty or read from a file by the registry
     (`models.registry.new_index`, `load_index`); reading raises `IndexFileError` when the file
     cannot be used.
@@ -238,6 +239,10 @@ class VectorIndex(Protocol):
 
     def rebuild(self, items: Iterable[tuple[int, npt.ArrayLike]]) -> None:
         """Replace the contents with `items` (id, vector)."""
+        ...
+
+    def remove(self, ids: Iterable[int]) -> int:
+        """Remove the vectors of `ids` (those held; others are ignored); return how many were removed."""
         ...
 
     def search(

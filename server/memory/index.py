@@ -8,6 +8,11 @@
   shutdown.
 * Each final is embedded and added in the background once stored (`add_later`); `flush` waits
   until a conversation's stored finals are all indexed (before answering or summarising).
+* Erased utterances leave the index by the store's erasure log (`Store.erasures_after`): replayed
+  when an index is loaded, and caught up before every search (`catch_up_erasures`), so an erasure
+  made by another process (`palabre erase` beside the server) reaches this one too. Searches
+  only ever return rows the store still holds, so an erased utterance is never a result even
+  before its vector leaves.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class TenantIndexes:
         self._indexes: dict[str, VectorIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._unsaved: dict[str, int] = {}
+        self._erased_upto: dict[str, int] = {}
+        """Tenant → the last erasure (log seq) its loaded index has applied."""
         self._tasks = TaskSet()
         self._pending: dict[str, set[asyncio.Task[None]]] = {}
         """Conversation id → its finals still being indexed."""
@@ -120,6 +127,10 @@ class TenantIndexes:
             )
         except IndexFileError as error:
             log.warning("index of tenant %s unusable (%s): rebuilding from the store", tenant_id, error)
+        erased_upto, erased = await self._erasures(tenant_id, 0)
+        self._erased_upto[tenant_id] = erased_upto
+        if index is not None and erased:
+            await asyncio.to_thread(index.remove, erased)
         if index is not None:
             held = [row for row in stored if row.id <= index.max_id]
             if not index.is_consistent_with(len(held), max((r.id for r in held), default=-1)):
@@ -140,6 +151,28 @@ class TenantIndexes:
             self._indexes[tenant_id] = index
             await self._save(tenant_id)
         return index
+
+    async def _erasures(self, tenant_id: str, after_seq: int) -> tuple[int, list[int]]:
+        """The erasure log of the tenant after `after_seq`: its last seq and the utterance row ids."""
+        ids: list[int] = []
+        while page := await self.store.erasures_after(tenant_id, after_seq):
+            after_seq = page[-1][0]
+            ids.extend(utterance_id for _, utterance_id in page)
+        return after_seq, ids
+
+    async def catch_up_erasures(self, tenant_id: str) -> int:
+        """Drop from the tenant's loaded index the vectors of utterances erased since it last
+        looked (by this process or another); save it when some left. Returns how many left."""
+        index = self._indexes.get(tenant_id)
+        if index is None:
+            return 0  # replayed in full when it loads
+        async with self._locks.setdefault(tenant_id, asyncio.Lock()):
+            upto, erased = await self._erasures(tenant_id, self._erased_upto.get(tenant_id, 0))
+            self._erased_upto[tenant_id] = upto
+            removed = await asyncio.to_thread(index.remove, erased) if erased else 0
+        if removed:
+            await self._save(tenant_id)
+        return removed
 
     async def _save(self, tenant_id: str) -> None:
         index = self._indexes.get(tenant_id)
@@ -206,6 +239,7 @@ class TenantIndexes:
         """(utterance row id, score) of the `k` nearest to `query`, best first, among the
         `allowed` row ids if given."""
         index = await self.get(tenant_id)
+        await self.catch_up_erasures(tenant_id)
         if allowed is not None and not allowed:
             return []
         vector = await self._embed(tenant_id, query)

@@ -15,6 +15,7 @@ import time
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from server.audit import AuditAction, record
 from server.auth import Authenticator
 from server.codecs.native import serialize_event
 from server.codecs.stream_connection import (
@@ -41,6 +42,12 @@ from stream.events import Error, ServerEvent
 __all__ = ["handle_stream"]
 
 log = logging.getLogger(__name__)
+
+EVICTED_MESSAGES = {
+    ErrorCode.SUPERSEDED: "a client resumed this conversation and track",
+    ErrorCode.CONVERSATION_ERASED: "this conversation was erased",
+}
+"""The `error` message a connection whose session was taken from it gets, by code."""
 
 
 async def handle_stream(
@@ -138,7 +145,7 @@ class _StreamSocket:
             action.start,
             self.send,
             on_overflow=self._close_slow_consumer,
-            on_superseded=self._close_superseded,
+            on_evicted=self._close_evicted,
         )
         self.connection.session_opened(action.start, self.live.conversation_id)
 
@@ -160,6 +167,8 @@ class _StreamSocket:
             memory = services.knowledge if services is not None else None
             if memory is None:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, "this server keeps no conversation memory")
+            if action.ask.scope == "tenant" and services is not None:  # a read across conversations
+                await record(services.store, principal, AuditAction.ASK)
             async for event in memory.answer(principal.tenant_id, action.ask, action.conversation_id):
                 await self.deliver(event)
         except ProtocolError as error:
@@ -204,10 +213,11 @@ class _StreamSocket:
         log.warning("closing a client that does not read its events (slow consumer)")
         in_background(self.ws.close(CloseCode.TRY_AGAIN_LATER, ErrorCode.SLOW_CONSUMER.value))
 
-    def _close_superseded(self) -> None:
-        """A resuming client took this connection's stream over: close it (in the background,
-        since a dead connection only closes at the close timeout)."""
-        error = Error(ErrorCode.SUPERSEDED, "a client resumed this conversation and track")
+    def _close_evicted(self, code: ErrorCode) -> None:
+        """The session was taken from this connection (a resuming client took its stream over,
+        or its conversation is being erased): close it (in the background, since a dead
+        connection only closes at the close timeout)."""
+        error = Error(code, EVICTED_MESSAGES.get(code, code.value))
         in_background(self._send_and_close(error))  # directly: the session stops sending
 
     async def _send_and_close(self, error: Error) -> None:

@@ -332,3 +332,31 @@ def test_concurrent_adds_and_searches() -> None:
     assert not errors
     assert index.count == 2000 and index.kind == "ivf"
     assert index.search(x[1234], 1, allowed_ids=[1235])[0][0][0] == 1235
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_remove_drops_vectors_from_search_vectors_and_files(tmp_path: Path, kind: str) -> None:
+    n = 2500
+    x = clustered_vectors(n, seed=6)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    index = FaissIndex(DIM, embedder_name="test", ivf_threshold=2000 if kind == "ivf" else 10**9,
+                       background_rebuild=False)
+    index.add(ids, x)
+    assert index.kind == kind
+    gone = [1, 7, n]  # the largest id too: max_id follows
+    assert index.remove([*gone, 99_999]) == 3
+    assert index.remove(gone) == 0  # again: nothing left to remove
+    assert (index.count, index.max_id, index.kind) == (n - 3, n - 1, kind)
+    assert all(i not in index for i in gone)
+    for i in gone:
+        found = ids_of(index.search(x[i - 1], 5))[0]
+        assert i not in found
+        assert index.search(x[i - 1], 1, allowed_ids=[i]) == [[]]
+    with pytest.raises(KeyError):
+        index.vectors([7])
+    np.testing.assert_allclose(index.vectors([8]), x[7:8])
+    index.save(tmp_path / "t.faiss")
+    loaded = FaissIndex.load(tmp_path / "t.faiss", DIM, "test")
+    assert loaded.count == n - 3 and 7 not in loaded and loaded.kind == kind
+    index.add([7], x[6])  # an add after a removal goes on (ids are never reused by the store)
+    assert 7 in index and index.count == n - 2

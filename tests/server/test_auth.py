@@ -6,6 +6,7 @@ Pure and fast: a real SQLite store in a temporary folder, fake clocks, no server
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -222,6 +223,32 @@ def test_routes_need_read_by_default_and_say_so() -> None:
     assert scope_of("/v1/conversations/c1") is Scope.READ
 
 
+async def test_routes_are_matched_by_method_and_another_method_gets_405() -> None:
+    async def read(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, b"read")
+
+    async def erase(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, b"erase")
+
+    router = Router()
+    router.add("/v1/conversations/", read)
+    router.add("/v1/conversations/", erase, scope=Scope.DELETE, method="DELETE")
+    router.add("/v1/stats", read, scope=Scope.ADMIN)
+    got = router.match("/v1/conversations/c1", "DELETE")
+    assert got is not None and got[1].required_scope is Scope.DELETE and got[1].params == ("c1",)
+    assert (await got[0](got[1])).body == b"erase"
+    got = router.match("/v1/conversations/c1")
+    assert got is not None and (await got[0](got[1])).body == b"read"
+    for target, method in (("/v1/stats", "DELETE"), ("/v1/conversations/c1", "POST")):
+        got = router.match(target, method)
+        assert got is not None and got[1].required_scope is None
+        refused = await got[0](got[1])
+        assert refused.status == 405 and b"method_not_allowed" in refused.body
+    assert router.match("/nowhere", "DELETE") is None
+    assert Principal("t", frozenset({Scope.ADMIN})).allows(Scope.DELETE)
+    assert not Principal("t", frozenset({Scope.READ})).allows(Scope.DELETE)
+
+
 # --- exposure -------------------------------------------------------------------------------------
 
 
@@ -398,3 +425,33 @@ def test_the_audio_rate_of_a_connection_counts_every_stream_it_carries() -> None
         now += 0.02
         rates.audio(160, now)
         rates.audio(160, now)
+
+
+def test_palabre_purge_erase_tenant_set_and_audit_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.store import Store
+
+    with Store.open(ServerConfig(data_dir=tmp_path).database_path) as store:
+        for cid in ("a", "b", "c"):
+            store.open_conversation("acme", cid, "en")
+            store.add_utterance("acme", cid, 0, f"secret {cid}", 0, 1, "en")
+    data = ["--data-dir", str(tmp_path)]
+    assert palabre(["purge", *data, "--before", "2000-01-01"]) == 0
+    assert "purged 0 conversations" in capsys.readouterr().out
+    assert palabre(["erase", *data, "--conversation", "a"]) == 0
+    assert palabre(["erase", *data, "--conversation", "a"]) == 1
+    assert palabre(["tenant", "set", "acme", *data, "--retention-days", "30"]) == 0
+    assert palabre(["purge", *data, "--before", "2100-01-01T00:00", "--tenant", "acme"]) == 0
+    out = capsys.readouterr().out
+    assert "purged 2 conversations" in out and "30 days" in out
+    assert palabre(["audit", *data]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["conversation_id"], r["actor"]) for r in rows] == [
+        ("purge", "c", "cli"),
+        ("purge", "b", "cli"),
+        ("erase", "a", "cli"),
+    ]
+    assert "secret" not in json.dumps(rows)
+    with Store.open(ServerConfig(data_dir=tmp_path).database_path) as store:
+        assert store.list_conversations("acme") == [] and store.retention() == {"acme": 30}

@@ -130,3 +130,23 @@ async def test_search_in_an_empty_scope_finds_nothing(
     assert await index.search(TENANT, "budget", "empty") == []
     assert await index.search(TENANT, "budget", None, entity_label="person") == [], "nothing tagged"
     await index.close()
+
+
+async def test_erased_utterances_leave_a_loaded_index_and_one_loaded_later_without_reembedding(
+    memory_store: AsyncStore, embed: Embed, embedder: WordEmbedder, tmp_path: Path
+) -> None:
+    index = indexes(memory_store, embed, tmp_path)
+    rows = await say(memory_store, "c1", *MEETING) + await say(memory_store, "c2", "Globex competes too.")
+    for row in rows:
+        await index.add(row)
+    await index.close()  # saved with c1's vectors
+    # Erased by another process (`palabre erase` beside the server): the next search catches up.
+    await memory_store.erase_conversation(TENANT, "c1")
+    assert [h.utterance.conversation_id for h in await index.search(TENANT, "competitor", None, 10)] == ["c2"]
+    assert index.sizes() == {TENANT: 1}
+    # A process that loads the index saved before the erasure replays the log, and embeds nothing.
+    calls = embedder.calls
+    await memory_store.erase_conversation(TENANT, "c2")
+    later = indexes(memory_store, embed, tmp_path)
+    assert len(await later.get(TENANT)) == 0 and embedder.calls == calls
+    await later.close()

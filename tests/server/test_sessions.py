@@ -1,4 +1,4 @@
-"""The session hub: admission, open and register, close and end, supersede, publish.
+"""The session hub: admission, open and register, close and end, supersede, erase, publish.
 
 Real `LiveSession`s over session services without models (tests/server/conftest.py).
 """
@@ -86,13 +86,13 @@ async def test_a_resuming_start_supersedes_the_same_track_only(services: Session
     hub, _ = hub_with(services)
     superseded: list[str] = []
     first = await hub.open(
-        "default", Start(16000, track="alice"), None, on_superseded=lambda: superseded.append("alice")
+        "default", Start(16000, track="alice"), None, on_evicted=lambda code: superseded.append("alice")
     )
     other = await hub.open(
         "default",
         Start(16000, conversation_id=first.conversation_id, track="bob"),
         None,
-        on_superseded=lambda: superseded.append("bob"),
+        on_evicted=lambda code: superseded.append("bob"),
     )
     resumed = Start(16000, conversation_id=first.conversation_id, track="alice", resume_after=-1)
     again = await hub.open("default", resumed, None)
@@ -100,6 +100,33 @@ async def test_a_resuming_start_supersedes_the_same_track_only(services: Session
     await asyncio.wait_for(first.wait_closed(), 10)
     assert not other.closed and not again.closed
     assert set(hub) == {other, again}
+
+
+async def test_erasing_a_conversation_closes_its_sessions_at_once(services: SessionServices) -> None:
+    hub, _ = hub_with(services)
+    evicted: list[ErrorCode] = []
+    live = await hub.open("default", Start(16000, language="en"), None, on_evicted=evicted.append)
+    other = await hub.open("default", Start(16000, language="en"), None)
+    live.feed(pcm16(np.concatenate([silence(0.3), tone(1.0)])))
+    assert await hub.erase_conversation("default", live.conversation_id) == 1
+    assert evicted == [ErrorCode.CONVERSATION_ERASED] and live.erased
+    assert list(hub) == [other] and not hub.conversation_live(live.conversation_id)
+    with pytest.raises(ProtocolError) as refused:
+        live.feed(pcm16(silence(0.1)))
+    assert refused.value.code is ErrorCode.CONVERSATION_ERASED
+    assert await hub.erase_conversation("default", live.conversation_id) == 0
+
+
+async def test_a_session_whose_conversation_another_process_erased_closes_at_its_next_final(
+    services: SessionServices,
+) -> None:
+    hub, _ = hub_with(services)
+    evicted: list[ErrorCode] = []
+    live = await hub.open("default", Start(16000, language="en"), None, on_evicted=evicted.append)
+    await services.store.erase_conversation("default", live.conversation_id)  # `palabre erase`
+    await speak(live)  # it still reaches `closed`, storing nothing
+    assert evicted == [ErrorCode.CONVERSATION_ERASED]
+    assert await services.store.get_conversation("default", live.conversation_id) is None
 
 
 async def test_publish_reaches_every_session_of_the_conversation(services: SessionServices) -> None:

@@ -399,3 +399,94 @@ def test_last_end_of_a_track(store: Store) -> None:
     assert store.last_end("t", conversation) == 1.5
     assert store.last_end("t", conversation, "inbound") == 3.25
     assert store.last_end("other", conversation) is None  # another tenant sees nothing
+
+
+# --- erasure ------------------------------------------------------------------------------------
+
+
+def test_erase_conversation_deletes_everything_derived_and_logs_the_row_ids(store: Store) -> None:
+    store.open_conversation("acme", "gone", "en")
+    store.open_conversation("acme", "kept", "en")
+    gone_ids = [add(store, "acme", "gone", seq, f"secret words {seq}") for seq in range(3)]
+    kept_id = add(store, "acme", "kept", 0)
+    store.add_summary("acme", "gone", "a summary", "extractive", 2)
+    store.add_answer("acme", "gone", "q?", "about gone", ["gone:0"])
+    store.add_answer("acme", None, "q across?", "cites gone", ["kept:0", "gone:1"])
+    store.add_answer("acme", None, "q across?", "cites kept only", ["kept:0"])
+    erased = store.erase_conversation("acme", "gone")
+    assert erased is not None
+    assert (erased.utterances, erased.summaries, erased.answers) == (3, 1, 2)
+    assert list(erased.utterance_ids) == gone_ids
+    assert store.get_conversation("acme", "gone") is None
+    assert store.utterances("acme", "gone") == []
+    assert store.latest_summary("acme", "gone") is None
+    assert [r.id for r in store.utterances_by_ids("acme", [*gone_ids, kept_id])] == [kept_id]
+    assert [c.id for c in store.list_conversations("acme")] == ["kept"]
+    assert [i for _, i in store.erasures_after("acme")] == gone_ids
+    assert store.erasures_after("other") == []
+    seqs = [s for s, _ in store.erasures_after("acme")]
+    assert store.erasures_after("acme", seqs[0]) == store.erasures_after("acme")[1:]
+    # Erasing again (or another tenant's conversation) finds nothing.
+    assert store.erase_conversation("acme", "gone") is None
+    assert store.erase_conversation("other", "kept") is None
+    assert store.get_conversation("acme", "kept") is not None
+    # The id can be used again: a new, empty conversation (row ids are never reused).
+    store.open_conversation("acme", "gone", "en")
+    assert add(store, "acme", "gone", 0) > max([*gone_ids, kept_id])
+
+
+def test_erased_text_leaves_the_database_files(db: Path) -> None:
+    with Store.open(db) as store:
+        store.open_conversation("acme", "c", "en")
+        store.add_utterance("acme", "c", 0, "my card is 4970 1012 3456 7890", 0, 1, "en")
+        store.erase_conversation("acme", "c")
+        files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+        assert all(b"4970 1012" not in p.read_bytes() for p in files), files
+
+
+def test_conversation_tenant_and_ids(store: Store) -> None:
+    store.open_conversation("acme", "a", None)
+    store.open_conversation("acme", "b", None)
+    store.open_conversation("other", "c", None)
+    assert store.conversation_tenant("c") == "other" and store.conversation_tenant("x") is None
+    assert store.conversation_ids("acme") == ["a", "b"]
+
+
+def test_audit_rows_per_tenant_newest_first_and_paged(store: Store) -> None:
+    store.add_audit("acme", "token:3", "erase", "c1", {"utterances": 4})
+    store.add_audit("acme", "open", "search", None, {"k": 5})
+    store.add_audit("other", "cli", "purge", "c9")
+    rows = store.audit("acme")
+    assert [(r.actor, r.action, r.conversation_id) for r in rows] == [
+        ("open", "search", None),
+        ("token:3", "erase", "c1"),
+    ]
+    assert rows[1].detail == {"utterances": 4} and rows[0].at > rows[1].at
+    assert [r.action for r in store.audit("acme", before_id=rows[0].id)] == ["erase"]
+    assert [r.tenant_id for r in store.audit(None, limit=2)] == ["other", "acme"]
+
+
+def test_retention_and_conversations_idle_since(store: Store) -> None:
+    store.open_conversation("acme", "old", None)  # clock: +1 s per reading
+    add(store, "acme", "old", 0)
+    store.open_conversation("acme", "empty", None)
+    cutoff = store._clock()
+    store.open_conversation("acme", "new", None)
+    add(store, "acme", "new", 0)
+    add(store, "acme", "old", 1)  # "old" spoke again after the cutoff: kept
+    store.open_conversation("other", "x", None)
+    assert store.conversations_idle_since(cutoff) == [("acme", "empty")]
+    assert store.conversations_idle_since(store._clock(), "acme") == [
+        ("acme", "empty"),
+        ("acme", "new"),
+        ("acme", "old"),
+    ]
+    assert store.conversations_idle_since(store._clock(), "acme", limit=1) == [("acme", "empty")]
+    assert store.retention() == {}
+    store.set_retention("acme", 30)
+    store.set_retention("fresh", 7)
+    assert store.retention() == {"acme": 30, "fresh": 7}
+    store.set_retention("acme", None)
+    assert store.retention() == {"fresh": 7}
+    with pytest.raises(ValueError):
+        store.set_retention("acme", 0)

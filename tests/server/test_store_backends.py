@@ -147,6 +147,59 @@ async def test_entity_filter(store: ConversationStore) -> None:
     assert await store.utterance_row_ids_with_entity("intruder", label="PER") == []
 
 
+async def test_erase_a_conversation_and_log_its_vectors(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    await store.open_conversation("t", "d", "en")
+    ids = [await add(store, "t", "c", 0), await add(store, "t", "c", 1)]
+    kept = await add(store, "t", "d", 0)
+    await store.add_summary("t", "c", "first", "extractive", 1)
+    await store.add_answer("t", "c", "Who?", "Ada.", ["c:0"])
+    await store.add_answer("t", None, "Across?", "Yes.", ["c:1", "d:0"])
+    await store.add_answer("t", None, "Other?", "No.", ["d:0"])
+    assert await store.erase_conversation("other", "c") is None  # another tenant's id
+    erased = await store.erase_conversation("t", "c")
+    assert erased is not None
+    assert (erased.utterances, erased.summaries, erased.answers) == (2, 1, 2)
+    assert erased.utterance_ids == tuple(ids)
+    assert await store.get_conversation("t", "c") is None
+    assert await store.erase_conversation("t", "c") is None  # idempotent
+    assert [row_id for _, row_id in await store.erasures_after("t")] == ids
+    first_seq = (await store.erasures_after("t"))[0][0]
+    assert [row_id for _, row_id in await store.erasures_after("t", first_seq)] == ids[1:]
+    assert await store.erasures_after("other") == []
+    assert [u.id for u in await store.utterances("t", "d")] == [kept]
+    assert await store.conversation_ids("t") == ["d"]
+
+
+async def test_retention_and_idle_conversations(store: ConversationStore) -> None:
+    await store.open_conversation("t", "old", "en")
+    await add(store, "t", "old", 0)
+    await store.open_conversation("u", "new", "en")
+    cutoff = FakeClock().now + 1e6  # the fake clock started below this: everything is older
+    assert await store.conversations_idle_since(cutoff) == [("t", "old"), ("u", "new")]
+    assert await store.conversations_idle_since(cutoff, tenant_id="u") == [("u", "new")]
+    assert await store.conversations_idle_since(0.0) == []
+    assert await store.retention() == {}
+    await store.set_retention("t", 30)
+    assert await store.retention() == {"t": 30}
+    await store.set_retention("t", None)
+    assert await store.retention() == {}
+    with pytest.raises(ValueError):
+        await store.set_retention("t", 0)
+
+
+async def test_audit_rows(store: ConversationStore) -> None:
+    await store.ensure_tenant("t")
+    first = await store.add_audit("t", "open", "export", "c", {"format": "vtt"})
+    second = await store.add_audit("t", "token:3", "erase", "c", {"utterances": 2})
+    await store.add_audit("u", "cli", "purge")
+    assert [r.id for r in await store.audit("t")] == [second.id, first.id]
+    assert (await store.audit("t", before_id=second.id))[0] == first
+    assert first.detail == {"format": "vtt"} and first.conversation_id == "c"
+    assert len(await store.audit(None)) == 3
+    assert len(await store.audit(None, limit=1)) == 1
+
+
 async def test_another_tenant_sees_nothing(store: ConversationStore) -> None:
     await store.open_conversation("a", "secret", "en")
     ids = [await add(store, "a", "secret", seq) for seq in range(3)]

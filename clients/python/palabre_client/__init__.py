@@ -24,7 +24,7 @@ from palabre_client.client import (
     StreamSession,
     stream_file,
 )
-from palabre_client.memory import ask, search
+from palabre_client.memory import ask, export, search
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "StreamSession",
     "__version__",
     "ask",
+    "export",
     "load_audio",
     "search",
     "stream_file",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from palabre_client.client import DEFAULT_URL, Event, PalabreError, stream_file
-from palabre_client.memory import ask, search
+from palabre_client.memory import EXPORT_FORMATS, ask, export, search
 
 PROG = "palabre-client"
 _CLEAR_LINE = "\r\x1b[K"
@@ -84,6 +84,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     search_cmd.add_argument("-k", type=int, default=5, help="how many results (default: %(default)s)")
     search_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
     search_cmd.set_defaults(run=_run_search)
+
+    export_cmd = commands.add_parser(
+        "export",
+        parents=[common],
+        help="print a conversation's transcript as a subtitle, text or minutes file",
+    )
+    export_cmd.add_argument("conversation", metavar="CONVERSATION_ID")
+    export_cmd.add_argument(
+        "--format", choices=EXPORT_FORMATS, default="vtt", help="file format (default: %(default)s)"
+    )
+    export_cmd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    export_cmd.set_defaults(run=_run_export)
     return parser
 
 
@@ -222,6 +234,20 @@ def _run_search(args: argparse.Namespace) -> int:
         return 0
     for hit in results:
         print(f"{hit['score']:.3f}  [{hit['utterance_id']}] {hit['text']}")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    try:
+        text = asyncio.run(export(args.conversation, format=args.format, url=args.url, token=args.token))
+    except PalabreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

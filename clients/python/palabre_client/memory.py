@@ -80,13 +80,34 @@ async def search(
     return list(body["results"])
 
 
+EXPORT_FORMATS = ("vtt", "srt", "txt", "md", "json")
+"""The transcript formats `export` asks for: WebVTT, SRT, plain text, Markdown minutes, JSON."""
+
+
+async def export(
+    conversation_id: str, *, format: str = "vtt", url: str = DEFAULT_URL, token: str | None = None
+) -> str:
+    """A conversation's transcript as a file's text in `format` (one of `EXPORT_FORMATS`)."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
+    path = urllib.parse.quote(conversation_id, safe="")
+    target = f"{http_base(url)}/v1/conversations/{path}/transcript?format={format}"
+    body: bytes = await asyncio.to_thread(_get, target, token)
+    return body.decode("utf-8")
+
+
 def _get_json(target: str, token: str | None) -> Any:
+    return json.loads(_get(target, token))
+
+
+def _get(target: str, token: str | None) -> bytes:
     request = urllib.request.Request(target)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
+            body: bytes = response.read()
+            return body
     except urllib.error.HTTPError as exc:
         try:
             error = json.load(exc).get("error", {})

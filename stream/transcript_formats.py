@@ -1,0 +1,180 @@
+"""A conversation's transcript as the files people open: WebVTT, SRT, plain text, Markdown minutes.
+
+Pure functions of a `Transcript` (no I/O): the server reads the conversation from the store, makes
+a `Transcript` and serves what `render` returns (`GET /v1/conversations/{id}/transcript`).
+
+* WebVTT (W3C): one cue per final, its id the `utterance_id`, the speaker (or track) as a voice
+  span `<v Name>`; `&`, `<` and `>` escaped.
+* SRT: cues numbered from 1, times with a comma, the speaker as a `Name: ` prefix.
+* Plain text: one line per final, `[HH:MM:SS] Name: text`.
+* Markdown minutes: title, date and duration, participants with their talk time, the latest
+  summary's items, then the transcript.
+
+Cues are in time order (two tracks interleave). A cue never ends before it starts: a final with
+`end <= start` lasts one millisecond.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "FORMATS",
+    "MEDIA_TYPES",
+    "Transcript",
+    "TranscriptFormat",
+    "TranscriptUtterance",
+    "render",
+    "timestamp",
+]
+
+TranscriptFormat = Literal["vtt", "srt", "txt", "md"]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptUtterance:
+    """One final as an export shows it."""
+
+    utterance_id: str
+    seq: int
+    text: str
+    start: float
+    """Seconds from the conversation's start."""
+    end: float
+    speaker: str | None = None
+    track: str | None = None
+
+    @property
+    def who(self) -> str | None:
+        """The name shown for it: the speaker when known, else the track (None: neither)."""
+        return self.speaker or self.track
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    conversation_id: str
+    utterances: Sequence[TranscriptUtterance]
+    title: str | None = None
+    language: str | None = None
+    created_at: float | None = None
+    """Seconds since the epoch."""
+    summary: Sequence[str] = ()
+    """The latest summary's items (empty: none)."""
+    summary_method: str | None = None
+
+    def in_time_order(self) -> list[TranscriptUtterance]:
+        return sorted(self.utterances, key=lambda u: (u.start, u.seq))
+
+
+def timestamp(seconds: float, decimal: str = ".") -> str:
+    """`HH:MM:SS.mmm` (WebVTT) or, with `decimal=","`, `HH:MM:SS,mmm` (SRT)."""
+    millis = max(round(seconds * 1000), 0)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def _cue_times(u: TranscriptUtterance, decimal: str) -> str:
+    end = max(u.end, u.start + 0.001)
+    return f"{timestamp(u.start, decimal)} --> {timestamp(end, decimal)}"
+
+
+def _one_line(text: str) -> str:
+    """Text on one line (a blank line would end a cue)."""
+    return " ".join(text.split())
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_webvtt(transcript: Transcript) -> str:
+    """The transcript as a WebVTT file."""
+    parts = ["WEBVTT\n"]
+    for u in transcript.in_time_order():
+        text = _vtt_escape(_one_line(u.text))
+        if u.who:
+            text = f"<v {_vtt_escape(_one_line(u.who))}>{text}"
+        parts.append(f"{u.utterance_id}\n{_cue_times(u, '.')}\n{text}\n")
+    return "\n".join(parts)
+
+
+def to_srt(transcript: Transcript) -> str:
+    """The transcript as a SubRip (SRT) file."""
+    cues = []
+    for number, u in enumerate(transcript.in_time_order(), start=1):
+        text = _one_line(u.text)
+        if u.who:
+            text = f"{_one_line(u.who)}: {text}"
+        cues.append(f"{number}\n{_cue_times(u, ',')}\n{text}\n")
+    return "\n".join(cues)
+
+
+def to_text(transcript: Transcript) -> str:
+    """The transcript as plain text: one line per final."""
+    lines = []
+    for u in transcript.in_time_order():
+        who = f"{_one_line(u.who)}: " if u.who else ""
+        lines.append(f"[{timestamp(u.start)[:8]}] {who}{_one_line(u.text)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_markdown(transcript: Transcript) -> str:
+    """Minutes: title, date and duration, participants and talk time, summary, transcript."""
+    utterances = transcript.in_time_order()
+    title = transcript.title or f"Conversation {transcript.conversation_id}"
+    out = [f"# {_one_line(title)}", ""]
+    if transcript.created_at is not None:
+        out.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(transcript.created_at))}")
+    duration = max((u.end for u in utterances), default=0.0)
+    out += [f"- Duration: {timestamp(duration)[:8]}", f"- Utterances: {len(utterances)}"]
+    if transcript.language:
+        out.append(f"- Language: {transcript.language}")
+    talk: dict[str, list[float]] = {}
+    for u in utterances:
+        entry = talk.setdefault(u.who or "(unknown)", [0, 0.0])
+        entry[0] += 1
+        entry[1] += max(u.end - u.start, 0.0)
+    out += ["", "## Participants", "", "| participant | utterances | talk time |", "|---|---|---|"]
+    for who, (count, seconds) in sorted(talk.items(), key=lambda item: -item[1][1]):
+        out.append(f"| {_md_cell(who)} | {int(count)} | {timestamp(seconds)[:8]} |")
+    if transcript.summary:
+        method = f" ({transcript.summary_method})" if transcript.summary_method else ""
+        out += ["", f"## Summary{method}", ""]
+        out += [f"- {_one_line(item)}" for item in transcript.summary]
+    out += ["", "## Transcript", ""]
+    for u in utterances:
+        who = f" {_md_cell(u.who)}:" if u.who else ""
+        out.append(f"**[{timestamp(u.start)[:8]}]{who}** {_one_line(u.text)}  ")
+    return "\n".join(out) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return _one_line(text).replace("|", "\\|").replace("*", "\\*")
+
+
+FORMATS: dict[TranscriptFormat, Callable[[Transcript], str]] = {
+    "vtt": to_webvtt,
+    "srt": to_srt,
+    "txt": to_text,
+    "md": to_markdown,
+}
+"""Every text format, by its `format=` name."""
+
+MEDIA_TYPES: dict[str, str] = {
+    "vtt": "text/vtt; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "txt": "text/plain; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+    "json": "application/json",
+}
+"""The Content-Type of each export format (`json` is the server's own)."""
+
+
+def render(transcript: Transcript, fmt: TranscriptFormat) -> str:
+    """The transcript in one of `FORMATS`."""
+    return FORMATS[fmt](transcript)
