@@ -33,9 +33,10 @@ __all__ = [
     "Reason",
 ]
 
-DEFAULT_THRESHOLD = 0.70
-"""Cosine similarity below which an utterance is a new speaker (resemblyzer d-vectors: the same
-reader's sentences are ≥ 0.73 apart, two readers ≤ 0.62; `bench/diarization.py`)."""
+DEFAULT_THRESHOLD = 0.75
+"""Cosine similarity to a centroid below which an utterance is a new speaker (resemblyzer
+d-vectors: two readers' sentences are ≤ 0.62 alike, one reader's ≥ 0.73; the sb sequence of
+`bench/diarization.py` is right from 0.70 to 0.80)."""
 DEFAULT_MERGE_THRESHOLD = 0.82
 """Cosine similarity of two centroids above which their labels are one speaker."""
 
