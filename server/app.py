@@ -21,7 +21,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from models.failover import FailoverAsr
-from models.registry import load_embedder, load_llm, load_ner, load_vad, set_index_threads
+from models.registry import load_embedder, load_llm, load_ner, load_speaker, load_vad, set_index_threads
 from server.auth import (
     Authenticator,
     OpenAccess,
@@ -31,7 +31,7 @@ from server.auth import (
     startup_refusal,
 )
 from server.config import ServerConfig, port_range
-from server.engines import asr_service, load_asr_engine
+from server.engines import asr_service, load_asr_engine, speaker_service
 from server.engines import embed_service as build_embed_service
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.live import LiveConversations, SessionServices
@@ -112,6 +112,11 @@ class App:
             asr = asr_service(engine, cfg)
         self.asr_engine = engine
         knowledge = await self._load_knowledge(store) if cfg.memory else None
+        speaker = None
+        if cfg.speaker_model != "none":
+            encoder = await asyncio.to_thread(load_speaker, cfg.speaker_model, device=cfg.device)
+            speaker = speaker_service(encoder)
+            speaker.start()
         asr.start()
         services = SessionServices(
             asr=asr,
@@ -123,6 +128,8 @@ class App:
             conversations=LiveConversations(),
             knowledge=knowledge,
             observers=[self.watch.observe],
+            speaker=speaker,
+            publish=self.hub.publish,
         )
         self.metrics.attach(services)
         self.hub.serve(services)
@@ -186,6 +193,8 @@ class App:
         services = self.hub.services
         if services is not None:
             await services.asr.close()
+            if services.speaker is not None:
+                await services.speaker.close()
             knowledge = services.knowledge
             if knowledge is not None:
                 await knowledge.close()

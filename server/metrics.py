@@ -33,6 +33,7 @@ Metrics (every name starts with `palabre_`; labels in braces):
     llm_time_to_first_token_seconds       histogram  start of a generation → its first token
     index_size{tenant}                    gauge      vectors in the tenant's search index
     store_write_seconds{op}               histogram  store writes, queueing included
+    speaker_wait_seconds                  histogram  a diarized final's commit waiting for its voice
     errors_total{code}                    counter    error events delivered by sessions, and refusals
                                                      of new sessions (`overloaded`, App.admit)
     gpu_budget_bytes{service}             gauge      the configured [gpu_budget]
@@ -187,6 +188,15 @@ class Metrics:
         services.observers.append(self.observe)
         self.watch_model(services.asr)
         services.store.on_write = self.store_write_done
+        if services.speaker is not None:  # a server with a speaker model
+            self.watch_model(services.speaker)
+            speaker_wait = Histogram(
+                "palabre_speaker_wait_seconds",
+                "Seconds a diarized final's commit waited for its speaker embedding (after its ASR)",
+                buckets=STORE_BUCKETS,
+                registry=self.registry,
+            )
+            services.on_speaker_wait = speaker_wait.observe
         knowledge = services.knowledge
         if knowledge is not None:
             self.watch_model(knowledge.embed)
