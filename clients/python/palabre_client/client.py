@@ -97,11 +97,14 @@ class StreamSession:
         token: str | None = None,
         track: str | None = None,
         resume_after: int | None = None,
+        diarize: bool = False,
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
 
-        `language` None means automatic detection ("auto"). `token`, when given, is sent as
+        `language` None means automatic detection ("auto"). `track` names this audio's speaker
+        or call leg; `diarize` asks the server to tell the speakers of this audio apart (each
+        final's `speaker` is then "S1", "S2", …). `token`, when given, is sent as
         `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
         answers `start` with an `error` event, with a `ClientErrorCode` when the connection fails,
         closes or times out.
@@ -133,6 +136,8 @@ class StreamSession:
             start["track"] = track
         if resume_after is not None:
             start["resume_after"] = resume_after
+        if diarize:
+            start["diarize"] = True
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -268,6 +273,8 @@ async def stream_file(
     on_event: Callable[[Event], None] | None = None,
     reconnect: bool = True,
     max_reconnects: int = 3,
+    track: str | None = None,
+    diarize: bool = False,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -302,6 +309,8 @@ async def stream_file(
         conversation_id=conversation_id,
         on_event=on_event,
         max_reconnects=max_reconnects if reconnect else 0,
+        track=track,
+        diarize=diarize,
     )
     return await stream.run()
 
@@ -349,9 +358,13 @@ class ResilientStream:
         conversation_id: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         max_reconnects: int = 3,
+        track: str | None = None,
+        diarize: bool = False,
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
+        self._track = track
+        self._diarize = diarize
         self._pcm = pcm
         self._language = language
         self._token = token
@@ -393,6 +406,8 @@ class ResilientStream:
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
+                    track=self._track,
+                    diarize=self._diarize,
                 )
             except PalabreError as exc:
                 if not resuming or exc.code not in _RETRYABLE or self.reconnects >= self._max_reconnects:
