@@ -354,9 +354,10 @@ DEFAULT_SPEAKER = "resemblyzer"
 
 def load_speaker(name: str = DEFAULT_SPEAKER, *, device: str = "auto",
                  threads: int | None = 1) -> SpeakerEncoder:
-    """The speaker encoder `name` on `device` (``auto``: CUDA when torch sees a GPU, else CPU).
+    """The speaker encoder `name` on `device` (``auto``: CUDA when torch sees a GPU, else CPU),
+    warmed up.
 
-    `threads` sets torch's CPU thread count (process-wide; None leaves it alone).
+    `threads`: torch's CPU thread count in the threads that call it (None leaves it alone).
     """
     loader = _pick("speaker", SPEAKER_ENGINES, name)
     if device == "auto":

@@ -147,16 +147,18 @@ class ResemblyzerEncoder:
                  threads: int | None = 1) -> None:
         """Load the weights (default: the installed package's) on `device` (``cpu``, ``cuda``).
 
-        `threads` sets torch's CPU thread count (process-wide; None leaves it alone).
+        `threads` is torch's CPU thread count for `embed`, set in each thread that calls it
+        (OpenMP's count is per thread: a worker thread left at the default of one thread per core
+        ran 10x slower on a busy 2-core machine); None leaves torch's setting alone.
         """
-        if threads is not None and device == "cpu":
-            torch.set_num_threads(threads)
+        self.threads = threads
         path = Path(weights) if weights is not None else default_weights_path()
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         self.network = _Network()
         self.network.load_state_dict(checkpoint["model_state"], strict=False)
         self.network.eval().to(device)
         self.device = device
+        self.embed([np.zeros(MIN_SAMPLES, np.float32) + np.float32(1e-3)])  # warm up torch's kernels
 
     def embed(self, audios: Sequence[Audio]) -> list[SpeakerVector | None]:
         """One unit-norm vector per utterance, None for one shorter than `min_samples` or silent."""
@@ -175,6 +177,8 @@ class ResemblyzerEncoder:
         out: list[SpeakerVector | None] = [None] * len(audios)
         if not windows:
             return out
+        if self.threads is not None and self.device == "cpu" and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             vectors = self.network(torch.from_numpy(np.stack(windows)).to(self.device)).cpu().numpy()
         index = np.array(owners)

@@ -84,9 +84,13 @@ async def test_two_alternating_readers_get_two_labels(palabre_server: Any, audio
 
     url = f"{server.http}/v1/conversations/{stream.conversation_id}"
     with urllib.request.urlopen(url, timeout=30) as response:
-        stored = json.loads(response.read())["utterances"]
-    by_seq = {u["seq"]: u["speaker"] for u in stored}
+        conversation = json.loads(response.read())
+    by_seq = {u["seq"]: u["speaker"] for u in conversation["utterances"]}
     assert all(by_seq[f["seq"]] == f["speaker"] for f in finals)
+    speakers = conversation["speakers"]
+    assert [s["label"] for s in speakers] == ["S1", "S2"]
+    assert sum(s["utterances"] for s in speakers) == len(finals)
+    assert all(s["talk_time_s"] > 5 for s in speakers)
     print_speaker_wait(server)
 
 
