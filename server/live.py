@@ -48,6 +48,9 @@ from stream.session import AsrJob, Output, Session, SessionConfig
 
 log = logging.getLogger(__name__)
 
+VOICE_TIMEOUT_S = 10.0
+"""The longest a diarized final's commit waits for its voice; past it, the final takes the label
+of the context (as an utterance without a usable voice)."""
 RESUME_SETTLE_S = 30.0
 """How long a resuming client's `start` waits for the conversation's sessions that lost their
 client to store their last finals."""
@@ -556,7 +559,10 @@ class LiveSession:
         voice = Voice(None)
         if pending is not None:
             waited = time.monotonic()
-            voice = await pending
+            try:
+                voice = await asyncio.wait_for(pending, VOICE_TIMEOUT_S)
+            except TimeoutError:
+                log.error("session %s: no speaker embedding for utterance %d", self.session_id, final.seq)
             if self.services.on_speaker_wait is not None:
                 self.services.on_speaker_wait(time.monotonic() - waited)
         diarizer = self._live.diarizer

@@ -108,3 +108,22 @@ async def test_a_server_without_speaker_model_refuses_diarize(services: SessionS
     with pytest.raises(ProtocolError) as refused:
         await live.open(Start(16000, diarize=True))
     assert refused.value.code is ErrorCode.BAD_START and "speaker" in str(refused.value)
+
+
+class BrokenEncoder(PitchEncoder):
+    def embed(self, audios: Sequence[Audio]) -> list[SpeakerVector | None]:
+        raise RuntimeError("the speaker model failed")
+
+
+async def test_a_failing_speaker_model_loses_no_final(services: SessionServices) -> None:
+    speaker = speaker_service(BrokenEncoder())
+    speaker.start()
+    try:
+        events = await run(replace(services, speaker=speaker), Start(16000, language="en", diarize=True),
+                           [400, 650])
+    finally:
+        await speaker.close()
+    sent = finals(events)
+    assert [f.text for f in sent] == ["hello", "hello"] and [f.speaker for f in sent] == [None, None]
+    rows = await services.store.utterances("default", sent[0].utterance_id.split(":")[0])
+    assert len(rows) == 2
