@@ -18,11 +18,13 @@ index    —            ``faiss`` (index_faiss; CPU, plus a GPU copy with faiss-
 llm      ``llm``      ``llamacpp`` (llm_llamacpp; CPU or CUDA): ``gemma3-270m``, a ``.gguf`` file;
                       ``exllamav2`` (llm_exllamav2; CUDA only): an EXL2 model directory
 ner      ``entities`` ``spacy`` (ner_spacy; CPU)
+speaker  —            ``resemblyzer`` (speaker_resemblyzer; CPU or CUDA, torch): the d-vector
+                      encoder shipped in the ``resemblyzer`` wheel
 ======== ============ =====================================================================
 
 A new engine is one module implementing a Protocol of `stream.interfaces` plus one entry in its
-kind's table. A new kind (next: ``speaker``, a speaker-embedding model) is one Protocol, one
-table and one ``load_<kind>`` here. Unknown names raise `ModelNotFound` listing what is known.
+kind's table. A new kind is one Protocol, one table and one ``load_<kind>`` here. Unknown names
+raise `ModelNotFound` listing what is known.
 
 The ASR engine the server runs is assembled by `load_serving_asr`: the primary engine, warmed up;
 around it, only when the test-only setting ``inject_asr_fault_after`` is given, the test seam
@@ -41,7 +43,14 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from models.errors import ModelCorrupt, ModelError, ModelNotFound
 from models.model_files import DEFAULT_CACHE_DIR
 from models.whisper_files import BUILTIN_MODELS, choose_device, resolve_model
-from stream.interfaces import AsrEngine, EntityRecognizer, LlmEngine, VadModel, VectorIndex
+from stream.interfaces import (
+    AsrEngine,
+    EntityRecognizer,
+    LlmEngine,
+    SpeakerEncoder,
+    VadModel,
+    VectorIndex,
+)
 
 if TYPE_CHECKING:
     from models.asr_ctranslate2 import CTranslate2Whisper
@@ -54,11 +63,13 @@ __all__ = [
     "DEFAULT_INDEX",
     "DEFAULT_IVF_THRESHOLD",
     "DEFAULT_NER",
+    "DEFAULT_SPEAKER",
     "DEFAULT_VAD",
     "ENGINES",
     "INDEX_ENGINES",
     "LLM_ENGINES",
     "NER_ENGINES",
+    "SPEAKER_ENGINES",
     "VAD_ENGINES",
     "IndexDevice",
     "IndexEngine",
@@ -74,13 +85,14 @@ __all__ = [
     "load_llm",
     "load_ner",
     "load_serving_asr",
+    "load_speaker",
     "load_vad",
     "new_index",
     "set_index_threads",
 ]
 
-Kind = Literal["asr", "vad", "embedder", "index", "llm", "ner"]
-"""The kinds of model the server runs (``speaker`` will be the next)."""
+Kind = Literal["asr", "vad", "embedder", "index", "llm", "ner", "speaker"]
+"""The kinds of model the server runs."""
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -326,6 +338,35 @@ def load_ner(name: str = DEFAULT_NER) -> EntityRecognizer:
     return _pick("ner", NER_ENGINES, name)()
 
 
+# --- speaker ------------------------------------------------------------------------------------
+
+
+def _resemblyzer(device: str, threads: int | None) -> SpeakerEncoder:
+    from models.speaker_resemblyzer import ResemblyzerEncoder
+
+    return ResemblyzerEncoder(device=device, threads=threads)
+
+
+SPEAKER_ENGINES: dict[str, Callable[[str, int | None], SpeakerEncoder]] = {"resemblyzer": _resemblyzer}
+"""Speaker-embedding engines by name."""
+DEFAULT_SPEAKER = "resemblyzer"
+
+
+def load_speaker(name: str = DEFAULT_SPEAKER, *, device: str = "auto",
+                 threads: int | None = 1) -> SpeakerEncoder:
+    """The speaker encoder `name` on `device` (``auto``: CUDA when torch sees a GPU, else CPU),
+    warmed up.
+
+    `threads`: torch's CPU thread count in the threads that call it (None leaves it alone).
+    """
+    loader = _pick("speaker", SPEAKER_ENGINES, name)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return loader(device, threads)
+
+
 ENGINES: dict[Kind, tuple[str, ...]] = {
     "asr": ("ctranslate2",),
     "vad": tuple(VAD_ENGINES),
@@ -333,5 +374,6 @@ ENGINES: dict[Kind, tuple[str, ...]] = {
     "index": tuple(INDEX_ENGINES),
     "llm": tuple(LLM_ENGINES),
     "ner": tuple(NER_ENGINES),
+    "speaker": tuple(SPEAKER_ENGINES),
 }
 """Every kind and the names of its engines."""

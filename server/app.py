@@ -110,6 +110,8 @@ class App:
         services = self.hub.services
         if services is not None:
             await services.asr.close()
+            if services.speaker is not None:
+                await services.speaker.close()
             knowledge = services.knowledge
             if knowledge is not None:
                 await knowledge.close()

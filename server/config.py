@@ -92,6 +92,8 @@ class ServerConfig:
     entities: bool = True
     """Named entities of every utterance (spaCy), stored and usable as search filters."""
     embedder: str = "minilm"
+    speaker_model: str = "resemblyzer"
+    """The speaker encoder of diarized sessions (`start.diarize`), or "none" to refuse them."""
     llm: str = "gemma3-270m"
     """An LLM name, a .gguf path, an ExLlamaV2 model directory, or "none"."""
     tenant: str = "default"

@@ -1,5 +1,6 @@
 """Building the model services from the configuration: the ASR engine (with its failover), got from
-`models.registry`, and the micro-batched services around the ASR engine and the embedder.
+`models.registry`, and the micro-batched services around the ASR engine, the embedder and the
+speaker encoder.
 
 Used by `App.load` in a single process, and by the Ray model actors (`server/ray_services.py`),
 so that both build the same engines and schedulers from the same `ServerConfig`.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,24 @@ import numpy as np
 from models.registry import choose_device, load_serving_asr
 from server.config import ServerConfig
 from server.model_service import BatchRecord, ModelService
-from stream.interfaces import AsrEngine, AsrOutput, Embedder
-from stream.scheduler import Scheduler, SchedulerConfig
+from stream.interfaces import (
+    SAMPLE_RATE,
+    AsrEngine,
+    AsrOutput,
+    Audio,
+    Embedder,
+    SpeakerEncoder,
+    SpeakerVector,
+)
+from stream.scheduler import Request, Scheduler, SchedulerConfig
 from stream.session import AsrJob
 
 EMBED_SCHEDULER = SchedulerConfig(max_batch=32, max_wait_s=0.01)
 """The embedding service's micro-batcher: sentences are cheap, batches of up to 32 pay off."""
+SPEAKER_SCHEDULER = SchedulerConfig(max_batch=16, max_wait_s=0.005)
+"""The speaker encoder's micro-batcher: an utterance's windows (1.6 s each) batch with the other
+sessions' (GPU: one LSTM call; CPU: a GEMM instead of several GEMVs); its result is awaited before
+the final is stored, so it waits little for company."""
 
 
 def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngine:
@@ -78,4 +91,32 @@ def embed_service(
 
     return ModelService[str, np.ndarray](
         "embed", embed, Scheduler[str](EMBED_SCHEDULER), 1, on_batch=on_batch
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """The speaker encoder's answer for one utterance (the service's callbacks reserve None for a
+    dropped request)."""
+
+    vector: SpeakerVector | None
+    """None when the utterance is too short or silent for an embedding."""
+
+
+def voice_request(session_id: str, audio: Audio) -> Request[Audio]:
+    """A request to the speaker service for one utterance's audio; its cost follows its length."""
+    return Request(session_id=session_id, kind="final", key="speaker", seconds=len(audio) / SAMPLE_RATE,
+                   payload=audio)
+
+
+def speaker_service(
+    encoder: SpeakerEncoder, on_batch: Callable[[BatchRecord], None] | None = None
+) -> ModelService[Audio, Voice]:
+    """The speaker-embedding micro-batcher around `encoder` (not started); `on_batch` sees each batch."""
+
+    def embed(audios: Sequence[Audio]) -> list[Voice]:
+        return [Voice(v) for v in encoder.embed(list(audios))]
+
+    return ModelService[Audio, Voice](
+        "speaker", embed, Scheduler[Audio](SPEAKER_SCHEDULER), 1, on_batch=on_batch
     )

@@ -4,6 +4,10 @@ Transports (the `/v1/stream` WebSocket, later WebRTC and telephony) all drive a 
 the same way: `open()` with the start parameters, `feed()` wire bytes, `stop()`, and read
 server events from its `Outbox`. Finals are committed to the store before they are sent.
 If the client goes away, the session still finishes its pending finals and stores them.
+
+A diarized session (`start.diarize`) sends the audio of each final ASR request to the speaker
+service too, at the same time; the final's commit awaits that voice, labels it with the
+conversation's `Diarizer`, and stores and sends the final with its `speaker`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from server.engines import Voice, voice_request
 from server.memory import Knowledge
 from server.model_service import BatchService
 from server.store import ConversationNotFound, UtteranceRow
 from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
+from stream.diarization import Diarizer
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
     Closed,
@@ -33,16 +39,20 @@ from stream.events import (
     Partial,
     Ready,
     ServerEvent,
+    Speakers,
     SpeechStopped,
     Start,
 )
-from stream.interfaces import SAMPLE_RATE, AsrOutput, VadModel
+from stream.interfaces import SAMPLE_RATE, AsrOutput, Audio, VadModel
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
 from stream.vocabulary import vocabulary_prompt
 
 log = logging.getLogger(__name__)
 
+VOICE_TIMEOUT_S = 10.0
+"""The longest a diarized final's commit waits for its voice; past it, the final takes the label
+of the context (as an utterance without a usable voice)."""
 RESUME_SETTLE_S = 30.0
 """How long a resuming client's `start` waits for the conversation's sessions that lost their
 client to store their last finals."""
@@ -123,12 +133,14 @@ class Outbox:
 
 async def write_events(
     outbox: Outbox,
-    commit: Callable[[Final], Awaitable[None]],
+    commit: Callable[[Final], Awaitable[list[ServerEvent]]],
     observe: Callable[[ServerEvent], None],
 ) -> None:
     """A session's writer: take the outbox's events in order; for each, commit (a final is
-    stored), then deliver (observers, then the client), so that a final is sent only after it
-    is stored. Returns once `Closed` is delivered."""
+    stored, and completed: its speaker), then deliver (observers, then the client), so that a
+    final is sent only after it is stored, as stored. Committing a final gives the events to
+    deliver in its place: the final as stored, then what it caused (a `speakers` merge).
+    Returns once `Closed` is delivered."""
     while True:
         item = await outbox.take()
         if callable(item):
@@ -139,14 +151,14 @@ async def write_events(
                 events = []
         else:
             events = [item]
-        for event in events:
-            if isinstance(event, Final):
-                await commit(event)
-            try:
-                observe(event)
-            except Exception:
-                log.exception("event observer failed")
-            await outbox.send(event)
+        for item_event in events:
+            delivered = await commit(item_event) if isinstance(item_event, Final) else [item_event]
+            for event in delivered:
+                try:
+                    observe(event)
+                except Exception:
+                    log.exception("event observer failed")
+                await outbox.send(event)
         if isinstance(item, Closed):
             return
 
@@ -162,6 +174,8 @@ class LiveConversation:
     """Seconds of the conversation before this live period (a resumed conversation continues)."""
     started_at: float
     sessions: int = 0
+    diarizer: Diarizer = field(default_factory=Diarizer)
+    """The speakers of its diarized sessions (all tracks of the conversation share it)."""
 
     def offset_now(self) -> float:
         """Conversation time at this instant, for a session that joins now."""
@@ -256,6 +270,13 @@ class SessionServices:
     knowledge: Knowledge | None = None
     observers: list[SessionObserver] = field(default_factory=list)
     """Who sees every session's events besides its client (the watch hub)."""
+    speaker: BatchService[Audio, Voice] | None = None
+    """The speaker encoder's service, for diarized sessions; None: `start.diarize` is refused."""
+    publish: Callable[[str, ServerEvent, str], None] | None = None
+    """Sends an event to the other live sessions of a conversation (the hub's: conversation id,
+    event, the session to leave out)."""
+    on_speaker_wait: Callable[[float], None] | None = None
+    """Told how long each diarized final's commit waited for its voice (metrics)."""
 
 
 class LiveSession:
@@ -294,6 +315,9 @@ class LiveSession:
         self.replayed: list[Final] = []
         """For a resuming client (`start.resume_after`): the stored finals it has not received,
         to send right after `ready`."""
+        self._live: LiveConversation | None = None
+        self._voices: dict[int, asyncio.Future[Voice]] = {}
+        """Diarized: the voice of each utterance awaiting its final, by seq (the latest final request)."""
 
     @property
     def closed(self) -> bool:
@@ -313,6 +337,8 @@ class LiveSession:
                 f"model {svc.model_name} is English-only; start the server with a multilingual model "
                 f"(e.g. --model base) for language {start.language!r}",
             )
+        if start.diarize and svc.speaker is None:
+            raise ProtocolError(ErrorCode.BAD_START, "this server runs no speaker model: diarize is off")
         self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
         language = "en" if not svc.multilingual else start.language
         if start.conversation_id is not None and start.resume_after is not None:
@@ -326,6 +352,7 @@ class LiveSession:
             raise ProtocolError(ErrorCode.BAD_START, f"conversation_id: {error}") from None
         self.conversation_id = conversation.id
         live, time_offset = await svc.conversations.join(svc.store, self.tenant_id, conversation.id)
+        self._live = live
         config = svc.session_config
         if not start.partials and config.partials:
             config = replace(config, partials=False)
@@ -435,6 +462,8 @@ class LiveSession:
     async def abort(self) -> None:
         """Drop everything (server shutdown)."""
         self.services.asr.cancel(self.session_id)
+        if self.services.speaker is not None:
+            self.services.speaker.cancel(self.session_id)
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -463,6 +492,22 @@ class LiveSession:
             self.outbox.put(event)
         for request in out.requests:
             self.services.asr.submit(request, self._on_result)
+            if request.payload.kind == "final" and self.start is not None and self.start.diarize:
+                self._voices[request.payload.seq] = self._embed_voice(request.payload.input.audio)
+
+    def _embed_voice(self, audio: Audio) -> asyncio.Future[Voice]:
+        """Ask the speaker service for the voice of one utterance's audio (alongside its ASR)."""
+        future: asyncio.Future[Voice] = asyncio.get_running_loop().create_future()
+
+        def done(_: Request[Audio], voice: Voice | None, error: BaseException | None) -> None:
+            if not future.done():
+                future.set_result(voice if voice is not None else Voice(None))
+            if error is not None:
+                log.error("session %s: speaker embedding failed: %s", self.session_id, error)
+
+        assert self.services.speaker is not None
+        self.services.speaker.submit(voice_request(self.session_id, audio), done)
+        return future
 
     def _on_result(
         self, request: Request[AsrJob], output: AsrOutput | None, error: BaseException | None
@@ -499,9 +544,16 @@ class LiveSession:
         summary = await svc.knowledge.summarize(self.conversation_id, final=True)
         return [summary] if summary is not None else []
 
-    async def _commit(self, final: Final) -> None:
-        if not final.text or final.replayed or self.erased:
-            return
+    async def _commit(self, final: Final) -> list[ServerEvent]:
+        """Store a final (when it has text) with its speaker; returns it as stored, and a
+        `speakers` event when its speaker merged two labels. Nothing is stored once the
+        conversation is erased."""
+        if final.replayed or self.erased:
+            return [final]
+        speaker, merge = await self._speaker_of(final)
+        final = replace(final, speaker=speaker)
+        if not final.text:
+            return [final]
         try:
             row = await self.services.store.add_utterance(
                 self.tenant_id,
@@ -512,12 +564,46 @@ class LiveSession:
                 final.end,
                 final.language,
                 track=final.track,
+                speaker=final.speaker,
             )
         except ConversationNotFound:
             self._erased_elsewhere()
-            return
+            return [final]
         if self.services.knowledge is not None:
             self.services.knowledge.utterance_stored(row)
+        if merge is None:
+            return [final]
+        if self.services.publish is not None:
+            self.services.publish(self.conversation_id, merge, self.session_id)
+        return [final, merge]
+
+    async def _speaker_of(self, final: Final) -> tuple[str | None, Speakers | None]:
+        """The final's speaker: the track's name, or (diarized) the label of its voice, and the
+        `speakers` event to announce when labeling it merged labels.
+
+        An utterance without text gets none (and leaves the speakers as they were); one without
+        a usable voice (too short, silent, a failed embedding) gets the conversation's previous
+        label."""
+        if self.start is None or not self.start.diarize or self._live is None:
+            return final.track, None
+        pending = self._voices.pop(final.seq, None)
+        if not final.text:
+            return None, None
+        voice = Voice(None)
+        if pending is not None:
+            waited = time.monotonic()
+            try:
+                voice = await asyncio.wait_for(pending, VOICE_TIMEOUT_S)
+            except TimeoutError:
+                log.error("session %s: no speaker embedding for utterance %d", self.session_id, final.seq)
+            if self.services.on_speaker_wait is not None:
+                self.services.on_speaker_wait(time.monotonic() - waited)
+        diarizer = self._live.diarizer
+        assignment = diarizer.assign(voice.vector)
+        merge = None
+        if assignment.merged:
+            merge = Speakers(self.conversation_id, assignment.merged, diarizer.labels)
+        return assignment.label, merge
 
 
 def _replayed_final(row: UtteranceRow) -> Final:
@@ -530,5 +616,6 @@ def _replayed_final(row: UtteranceRow) -> Final:
         language=row.language or "",
         seq=row.seq,
         track=row.track,
+        speaker=row.speaker,
         replayed=True,
     )

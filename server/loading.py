@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from models.registry import load_embedder, load_llm, load_ner, load_vad, set_index_threads
+from models.registry import load_embedder, load_llm, load_ner, load_speaker, load_vad, set_index_threads
 from server.config import ServerConfig
-from server.engines import asr_service, load_asr_engine
+from server.engines import asr_service, load_asr_engine, speaker_service
 from server.engines import embed_service as build_embed_service
 from server.live import LiveConversations, SessionObserver, SessionServices
 from server.llm_queue import LlmQueue
@@ -33,7 +34,10 @@ __all__ = ["load_services", "warm_up_answers"]
 
 log = logging.getLogger("palabre")
 
-Publish = Callable[[str, ServerEvent], None]
+class Publish(Protocol):
+    """Sends an event to the live sessions of a conversation, but `besides` (`SessionHub.publish`)."""
+
+    def __call__(self, conversation_id: str, event: ServerEvent, besides: str | None = None) -> None: ...
 
 
 async def load_services(
@@ -65,6 +69,11 @@ async def load_services(
         local, vad = await asyncio.to_thread(load_models)
         asr, engine = asr_service(local, cfg, metrics.batch_recorder("asr")), local
     knowledge = await _load_knowledge(cfg, store, metrics, publish, summary_observers) if cfg.memory else None
+    speaker = None
+    if cfg.speaker_model != "none":  # the speaker encoder: `start.diarize`
+        encoder = await asyncio.to_thread(load_speaker, cfg.speaker_model, device=cfg.device)
+        speaker = speaker_service(encoder, metrics.batch_recorder("speaker"))
+        speaker.start()
     asr.start()
     services = SessionServices(
         asr=asr,
@@ -76,6 +85,9 @@ async def load_services(
         conversations=LiveConversations(),
         knowledge=knowledge,
         observers=[*observers, metrics.observe],
+        speaker=speaker,
+        publish=publish,
+        on_speaker_wait=metrics.speaker_waited,
     )
     log.info(
         "ready: model %s on %s (%d workers), data in %s",

@@ -34,6 +34,7 @@ Metrics (every name starts with `palabre_`; labels in braces):
     llm_time_to_first_token_seconds       histogram  start of a generation → its first token
     index_size{tenant}                    gauge      vectors in the tenant's search index
     store_write_seconds{op}               histogram  store writes, queueing included
+    speaker_wait_seconds                  histogram  a diarized final's commit waiting for its voice
     errors_total{code}                    counter    error events delivered by sessions, and refusals
                                                      of new sessions (`overloaded`, App.admit)
     gpu_budget_bytes{service}             gauge      the configured [gpu_budget]
@@ -178,10 +179,20 @@ class Metrics:
             self.errors.labels(code=code.value)
         self._open: dict[str, LiveSession] = {}
         self._closed_audio_s = 0.0
+        self.speaker_wait = Histogram(
+            "palabre_speaker_wait_seconds",
+            "Seconds a diarized final's commit waited for its speaker embedding (after its ASR)",
+            buckets=STORE_BUCKETS,
+            registry=registry,
+        )
         registry.register(_StateCollector(self))
         registry.register(GpuCollector(nvml_opener))
 
     # --- wiring ---------------------------------------------------------------------------
+
+    def speaker_waited(self, seconds: float) -> None:
+        """A diarized final's commit waited `seconds` for its speaker embedding (after its ASR)."""
+        self.speaker_wait.observe(seconds)
 
     def batch_recorder(self, name: str) -> Callable[[BatchRecord], None]:
         """The `on_batch` hook of the model service `name`: records each of its batches."""

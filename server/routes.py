@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
 from typing import Any
 
@@ -29,6 +30,22 @@ def utterance_json(row: UtteranceRow) -> dict[str, Any]:
 def principal_of(request: HttpRequest) -> Principal:
     assert request.principal is not None, "route called without authentication"
     return request.principal
+def speakers_json(utterances: Iterable[UtteranceRow]) -> list[dict[str, Any]]:
+    """Who spoke in a conversation, in order of first appearance: each `speaker` of its utterances
+    (a diarization label, or a track's name) with its talk time and number of utterances.
+
+    `name` is what the speaker is called (null until speakers can be named)."""
+    speakers: dict[str, dict[str, Any]] = {}
+    for row in utterances:
+        if row.speaker is None:
+            continue
+        entry = speakers.setdefault(row.speaker, {"label": row.speaker, "name": None, "talk_time_s": 0.0,
+                                                  "utterances": 0})
+        entry["talk_time_s"] += max(0.0, row.end - row.start)
+        entry["utterances"] += 1
+    for entry in speakers.values():
+        entry["talk_time_s"] = round(entry["talk_time_s"], 3)
+    return list(speakers.values())
 
 
 def add_memory_routes(router: Router, hub: SessionHub) -> None:
@@ -64,6 +81,7 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
             {
                 "conversation": conversation_json(row),
                 "utterances": [utterance_json(u) for u in utterances],
+                "speakers": speakers_json(utterances),
                 "summary": asdict(summary) if summary is not None else None,
                 "live": hub.conversation_live(row.id),
             },

@@ -160,10 +160,10 @@ class SessionHub:
             self._forget(live)
         return len(taken)
 
-    def publish(self, conversation_id: str, event: ServerEvent) -> None:
-        """Send an event to every live session of a conversation."""
+    def publish(self, conversation_id: str, event: ServerEvent, besides: str | None = None) -> None:
+        """Send an event to every live session of a conversation (but the session `besides`)."""
         for live in self._sessions.values():
-            if live.conversation_id == conversation_id:
+            if live.conversation_id == conversation_id and live.session_id != besides:
                 live.outbox.put(event)
 
     # --- the registry ---------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "Partial",
     "Ready",
     "ServerEvent",
+    "Speakers",
     "SpeechStarted",
     "SpeechStopped",
     "Start",
@@ -84,6 +85,9 @@ class Start:
     """"webrtc": the audio comes over a WebRTC track negotiated with `webrtc.offer`."""
     vocabulary: tuple[str, ...] = ()
     """Names and terms the speakers use, given to the recogniser (`stream.vocabulary`)."""
+    diarize: bool = False
+    """Tell the speakers of this audio apart: each final's `speaker` is a label ("S1", "S2", …)
+    stable for the whole conversation, instead of the track's name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +192,25 @@ class Final:
     seq: int
     """The utterance's position in its conversation, from 0."""
     track: str | None = None
+    speaker: str | None = None
+    """Who spoke: with `start.diarize`, a label of the conversation ("S1", "S2", … in order of first
+    appearance); without, the track's name. None when unknown."""
     replayed: bool = dataclasses.field(default=False, metadata={"omit_default": True})
     """Stored earlier and sent again to a resuming client (`start.resume_after`); on the wire
     only when true."""
+
+
+@dataclass(frozen=True, slots=True)
+class Speakers:
+    """Speaker labels of a diarized conversation were found to be one speaker: finals already sent
+    keep their label; later ones carry the label each merged label became."""
+
+    type: ClassVar[str] = "speakers"
+    conversation_id: str
+    merged: dict[str, str]
+    """{merged label: the label it is now}."""
+    labels: list[str]
+    """The conversation's labels after the merge, in order of first appearance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +301,7 @@ ServerEvent = (
     | SpeechStopped
     | Partial
     | Final
+    | Speakers
     | Error
     | Closed
     | AnswerDelta

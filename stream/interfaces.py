@@ -30,6 +30,8 @@ __all__ = [
     "LlmRequest",
     "RequestKind",
     "SearchResults",
+    "SpeakerEncoder",
+    "SpeakerVector",
     "VadModel",
     "VadStream",
     "VectorIndex",
@@ -134,6 +136,25 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed a batch of texts; row i is the unit-norm vector of texts[i]."""
+        ...
+
+
+SpeakerVector = npt.NDArray[np.float32]
+"""One L2-normalised speaker embedding (dim,)."""
+
+
+class SpeakerEncoder(Protocol):
+    """A speaker-embedding model: utterances in, one voice vector each (closer = more alike)."""
+
+    name: str
+    dim: int
+    device: str
+    min_samples: int
+    """Utterances shorter than this give no usable embedding."""
+
+    def embed(self, audios: Sequence[Audio]) -> list[SpeakerVector | None]:
+        """Embed a batch of 16 kHz utterances; item i is the unit-norm vector of audios[i], or None
+        when it is too short (`min_samples`) or silent."""
         ...
 
 

@@ -97,6 +97,11 @@ def parse_start(obj: JsonObject) -> Start:
         partials = True
     elif not isinstance(partials, bool):
         _bad_start(f"partials must be true or false, not {show(partials)}")
+    diarize = obj.get("diarize")
+    if diarize is None:
+        diarize = False
+    elif not isinstance(diarize, bool):
+        _bad_start(f"diarize must be true or false, not {show(diarize)}")
     resume_after = obj.get("resume_after")
     if resume_after is not None:
         resume_after = _integer(obj, "resume_after", None)
@@ -115,6 +120,7 @@ def parse_start(obj: JsonObject) -> Start:
         resume_after=resume_after,
         transport=transport,
         vocabulary=_vocabulary(obj.get("vocabulary")),
+        diarize=diarize,
     )
 
 

@@ -305,6 +305,25 @@ def test_cli_prints_finals_without_partials_when_not_a_tty(
     assert out == "[0.00-0.50] chunk 0\n[0.50-1.00] chunk 1\n"
 
 
+def test_cli_sends_track_and_diarize(
+    fake_server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wav = _write_wav(tmp_path / "one.wav", seconds=0.5)
+    assert main(["stream", str(wav), "--url", fake_server.url, "--speed", "0", "--track", "Alice",
+                 "--diarize"]) == 0
+    assert fake_server.starts[0]["track"] == "Alice" and fake_server.starts[0]["diarize"] is True
+    assert main(["stream", str(wav), "--url", fake_server.url, "--speed", "0"]) == 0
+    assert "diarize" not in fake_server.starts[1] and "track" not in fake_server.starts[1]
+
+
+def test_printer_shows_the_speaker_of_a_final() -> None:
+    out = io.StringIO()
+    printer = EventPrinter(out, io.StringIO(), json_lines=False, tty=False)
+    printer({"type": "final", "text": "hello.", "start": 1.0, "end": 2.0, "speaker": "S2"})
+    printer({"type": "final", "text": "bye.", "start": 2.0, "end": 3.0, "speaker": None})
+    assert out.getvalue() == "[1.00-2.00] S2: hello.\n[2.00-3.00] bye.\n"
+
+
 def test_cli_takes_url_and_token_from_environment(
     fake_server: FakeServer,
     tmp_path: Path,

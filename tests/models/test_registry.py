@@ -28,6 +28,7 @@ def test_every_kind_has_its_engines() -> None:
         "index": ("faiss",),
         "llm": ("llamacpp", "exllamav2"),
         "ner": ("spacy",),
+        "speaker": ("resemblyzer",),
     }
 
 
@@ -43,10 +44,11 @@ def test_importing_the_registry_loads_no_model_library() -> None:
     [
         (lambda: registry.load_vad("webrtc"), "silero"),
         (lambda: registry.load_ner("flair"), "spacy"),
+        (lambda: registry.load_speaker("ecapa"), "resemblyzer"),
         (lambda: registry.new_index(8, engine="hnswlib"), "faiss"),
         (lambda: registry.load_index("x.index", 8, "minilm", engine="hnswlib"), "faiss"),
     ],
-    ids=["vad", "ner", "new_index", "load_index"],
+    ids=["vad", "ner", "speaker", "new_index", "load_index"],
 )
 def test_unknown_engine_names_are_refused_with_the_known_ones(load: object, known: str) -> None:
     assert callable(load)

@@ -70,6 +70,7 @@ def test_start_every_field() -> None:
         conversation_id="call-42.leg_1-a",
         partials=False,
         track="inbound",
+        diarize=True,
         future_field={"nested": [1, 2]},
     )
     assert parse_client_text(text) == Start(
@@ -80,11 +81,13 @@ def test_start_every_field() -> None:
         conversation_id="call-42.leg_1-a",
         partials=False,
         track="inbound",
+        diarize=True,
     )
 
 
 def test_start_null_fields_take_defaults() -> None:
-    text = start(encoding=None, language=None, channels=None, conversation_id=None, partials=None, track=None)
+    text = start(encoding=None, language=None, channels=None, conversation_id=None, partials=None, track=None,
+                 diarize=None)
     assert parse_client_text(text) == Start(sample_rate=16000)
 
 
@@ -139,6 +142,8 @@ def test_start_sample_rates(wire: object, rate: int) -> None:
         {"conversation_id": 42},
         {"partials": 1},
         {"partials": "true"},
+        {"diarize": 1},
+        {"diarize": "yes"},
         {"track": ""},
         {"track": "x" * 65},
         {"track": "tab\there"},
@@ -274,7 +279,8 @@ def test_serialize_event_is_compact_utf8() -> None:
         '{"type":"error","code":"overloaded","message":"busy"}'
     )
     assert "à tous" in serialize_event(EVENTS[4])
-    assert serialize_event(Final("u", "t", 0.0, 1.0, "en", 3)).endswith('"seq":3,"track":null}')
+    final_text = serialize_event(Final("u", "t", 0.0, 1.0, "en", 3))
+    assert final_text.endswith('"seq":3,"track":null,"speaker":null}')
 
 
 def test_serialize_event_refuses_nan() -> None:

@@ -21,8 +21,9 @@ async def test_a_consumer_that_cannot_keep_up_with_finals_is_cut_off_but_every_f
     sent: list[ServerEvent] = []
     blocked = asyncio.Event()
 
-    async def commit(event: Final) -> None:
+    async def commit(event: Final) -> list[ServerEvent]:
         stored.append(event.seq)
+        return [event]
 
     async def send(event: ServerEvent) -> None:
         sent.append(event)
@@ -49,8 +50,9 @@ async def test_a_consumer_that_cannot_keep_up_with_finals_is_cut_off_but_every_f
 async def test_events_go_out_in_order_with_finals_committed_first() -> None:
     order: list[str] = []
 
-    async def commit(event: Final) -> None:
+    async def commit(event: Final) -> list[ServerEvent]:
         order.append(f"commit {event.seq}")
+        return [event]
 
     async def send(event: ServerEvent) -> None:
         order.append(f"send {event.type}")

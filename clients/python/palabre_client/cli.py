@@ -44,7 +44,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         parents=[common],
         help="stream an audio file and print its transcript",
         description="Stream an audio file (wav, flac, mp3, opus, ogg, …) as live audio and print "
-        "finals as `[start-end] text`; on a terminal, partials overwrite the current line.",
+        "finals as `[start-end] speaker: text`; on a terminal, partials overwrite the current line.",
     )
     stream.add_argument("file", metavar="FILE", help="audio file to stream")
     stream.add_argument(
@@ -61,6 +61,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--vocabulary",
         default="",
         help="comma-separated names and terms the speakers use, e.g. \"Zyphrex,Kessandra Vollmer\"",
+    )
+    stream.add_argument("--track", help="name of this audio's speaker or call leg (e.g. a participant)")
+    stream.add_argument(
+        "--diarize",
+        action="store_true",
+        help="tell the speakers of the audio apart: each final gets a speaker label (S1, S2, …)",
     )
     stream.add_argument("--json", action="store_true", help="print every server event as one JSON line")
     stream.set_defaults(run=_run_stream)
@@ -136,7 +142,8 @@ class EventPrinter:
             self._line_open = True
         elif kind == "final" and str(event.get("text", "")).strip():
             self.finish()
-            self.out.write(f"[{event['start']:.2f}-{event['end']:.2f}] {event['text']}\n")
+            speaker = f"{event['speaker']}: " if event.get("speaker") else ""
+            self.out.write(f"[{event['start']:.2f}-{event['end']:.2f}] {speaker}{event['text']}\n")
             self.out.flush()
 
     def report(self, message: str) -> None:
@@ -173,6 +180,8 @@ def _run_stream(args: argparse.Namespace) -> int:
                 conversation_id=args.conversation_id,
                 vocabulary=[term.strip() for term in args.vocabulary.split(",") if term.strip()],
                 on_event=printer,
+                track=args.track,
+                diarize=args.diarize,
             )
         )
     except PalabreError as exc:

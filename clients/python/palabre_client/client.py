@@ -98,15 +98,18 @@ class StreamSession:
         track: str | None = None,
         resume_after: int | None = None,
         vocabulary: Sequence[str] = (),
+        diarize: bool = False,
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
 
         `language` None means automatic detection ("auto"). `vocabulary`: names and terms the
-        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `token`, when
-        given, is sent as `Authorization: Bearer <token>`. Raises `PalabreError`: with the
-        server's code when it answers `start` with an `error` event, with a `ClientErrorCode` when
-        the connection fails, closes or times out.
+        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `track` names
+        this audio's speaker or call leg; `diarize` asks the server to tell the speakers of this
+        audio apart (each final's `speaker` is then "S1", "S2", …). `token`, when given, is sent as
+        `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
+        answers `start` with an `error` event, with a `ClientErrorCode` when the connection fails,
+        closes or times out.
         """
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
@@ -137,6 +140,8 @@ class StreamSession:
             start["resume_after"] = resume_after
         if vocabulary:
             start["vocabulary"] = list(vocabulary)
+        if diarize:
+            start["diarize"] = True
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -273,6 +278,8 @@ async def stream_file(
     reconnect: bool = True,
     max_reconnects: int = 3,
     vocabulary: Sequence[str] = (),
+    track: str | None = None,
+    diarize: bool = False,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -308,6 +315,8 @@ async def stream_file(
         conversation_id=conversation_id,
         on_event=on_event,
         max_reconnects=max_reconnects if reconnect else 0,
+        track=track,
+        diarize=diarize,
     )
     return await stream.run()
 
@@ -356,9 +365,13 @@ class ResilientStream:
         on_event: Callable[[Event], None] | None = None,
         max_reconnects: int = 3,
         vocabulary: Sequence[str] = (),
+        track: str | None = None,
+        diarize: bool = False,
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
+        self._track = track
+        self._diarize = diarize
         self._pcm = pcm
         self._language = language
         self._vocabulary = tuple(vocabulary)
@@ -402,6 +415,8 @@ class ResilientStream:
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
+                    track=self._track,
+                    diarize=self._diarize,
                 )
             except PalabreError as exc:
                 if not resuming or exc.code not in _RETRYABLE or self.reconnects >= self._max_reconnects:

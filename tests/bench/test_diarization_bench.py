@@ -1,0 +1,13 @@
+"""The diarization benchmark's accuracy: best one-to-one mapping of labels to true speakers."""
+
+from __future__ import annotations
+
+from bench.diarization import best_mapping_accuracy
+
+
+def test_labels_are_mapped_one_to_one() -> None:
+    truth = ["a", "b", "a", "b"]
+    assert best_mapping_accuracy(truth, ["S2", "S1", "S2", "S1"]) == 1.0
+    assert best_mapping_accuracy(truth, ["S1", "S1", "S1", "S1"]) == 0.5  # one label: one speaker right
+    assert best_mapping_accuracy(truth, ["S1", "S2", "S3", "S2"]) == 0.75  # S3 maps to nobody
+    assert best_mapping_accuracy(truth, [None, "S1", "S2", "S1"]) == 0.75

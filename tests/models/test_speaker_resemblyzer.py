@@ -1,0 +1,62 @@
+"""The resemblyzer d-vector encoder: its own mel front end, voices told apart, short input refused."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from models.registry import load_speaker
+from models.speaker_resemblyzer import ResemblyzerEncoder, mel_frames
+from stream.interfaces import SAMPLE_RATE
+from tests.models.conftest import Speak
+
+
+@pytest.fixture(scope="module")
+def encoder() -> ResemblyzerEncoder:
+    loaded = load_speaker(device="cpu")
+    assert isinstance(loaded, ResemblyzerEncoder)
+    return loaded
+
+
+def test_mel_frames_are_librosa_shaped_power_mels() -> None:
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    mels = mel_frames(tone)
+    assert mels.shape == (1 + SAMPLE_RATE // 160, 40)
+    assert mels.dtype == np.float32
+    # a 440 Hz tone lights the band around 440 Hz (Slaney scale: linear, 66.7 Hz per mel below 1 kHz)
+    assert int(np.argmax(mels[50])) in (5, 6)
+
+
+def test_the_package_and_its_librosa_stack_are_never_imported(encoder: ResemblyzerEncoder) -> None:
+    assert "resemblyzer" not in sys.modules
+    assert "librosa" not in sys.modules
+
+
+def test_same_voice_is_closer_than_another_voice(encoder: ResemblyzerEncoder, speak: Speak) -> None:
+    a1 = speak("The quick brown fox jumps over the lazy dog near the river bank.", voice="en-us")
+    a2 = speak("We will meet again tomorrow morning to discuss the budget.", voice="en-us")
+    b1 = speak("The quick brown fox jumps over the lazy dog near the river bank.", voice="en-gb-x-rp+f3")
+    vectors = encoder.embed([a1, a2, b1])
+    assert all(v is not None and v.shape == (256,) for v in vectors)
+    va1, va2, vb1 = (v for v in vectors if v is not None)
+    assert abs(float(np.linalg.norm(va1)) - 1.0) < 1e-5
+    assert float(va1 @ va2) > float(va1 @ vb1) + 0.1
+
+
+def test_a_batch_gives_what_single_calls_give(encoder: ResemblyzerEncoder, speak: Speak) -> None:
+    audios = [speak("One two three four five six.", voice=v) for v in ("en-us", "en-gb-x-rp+f3")]
+    together = encoder.embed(audios)
+    alone = [encoder.embed([a])[0] for a in audios]
+    for x, y in zip(together, alone, strict=True):
+        assert x is not None and y is not None
+        assert np.allclose(x, y, atol=1e-4)
+
+
+def test_too_short_or_silent_speech_gives_no_embedding(encoder: ResemblyzerEncoder, speak: Speak) -> None:
+    short = speak("Yes.")[: encoder.min_samples - 1]
+    silent = np.zeros(SAMPLE_RATE * 2, np.float32)
+    ok = speak("This sentence is long enough to embed.")
+    out = encoder.embed([short, silent, ok])
+    assert out[0] is None and out[1] is None and out[2] is not None
