@@ -153,6 +153,20 @@ class Metrics:
             buckets=RTF_BUCKETS,
             registry=registry,
         )
+        self.errors = Counter(
+            "palabre_errors", "Error events delivered to clients, by code", ["code"], registry=registry
+        )
+        for code in ErrorCode:
+            self.errors.labels(code=code.value)
+        self._open: dict[str, LiveSession] = {}
+        self._closed_audio_s = 0.0
+        self._add_dependency_metrics(registry)
+        registry.register(_StateCollector(self))
+        registry.register(GpuCollector(nvml_opener))
+
+    def _add_dependency_metrics(self, registry: CollectorRegistry) -> None:
+        """What the session path waits for besides the recogniser: the LLM, the store, the
+        speaker encoder."""
         self.llm_tokens_per_second = Histogram(
             "palabre_llm_tokens_per_second",
             "Decode speed of each generation (tokens after the first per second)",
@@ -172,21 +186,12 @@ class Metrics:
             buckets=STORE_BUCKETS,
             registry=registry,
         )
-        self.errors = Counter(
-            "palabre_errors", "Error events delivered to clients, by code", ["code"], registry=registry
-        )
-        for code in ErrorCode:
-            self.errors.labels(code=code.value)
-        self._open: dict[str, LiveSession] = {}
-        self._closed_audio_s = 0.0
         self.speaker_wait = Histogram(
             "palabre_speaker_wait_seconds",
             "Seconds a diarized final's commit waited for its speaker embedding (after its ASR)",
             buckets=STORE_BUCKETS,
             registry=registry,
         )
-        registry.register(_StateCollector(self))
-        registry.register(GpuCollector(nvml_opener))
 
     # --- wiring ---------------------------------------------------------------------------
 
