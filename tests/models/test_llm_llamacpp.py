@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-
 from models.errors import ModelError, ModelNotFound
 from models.llm_llamacpp import LlamaCppEngine, ensure_gemma
 from models.registry import load_llm
 from stream.answers import Passage, build_answer_request, finalize_answer
 from stream.interfaces import LlmRequest
+from tests.requirements import require_module
+
+require_module("llama_cpp")  # declared in the `llm` extra, which ./dev installs
 
 pytestmark = pytest.mark.slow  # a real model: ~15 s in all on 2 idle cores (GGUF assembly 2.5 s)
 
