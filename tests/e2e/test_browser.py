@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from stream.answers import CANNOT_ANSWER
 from tests.conftest import REPO_ROOT, PalabreServer
 from tests.requirements import require_chromium, require_module
 
@@ -311,7 +312,8 @@ def test_question_gets_a_streamed_answer_with_a_citation(context: Any, server: P
     cite.wait_for(timeout=FINALS_TIMEOUT_MS)
     assert deltas, "the answer was not streamed"
     answer = meeting.inner_text("#answer-text")
-    assert answer.strip()
+    assert not answer.startswith(CANNOT_ANSWER), f"the fallback, not the model's answer: {answer!r}"
+    assert "four hundred thousand" in answer.lower() or "400" in answer, answer
     assert "streaming" not in (meeting.get_attribute("#answer", "class") or "")
 
     cited = cite.get_attribute("data-utterance-id")

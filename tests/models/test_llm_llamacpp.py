@@ -14,7 +14,7 @@ import pytest
 from models.errors import ModelError, ModelNotFound
 from models.llm_llamacpp import LlamaCppEngine, ensure_gemma
 from models.registry import load_llm
-from stream.answers import Passage, build_answer_request, finalize_answer
+from stream.answers import CANNOT_ANSWER, Passage, build_answer_request, fallback_answer, finalize_answer
 from stream.interfaces import LlmRequest
 from tests.requirements import require_module
 
@@ -152,8 +152,16 @@ def test_question_the_passages_do_not_answer(gemma: LlamaCppEngine) -> None:
     raw = "".join(gemma.generate(request))
     print(f"model answer: {raw!r}")
     final = finalize_answer(raw, BUDGET_PASSAGES, question)
-    # Whatever a 270M base model says, the user never gets an ungrounded claim.
-    assert final.grounded or final.text.startswith("I cannot answer that from the conversation.")
+    # Whatever a 270M base model says, the user never gets an ungrounded claim: the only grounded
+    # answer is the refusal itself; anything else is replaced by the fallback quoting passage [1].
+    if final.grounded:
+        assert final.text == CANNOT_ANSWER, final
+    else:
+        assert final.text == fallback_answer(BUDGET_PASSAGES), final
+        assert final.citations == [BUDGET_PASSAGES[0].utterance_id], final
+    # Observed: the refusal. The claim it might make instead is replaced, whatever it cites.
+    claim = finalize_answer(" The new sales director is Ken Adams [1].", BUDGET_PASSAGES, question)
+    assert (claim.grounded, claim.text) == (False, fallback_answer(BUDGET_PASSAGES)), claim
 
 
 def test_load_llm_names(tmp_path: Path) -> None:
