@@ -14,6 +14,8 @@ from tests.requirements import require_module
 
 from .conftest import Speak
 
+pytestmark = pytest.mark.slow  # Silero VAD, a real model (and espeak-ng speech)
+
 SENTENCE = "please send me the quarterly report before the meeting on friday"
 
 
