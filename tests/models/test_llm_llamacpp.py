@@ -49,7 +49,7 @@ def test_bundled_model_is_assembled_once_then_reused(llm_cache: Path, gemma: Lla
     after = again.stat()
     assert again == path and path.parent == llm_cache / "gemma3-270m"
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert elapsed < 0.2  # the marker is trusted: no 250 MB re-hash
+    assert elapsed < 1.0  # the marker is trusted: no 250 MB re-hash (~2.5 s; mtime above proves no rewrite)
     marker = json.loads((path.parent / ".verified.json").read_text())
     assert marker["size"] == after.st_size
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".gemma")]  # no temporary left
@@ -102,7 +102,7 @@ def test_closing_the_iterator_stops_decoding(gemma: LlamaCppEngine) -> None:
     got = [next(stream) for _ in range(3)]
     t0 = time.perf_counter()
     stream.close()  # type: ignore[attr-defined]
-    assert time.perf_counter() - t0 < 0.1
+    assert time.perf_counter() - t0 < 2.0  # loose: 197 more tokens would take ~5 s; the counts prove it
     stats = gemma.last_stats
     assert stats.cancelled and stats.pieces == 3 and len(got) == 3
     assert stats.context_tokens <= prompt_tokens + 5  # decoding stopped, not run on to 200 tokens
