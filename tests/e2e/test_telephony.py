@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import time
@@ -27,7 +28,7 @@ import numpy as np
 import pytest
 import soxr
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from bench.common import WordErrors, load_references
 from server.codecs.audiosocket import Audio, CallId, Hangup, pack
@@ -227,6 +228,37 @@ async def test_twilio_real_speech(palabre_server: Any, server_args: tuple[str, .
     errors.add(ref.text, text)
     print(f"WER {errors.wer:.3f} ({errors}): {text}")
     assert errors.wer <= OFFLINE_WER_JFK_TELEPHONE + TELEPHONE_WER_MARGIN, (errors, text)
+
+
+async def test_twilio_audio_faster_than_the_rate_closes_the_call(palabre_server: Any) -> None:
+    """Both tracks' audio counts against the connection's rate: on a server allowing 2x real time
+    and a 2 s burst, a second of each track per pair of messages, sent as fast as the server reads
+    them, closes the call within 30 pairs (a limit of its own: the default, 16x, is more than a
+    loaded machine may read)."""
+    server = palabre_server(
+        "tiny.en", "--no-memory", "--set", "limits.audio_rate=2", "--set", "limits.audio_burst_s=2"
+    )
+    second = base64.b64encode(b"\xff" * RATE).decode()  # 1 s of μ-law silence
+    start = {
+        "streamSid": "MZ2",
+        "callSid": "CA" + uuid.uuid4().hex,
+        "tracks": ["inbound", "outbound"],
+        "customParameters": {"conversation_id": f"twilio-fast-{uuid.uuid4().hex[:8]}"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    tracks = ("inbound", "outbound")
+    media = [json.dumps({"event": "media", "media": {"track": t, "payload": second}}) for t in tracks]
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/telephony/twilio") as ws:
+        await ws.send(json.dumps({"event": "start", "streamSid": "MZ2", "start": start}))
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(30):
+                for message in media:
+                    await ws.send(message)
+            # The server closes at once, but with our unread messages queued its closing handshake
+            # ends only at its close timeout (10 s, websockets' default): wait longer than that.
+            async with asyncio.timeout(30):
+                await ws.wait_closed()
+        assert (ws.close_code, ws.close_reason) == (1008, "rate_limited")
 
 
 async def test_asterisk_audiosocket(
