@@ -7,13 +7,17 @@
   returns a running server, started once per (model, extra arguments) for the whole test
   session and stopped at its end. Its log goes to a file; when a test that used a server fails,
   the log's tail is attached to the failure report.
+
+A crash is a failure, never restarted silently: after each test, every pooled server it used must
+still be running and answer /healthz, or that test fails (with the server's exit code and log);
+a server found dead by a later `get()` fails that test too before a fresh one is started; and
+each server must exit with status 0 when SIGTERM stops it at the end of the session.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,11 +33,14 @@ from typing import Any
 import pytest
 
 from tests.postgresql import PostgresServer, postgresql_bin, start_postgres
+from tests.requirements import missing, require_tool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 GENERATED = FIXTURES / "generated"
 HEALTH_TIMEOUT_S = 120.0
+ALIVE_CHECK_TIMEOUT_S = 10.0
+"""How long /healthz may take to answer the check after each test (a loaded machine is slow)."""
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 6000
 
@@ -46,8 +53,7 @@ SERVERS_USED = pytest.StashKey[list["PalabreServer"]]()
 @pytest.fixture(scope="session")
 def speech_dir() -> Path:
     """The folder of synthesised test speech (built once per session; skipped files are cached)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+    require_tool("espeak-ng")
     proc = subprocess.run(
         [sys.executable, str(FIXTURES / "make_speech.py"), str(GENERATED), "--quiet"],
         capture_output=True,
@@ -63,10 +69,7 @@ def speech_dir() -> Path:
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on a free loopback port for the whole session (`tests/postgresql.py`)."""
     if postgresql_bin() is None:
-        message = "PostgreSQL is not installed (./dev setup installs the postgresql package)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("PostgreSQL is not installed (./dev setup installs the postgresql package)")
     server = start_postgres(free_port())
     yield server
     server.stop()
@@ -93,6 +96,8 @@ class PalabreServer:
     log_path: Path
     proc: subprocess.Popen[bytes]
     _log_file: Any = field(repr=False, default=None)
+    death_reported: bool = False
+    """Whether a test has already failed because this server died (see `problem`)."""
 
     @property
     def url(self) -> str:
@@ -107,6 +112,30 @@ class PalabreServer:
     def alive(self) -> bool:
         """Whether the process is still running."""
         return self.proc.poll() is None
+
+    def problem(self, timeout: float = ALIVE_CHECK_TIMEOUT_S) -> str | None:
+        """None when the process runs and /healthz answers 200; else what is wrong with it.
+
+        A server that fails to answer gets a moment to finish exiting, so a crash under way when
+        the test ended is reported with its exit code.
+        """
+        if self.proc.poll() is not None:
+            return f"exited with code {self.proc.returncode}"
+        try:
+            with urllib.request.urlopen(self.http + "/healthz", timeout=timeout) as resp:
+                if resp.status == 200:
+                    return None
+                failure = f"/healthz answered {resp.status}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            failure = f"/healthz failed: {exc}"
+        try:
+            return f"exited with code {self.proc.wait(2.0)}"
+        except subprocess.TimeoutExpired:
+            return f"running, but {failure}"
+
+    def describe(self) -> str:
+        """`palabre serve` with its model and arguments, for messages."""
+        return f"palabre server {self.model} {' '.join(self.args)} (port {self.port})"
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         """The last `chars` characters of the server's combined stdout/stderr."""
@@ -223,11 +252,23 @@ class ServerPool:
         self.servers: dict[tuple[str, tuple[str, ...]], PalabreServer] = {}
 
     def get(self, model: str, args: tuple[str, ...]) -> PalabreServer:
-        """The running server for this configuration, started (or restarted, if it died) as needed."""
+        """The running server for this configuration, started as needed.
+
+        A server that died is replaced by a fresh one only once a test has failed for it: if no
+        test has yet (it died between tests), this test fails, and the next one gets a new server.
+        """
         key = (model, args)
         server = self.servers.get(key)
         if server is not None and not server.alive():
             server.stop()
+            del self.servers[key]
+            if not server.death_reported:
+                server.death_reported = True
+                pytest.fail(
+                    f"{server.describe()} died (exit code {server.proc.returncode}) after the last test "
+                    f"that used it had passed. Log:\n{server.log_tail()}",
+                    pytrace=False,
+                )
             server = None
         if server is None:
             error = ""
@@ -240,18 +281,29 @@ class ServerPool:
             self.servers[key] = server
         return server
 
-    def close(self) -> None:
-        """Stop every server."""
+    def close(self) -> list[str]:
+        """Stop every server (SIGTERM); what went wrong with those that did not exit with status 0."""
+        failures = []
         for server in self.servers.values():
+            was_running = server.alive()
             server.stop()
+            if server.proc.returncode != 0 and not server.death_reported:
+                when = "on SIGTERM" if was_running else "before the end of the session"
+                failures.append(
+                    f"{server.describe()} exited with code {server.proc.returncode} {when}. "
+                    f"Log:\n{server.log_tail()}"
+                )
         self.servers.clear()
+        return failures
 
 
 @pytest.fixture(scope="session")
 def _server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
     pool = ServerPool(tmp_path_factory.mktemp("palabre-servers"))
     yield pool
-    pool.close()
+    failures = pool.close()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
 
 
 @pytest.fixture
@@ -276,10 +328,19 @@ def palabre_server(_server_pool: ServerPool, request: pytest.FixtureRequest) -> 
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the logs of the servers a failing test used to its report."""
+    """Fail a passing test after which a server it used is dead or deaf; attach the logs of the
+    servers a failing test used to its report."""
     report = yield
+    if report.when == "call" and report.passed:
+        for server in item.stash.get(SERVERS_USED, []):
+            problem = None if server.death_reported else server.problem()
+            if problem is not None:
+                server.death_reported = not server.alive()
+                report.outcome = "failed"
+                report.longrepr = f"{server.describe()} {problem} after this test (a crash is a failure)"
     if report.failed:
         for server in item.stash.get(SERVERS_USED, []):
+            server.death_reported = server.death_reported or not server.alive()
             state = "running" if server.alive() else f"exited {server.proc.returncode}"
             report.sections.append(
                 (f"palabre server {server.model} {' '.join(server.args)} ({state}) log", server.log_tail())

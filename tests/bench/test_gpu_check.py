@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from bench.gpu_check import main, write_tiny_llama
+from tests.requirements import require_module
 
 
+@pytest.mark.slow  # loads a (tiny, random) model with transformers and torch: ~12 s
 def test_tiny_llama_loads_and_generates(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+    transformers = require_module("transformers")
     write_tiny_llama(tmp_path)
     model = transformers.LlamaForCausalLM.from_pretrained(tmp_path, torch_dtype="float32")
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))

@@ -235,13 +235,14 @@ async def test_stream_file_is_paced_by_speed(fake_server: FakeServer, tmp_path: 
     started = time.monotonic()
     events = await stream_file(fake_server.url, wav, speed=2.0)
     elapsed = time.monotonic() - started
-    assert 0.7 <= elapsed <= 1.3, elapsed
+    assert 1.0 <= elapsed <= 10.0, elapsed  # at least the schedule; a loaded machine only adds
     assert fake_server.audio_bytes == 2 * RATE * 2
     frames = fake_server.frame_times
     assert len(frames) == 100  # 2 s in 20 ms frames
-    # Frames spread over the whole second instead of arriving in a burst.
-    assert 0.7 <= frames[-1] - frames[0] <= 1.3
-    assert frames[50] - frames[0] == pytest.approx(0.5, abs=0.2)
+    # Frame k leaves when its last sample is due at 2x, (k + 1) * 10 ms after the start, never
+    # before (load can only delay it): spread over the second instead of sent in a burst.
+    early = [k for k, t in enumerate(frames) if t - started < (k + 1) * 0.010 - 0.002]
+    assert not early, f"frames sent ahead of their time: {early}"
     assert events[0]["type"] == "ready"
     assert events[-1] == {"type": "closed", "utterances": 4}
 
@@ -251,7 +252,7 @@ async def test_stream_file_unpaced_and_on_event(fake_server: FakeServer, tmp_pat
     seen: list[dict[str, Any]] = []
     started = time.monotonic()
     events = await stream_file(fake_server.url, wav, speed=0, on_event=seen.append)
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 2.0  # faster than the 2 s real time a paced stream takes
     assert seen == events
     assert [e["text"] for e in events if e["type"] == "final"] == [f"chunk {i}" for i in range(4)]
 

@@ -91,6 +91,14 @@ async def first_event_and_close(
         return event, ws.close_code
 
 
+async def said_in_a_conversation(server: PalabreServer, path: Path, token: str) -> str:
+    """Stream `path` with `token` at 4x; the id of the conversation its finals went to."""
+    events = await stream_file(server.url, path, speed=4, token=token)
+    finals = [e for e in events if e["type"] == "final" and e["text"]]
+    assert finals, events
+    return str(finals[0]["utterance_id"].rsplit(":", 1)[0])
+
+
 @pytest.fixture
 def server(palabre_server: Any) -> PalabreServer:
     result: PalabreServer = palabre_server("tiny.en", *SERVER_ARGS)
@@ -170,10 +178,9 @@ async def test_tenants_are_isolated(server: PalabreServer, speech_dir: Path) -> 
     alpha = create_token(server, "alpha", "stream", "read")
     bravo = create_token(server, "bravo", "stream", "read")
 
-    events = await stream_file(server.url, speech_dir / "en_fox.wav", speed=4, token=alpha)
-    finals = [e for e in events if e["type"] == "final" and e["text"]]
-    assert finals, events
-    conversation = finals[0]["utterance_id"].rsplit(":", 1)[0]
+    conversation, bravo_conversation = [
+        await said_in_a_conversation(server, speech_dir / "en_fox.wav", token) for token in (alpha, bravo)
+    ]
 
     # Listing and reading by id.
     _, listed = get(server, "/v1/conversations", alpha)
@@ -190,8 +197,10 @@ async def test_tenants_are_isolated(server: PalabreServer, speech_dir: Path) -> 
         assert time.monotonic() < deadline, "alpha's utterance was never indexed"
         await asyncio.sleep(0.5)
     assert hits[0]["conversation_id"] == conversation
-    hits = await search("quick brown fox", url=server.url, token=bravo)
-    assert all(h["conversation_id"] != conversation for h in hits), hits
+    while not (hits := await search("quick brown fox", url=server.url, token=bravo)):
+        assert time.monotonic() < deadline, "bravo's utterance was never indexed"
+        await asyncio.sleep(0.5)
+    assert {h["conversation_id"] for h in hits} == {bravo_conversation}, hits  # the same words, its own
     status, body = get(server, f"/v1/search?q=fox&conversation={conversation}", bravo)
     assert (status, body["error"]["code"]) == (404, "conversation_not_found")
 
@@ -200,7 +209,8 @@ async def test_tenants_are_isolated(server: PalabreServer, speech_dir: Path) -> 
         await ask("What jumped?", url=server.url, conversation_id=conversation, token=bravo)
     assert info.value.code == "conversation_not_found"
     done = await ask("What jumped over the dog?", url=server.url, scope="tenant", token=bravo, timeout=120)
-    assert all(not c.startswith(conversation) for c in done["citations"]), done
+    assert done["citations"], done  # bravo has the same words: something is cited, only bravo's
+    assert all(c.rsplit(":", 1)[0] == bravo_conversation for c in done["citations"]), done
 
     # Resuming alpha's conversation id.
     with pytest.raises(PalabreError) as info:
@@ -211,16 +221,61 @@ async def test_tenants_are_isolated(server: PalabreServer, speech_dir: Path) -> 
     await session.close()
 
 
+async def test_watchers_see_only_their_own_tenant(server: PalabreServer, speech_dir: Path) -> None:
+    """/v1/watch with --auth: alpha's and bravo's watchers each follow their own tenant's conversation
+    from start to end, and nothing bravo's watcher receives names alpha's conversation."""
+    tokens = {tenant: create_token(server, tenant, "stream", "read") for tenant in ("alpha", "bravo")}
+    received: dict[str, list[dict[str, Any]]] = {tenant: [] for tenant in tokens}
+    watch = f"ws://127.0.0.1:{server.port}/v1/watch?token="
+
+    async def follow(tenant: str, ws: Any) -> None:
+        async for message in ws:
+            received[tenant].append(json.loads(message))
+
+    def ended(tenant: str, conversation: str) -> bool:
+        return any(
+            m["type"] == "conversation.ended" and m["conversation_id"] == conversation
+            for m in received[tenant]
+        )
+
+    async with (
+        connect(watch + urllib.parse.quote(tokens["alpha"])) as alpha_ws,
+        connect(watch + urllib.parse.quote(tokens["bravo"])) as bravo_ws,
+    ):
+        for ws in (alpha_ws, bravo_ws):
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT_S))["type"] == "snapshot"
+        followers = [
+            asyncio.create_task(follow("alpha", alpha_ws)),
+            asyncio.create_task(follow("bravo", bravo_ws)),
+        ]
+        try:
+            alpha, bravo = await asyncio.gather(
+                *(said_in_a_conversation(server, speech_dir / "en_fox.wav", tokens[t]) for t in tokens)
+            )
+            async with asyncio.timeout(TIMEOUT_S):
+                while not (ended("alpha", alpha) and ended("bravo", bravo)):
+                    await asyncio.sleep(0.1)
+        finally:
+            for task in followers:
+                task.cancel()
+    for tenant, mine, theirs in (("alpha", alpha, bravo), ("bravo", bravo, alpha)):
+        finals = [m for m in received[tenant] if m["type"] == "final"]
+        assert finals and {m["conversation_id"] for m in finals} == {mine}, received[tenant]
+        assert theirs not in json.dumps(received[tenant]), f"{tenant}'s watcher saw the other's conversation"
+
+
 async def test_stream_scope_may_ask_only_about_its_own_conversation(server: PalabreServer) -> None:
     streamer = create_token(server, "alpha", "stream")
     session = await StreamSession.open(server.url, token=streamer)
     try:
         await session._send(json.dumps({"type": "ask", "question": "anything?", "scope": "tenant"}))
+        errors = []
         async with asyncio.timeout(TIMEOUT_S):
             async for event in session:
                 if event["type"] == "error":
-                    assert event["code"] == "forbidden"
+                    errors.append(event)
                     break
+        assert [e["code"] for e in errors] == ["forbidden"], "the tenant-wide ask was not refused"
     finally:
         await session.stop()
         await session.close()

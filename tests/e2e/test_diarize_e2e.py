@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from bench.common import SAMPLE_RATE
 from bench.diarization import best_mapping_accuracy
 from palabre_client import load_audio, to_pcm16
 from palabre_client.client import ResilientStream
+from tests.requirements import shared_audio_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_speech]
 
@@ -36,13 +36,7 @@ ORDER = [(speaker, n) for n in range(1, 6) for speaker in (1, 2)]
 
 @pytest.fixture(scope="module")
 def audio_dir() -> Path:
-    folder = Path(os.environ.get("PALABRE_SHARED_AUDIO", REPO_ROOT.parent / "shared" / "audio"))
-    if not (folder / "sb_spk1_snt1.wav").is_file():
-        message = f"no shared real speech in {folder} (set PALABRE_SHARED_AUDIO)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return folder
+    return shared_audio_dir()
 
 
 def alternating(audio_dir: Path) -> tuple[np.ndarray, list[tuple[float, float, str]]]:

@@ -5,6 +5,9 @@ code; the limits (message rate, audio rate, idle timeout, sessions per tenant) r
 over them; and a good session running at the same time still gets its finals. The server runs
 with the default rate limits, an idle timeout of 3 s and at most 3 sessions (open access: one
 tenant; the per-tenant cap is tested in test_auth_e2e.py).
+
+After each case the server must still be running and answer /healthz, or the case fails: the
+`palabre_server` fixture (tests/conftest.py) checks every server a test used once it has ended.
 """
 
 from __future__ import annotations

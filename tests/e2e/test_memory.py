@@ -82,6 +82,8 @@ def test_answer_cites_the_utterance_that_states_the_fact(meeting: dict[str, Any]
     done = meeting["answer"]
     finals = [e for e in meeting["events"] if e["type"] == "final"]
     budget = next(f for f in finals if "budget" in f["text"].lower() and "marketing" in f["text"].lower())
+    assert done["grounded"], f"the model's answer was replaced by the fallback: {json.dumps(done)}"
+    assert "four hundred thousand" in done["text"].lower() or "400" in done["text"], json.dumps(done)
     assert budget["utterance_id"] in done["citations"], json.dumps(done)
     cited = {p["utterance_id"]: p["text"] for p in done["passages"]}
     assert "budget" in cited[budget["utterance_id"]].lower()

@@ -36,6 +36,7 @@ import pytest
 
 from palabre_client import stream_file
 from tests.conftest import PalabreServer, free_port, start_server
+from tests.requirements import missing, require_module
 
 pytestmark = pytest.mark.slow
 
@@ -112,8 +113,9 @@ def start_ray_head(workdir: Path) -> RayHead:
 @pytest.fixture
 def ray_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RayHead]:
     """A running head; the token is in this process's environment, which front-ends inherit."""
+    require_module("ray")  # pip install -e '.[ray]'
     if not (Path(sys.executable).parent / "ray").exists():
-        pytest.skip("ray is not installed (pip install -e '.[ray]')")
+        missing(f"ray is installed, but not its `ray` command next to {sys.executable}")
     # Ray 2.60 turns token authentication on when ~/.ray/auth_token exists, for `ray start` but not
     # for drivers given an explicit address: set the mode and the token explicitly, for all.
     monkeypatch.setenv("RAY_AUTH_MODE", "token")

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-openai = pytest.importorskip("openai")
-soxr = pytest.importorskip("soxr")
-jiwer = pytest.importorskip("jiwer")
+from tests.requirements import require_module
+
+openai = require_module("openai")
+soxr = require_module("soxr")
+jiwer = require_module("jiwer")
 
 pytestmark = pytest.mark.slow
 

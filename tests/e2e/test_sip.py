@@ -6,13 +6,12 @@ it takes commands over its `ctrl_tcp` socket. It dials `sip:test@127.0.0.1:<sip 
 for the length of the file in real time, hangs up; the test then reads the store until the
 conversation, named by the call's Call-ID, has ended, and looks for the words.
 
-./dev test installs baresip (Debian package `baresip`); without it these tests are skipped.
+./dev test installs baresip (Debian package `baresip`); without it these tests skip (fail under CI).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ import soxr
 
 from server.codecs.sip import Response, parse
 from server.store import Store, UtteranceRow
+from tests.requirements import require_tool
 from tests.server.sip_fixtures import fixture
 
 pytestmark = pytest.mark.slow
@@ -180,10 +180,7 @@ class Baresip:
 
 @pytest.fixture
 def baresip_path() -> str:
-    path = shutil.which("baresip")
-    if path is None:
-        pytest.skip("baresip is not installed (./dev test installs it)")
-    return path
+    return require_tool("baresip")  # ./dev test installs it
 
 
 def stored(server: Any, conversation_id: str) -> list[UtteranceRow]:

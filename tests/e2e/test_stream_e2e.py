@@ -449,7 +449,7 @@ def client_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "palabre_client.cli"]
 
 
-def test_cli_stream_json(palabre_server: Any, speech_dir: Path) -> None:
+def test_cli_stream_json(palabre_server: Any, speech_dir: Path, speech_manifest: dict[str, Any]) -> None:
     """`palabre-client stream FILE --json` prints one JSON event per line, finals and `closed`, exit 0."""
     server = palabre_server("tiny.en")
     cmd = [
@@ -472,7 +472,8 @@ def test_cli_stream_json(palabre_server: Any, speech_dir: Path) -> None:
     assert "final" in types, proc.stdout
     assert types[-1] == "closed", proc.stdout
     text = " ".join(e["text"] for e in events if e["type"] == "final")
-    assert "fox" in normalise(text) or "dog" in normalise(text), text
+    reference = speech_manifest["files"]["en_fox.wav"]["text"]
+    assert wer(reference, text) <= 0.25, text  # as test_english_fox_wer: the finals are the transcript
 
 
 # --- (g) timestamps -------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import time
 import uuid
-import warnings
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +28,14 @@ import numpy as np
 import pytest
 import soxr
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
+from bench.common import WordErrors, load_references
 from server.codecs.audiosocket import Audio, CallId, Hangup, pack
 from server.store import Store, UtteranceRow
 from server.transports.twilio import MAX_BAD_MESSAGES
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # stdlib until 3.13: G.711 μ-law as a reference encoder
+from stream.audio import MULAW_TO_INT16
+from tests.requirements import require_module, shared_audio_dir
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +79,18 @@ def pcm16_8k(speech_dir: Path, manifest: dict[str, Any], name: str, index: int) 
     return bytes(np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes())
 
 
+_MULAW_BY_VALUE = np.argsort(MULAW_TO_INT16, kind="stable").astype(np.uint8)
+_MULAW_VALUES = MULAW_TO_INT16[_MULAW_BY_VALUE].astype(np.int32)
+
+
+def lin2ulaw(pcm: bytes) -> bytes:
+    """s16le samples to G.711 μ-law: each sample to the code of `stream.audio.MULAW_TO_INT16` nearest it."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+    above = np.clip(np.searchsorted(_MULAW_VALUES, samples), 1, len(_MULAW_VALUES) - 1)
+    below_nearer = samples - _MULAW_VALUES[above - 1] <= _MULAW_VALUES[above] - samples
+    return bytes(_MULAW_BY_VALUE[np.where(below_nearer, above - 1, above)].tobytes())
+
+
 def frames(pcm: bytes, sample_bytes: int) -> list[bytes]:
     """20 ms frames of audio with `sample_bytes` per sample."""
     size = round(FRAME_S * RATE) * sample_bytes
@@ -118,19 +129,9 @@ def words(rows: list[UtteranceRow], track: str) -> set[str]:
     return set("".join(c if c.isalnum() else " " for c in text).split())
 
 
-async def test_twilio_media_stream(
-    palabre_server: Any, server_args: tuple[str, ...], speech_dir: Path, speech_manifest: dict[str, Any]
-) -> None:
-    server = palabre_server(*server_args)
-    tracks = {"inbound": HAMMER, "outbound": TRAINS}
-    audio = {
-        track: [
-            base64.b64encode(audioop.lin2ulaw(frame, 2)).decode()
-            for frame in frames(pcm16_8k(speech_dir, speech_manifest, name, index), 2)
-        ]
-        for track, (name, index, _) in tracks.items()
-    }
-    conversation_id = f"twilio-{uuid.uuid4().hex[:12]}"
+async def twilio_call(server: Any, audio: dict[str, list[str]], conversation_id: str) -> None:
+    """One Media Streams call on /v1/telephony/twilio: `start`, each track's base64 μ-law payloads
+    interleaved as 20 ms `media` messages at SPEED times real time, `stop`; the server closes (1000)."""
     call_sid = "CA" + uuid.uuid4().hex
     stream_sid = "MZ" + uuid.uuid4().hex
     sequence = iter(range(1, 1_000_000))
@@ -149,7 +150,7 @@ async def test_twilio_media_stream(
                     "streamSid": stream_sid,
                     "accountSid": "AC" + "0" * 32,
                     "callSid": call_sid,
-                    "tracks": ["inbound", "outbound"],
+                    "tracks": list(audio),
                     "customParameters": {"conversation_id": conversation_id, "caller": "+15550100"},
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 },
@@ -173,6 +174,24 @@ async def test_twilio_media_stream(
                 await ws.recv()  # the server sends nothing, then closes
         assert ws.close_code == 1000
 
+
+def mulaw_payloads(pcm: bytes) -> list[str]:
+    """8 kHz s16le as the base64 μ-law payloads of 20 ms `media` messages."""
+    return [base64.b64encode(lin2ulaw(frame)).decode() for frame in frames(pcm, 2)]
+
+
+async def test_twilio_media_stream(
+    palabre_server: Any, server_args: tuple[str, ...], speech_dir: Path, speech_manifest: dict[str, Any]
+) -> None:
+    server = palabre_server(*server_args)
+    tracks = {"inbound": HAMMER, "outbound": TRAINS}
+    audio = {
+        track: mulaw_payloads(pcm16_8k(speech_dir, speech_manifest, name, index))
+        for track, (name, index, _) in tracks.items()
+    }
+    conversation_id = f"twilio-{uuid.uuid4().hex[:12]}"
+    await twilio_call(server, audio, conversation_id)
+
     rows = await asyncio.to_thread(stored, server, conversation_id)
     assert {row.track for row in rows} == set(tracks)
     assert [row.seq for row in rows] == list(range(len(rows)))  # one sequence for both tracks
@@ -180,6 +199,66 @@ async def test_twilio_media_stream(
         assert expected <= words(rows, track), (track, [(r.track, r.text) for r in rows])
     assert not TRAINS[2] & words(rows, "inbound")
     assert not HAMMER[2] & words(rows, "outbound")
+
+
+TELEPHONE_WER_MARGIN = 0.10
+OFFLINE_WER_JFK_TELEPHONE = 0.045
+
+
+@pytest.mark.real_speech
+async def test_twilio_real_speech(palabre_server: Any, server_args: tuple[str, ...]) -> None:
+    """jfk.flac at telephone band (8 kHz, G.711 μ-law) on a Twilio call's inbound track.
+
+    WER ≤ offline 0.045 + 0.10. Offline: faster-whisper tiny.en int8, beam 1, on the same audio
+    (8 kHz μ-law decoded and resampled back to 16 kHz), 1 error in 22 words ("Americans" →
+    "American"), measured 2026-12-03; the margin as in test_real_speech.py.
+    """
+    require_module("jiwer")
+    (ref,) = load_references(shared_audio_dir(), ["jfk.flac"])
+    band = soxr.resample(ref.samples, 16_000, RATE)
+    band = np.concatenate([band, np.zeros(round(TAIL_SILENCE_S * RATE), np.float32)])
+    pcm = np.clip(np.round(band * 32767.0), -32768, 32767).astype("<i2").tobytes()
+    server = palabre_server(*server_args)
+    conversation_id = f"twilio-jfk-{uuid.uuid4().hex[:12]}"
+    await twilio_call(server, {"inbound": mulaw_payloads(pcm)}, conversation_id)
+
+    rows = await asyncio.to_thread(stored, server, conversation_id)
+    text = " ".join(row.text for row in rows)
+    errors = WordErrors()
+    errors.add(ref.text, text)
+    print(f"WER {errors.wer:.3f} ({errors}): {text}")
+    assert errors.wer <= OFFLINE_WER_JFK_TELEPHONE + TELEPHONE_WER_MARGIN, (errors, text)
+
+
+async def test_twilio_audio_faster_than_the_rate_closes_the_call(palabre_server: Any) -> None:
+    """Both tracks' audio counts against the connection's rate: on a server allowing 2x real time
+    and a 2 s burst, a second of each track per pair of messages, sent as fast as the server reads
+    them, closes the call within 30 pairs (a limit of its own: the default, 16x, is more than a
+    loaded machine may read)."""
+    server = palabre_server(
+        "tiny.en", "--no-memory", "--set", "limits.audio_rate=2", "--set", "limits.audio_burst_s=2"
+    )
+    second = base64.b64encode(b"\xff" * RATE).decode()  # 1 s of μ-law silence
+    start = {
+        "streamSid": "MZ2",
+        "callSid": "CA" + uuid.uuid4().hex,
+        "tracks": ["inbound", "outbound"],
+        "customParameters": {"conversation_id": f"twilio-fast-{uuid.uuid4().hex[:8]}"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    tracks = ("inbound", "outbound")
+    media = [json.dumps({"event": "media", "media": {"track": t, "payload": second}}) for t in tracks]
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/telephony/twilio") as ws:
+        await ws.send(json.dumps({"event": "start", "streamSid": "MZ2", "start": start}))
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(30):
+                for message in media:
+                    await ws.send(message)
+            # The server closes at once, but with our unread messages queued its closing handshake
+            # ends only at its close timeout (10 s, websockets' default): wait longer than that.
+            async with asyncio.timeout(30):
+                await ws.wait_closed()
+        assert (ws.close_code, ws.close_reason) == (1008, "rate_limited")
 
 
 async def test_asterisk_audiosocket(

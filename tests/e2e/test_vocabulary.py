@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import shutil
 import subprocess
 import wave
 from pathlib import Path
@@ -22,9 +21,10 @@ import numpy as np
 import pytest
 
 from palabre_client import PalabreError, stream_file
+from tests.requirements import require_module, require_tool
 
-openai = pytest.importorskip("openai")
-soxr = pytest.importorskip("soxr")
+openai = require_module("openai")
+soxr = require_module("soxr")
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,7 @@ NAMES = ("Kessandra Vollmer", "Palabre")
 
 def espeak(text: str, rate: int) -> np.ndarray:
     """espeak-ng speech with a second of silence after it, at `rate` Hz, as int16."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+    require_tool("espeak-ng")
     command = ["espeak-ng", "-v", "en-us", "--stdout", text]
     wav = subprocess.run(command, capture_output=True, check=True).stdout
     with wave.open(io.BytesIO(wav)) as w:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import subprocess
 import wave
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from models.asr_ctranslate2 import CTranslate2Whisper
 from models.registry import load_asr
 from models.vad_silero import SileroVad
 from stream.interfaces import SAMPLE_RATE, Audio
+from tests.requirements import require_tool
 
 Speak = Callable[..., Audio]
 
@@ -36,8 +36,7 @@ def _espeak(text: str, voice: str, speed: int) -> Audio:
 @pytest.fixture(scope="session")
 def speak() -> Speak:
     """`speak(text, voice="en-us", speed=150)`: espeak-ng speech resampled to 16 kHz float32."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+    require_tool("espeak-ng")
 
     def speak(text: str, voice: str = "en-us", speed: int = 150) -> Audio:
         return _espeak(text, voice, speed).copy()

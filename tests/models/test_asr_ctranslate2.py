@@ -25,6 +25,7 @@ def wer(reference: str, output: AsrOutput) -> float:
     return float(jiwer.wer(words(reference), words(output.text)))
 
 
+@pytest.mark.slow
 def test_engine_attributes(tiny_en: CTranslate2Whisper, base: CTranslate2Whisper) -> None:
     assert (tiny_en.name, tiny_en.device, tiny_en.concurrency) == ("tiny.en", "cpu", 1)
     assert not tiny_en.multilingual
@@ -34,18 +35,21 @@ def test_engine_attributes(tiny_en: CTranslate2Whisper, base: CTranslate2Whisper
     assert tiny_en.transcribe_batch([]) == []
 
 
+@pytest.mark.slow
 def test_tiny_en_transcribes_english(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
     [out] = tiny_en.transcribe_batch([AsrInput(audio=speak(REPORT), language=None)])
     assert wer(REPORT, out) < 0.3, out
     assert out.language == "en" and not out.fallback
 
 
+@pytest.mark.slow
 def test_base_transcribes_the_quick_brown_fox(base: CTranslate2Whisper, speak: Speak) -> None:
     # tiny.en greedy hears "the quick round-fark jump" in this espeak voice (so does faster-whisper, WER 0.33)
     [out] = base.transcribe_batch([AsrInput(audio=speak(FOX), language="en")])
     assert wer(FOX, out) < 0.3, out
 
 
+@pytest.mark.slow
 def test_base_detects_french(base: CTranslate2Whisper, speak: Speak) -> None:
     [out] = base.transcribe_batch([AsrInput(audio=speak(FRENCH, voice="fr"), language=None)])
     assert out.language == "fr", out
@@ -53,6 +57,7 @@ def test_base_detects_french(base: CTranslate2Whisper, speak: Speak) -> None:
     assert "budget" in out.text.lower()
 
 
+@pytest.mark.slow
 def test_a_batch_mixes_languages_tasks_and_prompts(base: CTranslate2Whisper, speak: Speak) -> None:
     inputs = [
         AsrInput(audio=speak(REPORT), language=None, prompt="Let us start."),
@@ -67,6 +72,7 @@ def test_a_batch_mixes_languages_tasks_and_prompts(base: CTranslate2Whisper, spe
     assert "hello" in outs[3].text.lower(), outs[3]  # translated to English
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["digital zero", "low noise"])
 def test_silence_gives_empty_text(tiny_en: CTranslate2Whisper, base: CTranslate2Whisper, kind: str) -> None:
     samples = 5 * SAMPLE_RATE
@@ -77,6 +83,7 @@ def test_silence_gives_empty_text(tiny_en: CTranslate2Whisper, base: CTranslate2
         assert out.text == "", (engine.name, out)
 
 
+@pytest.mark.slow
 def test_a_batch_matches_single_calls_in_order(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
     texts = ["good morning", REPORT,
              "we will review the budget and then discuss the new hiring plan for the engineering team"]
@@ -88,6 +95,7 @@ def test_a_batch_matches_single_calls_in_order(tiny_en: CTranslate2Whisper, spea
     assert wer(texts[2], batch[2]) < 0.3
 
 
+@pytest.mark.slow
 def test_a_decode_that_runs_out_of_tokens_is_redone_in_the_full_window(
         tiny_en: CTranslate2Whisper, speak: Speak, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asr_ctranslate2, "TOKENS_PER_SECOND", 0.0)  # budget: 10 tokens, too few
@@ -96,6 +104,7 @@ def test_a_decode_that_runs_out_of_tokens_is_redone_in_the_full_window(
     assert wer(REPORT, out) < 0.3, out
 
 
+@pytest.mark.slow
 def test_long_input_is_cut_to_30_seconds(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
     speech = speak(REPORT)
     audio = np.concatenate([np.zeros(29 * SAMPLE_RATE, np.float32), speech])  # speech starts at 29 s
@@ -103,6 +112,7 @@ def test_long_input_is_cut_to_30_seconds(tiny_en: CTranslate2Whisper, speak: Spe
     assert "friday" not in out.text.lower()
 
 
+@pytest.mark.slow
 def test_concurrent_calls_from_two_threads(speak: Speak) -> None:
     engine = load_asr("tiny.en", device="cpu", cpu_threads=1, num_workers=2)
     assert engine.concurrency == 2

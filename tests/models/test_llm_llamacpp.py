@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-
 from models.errors import ModelError, ModelNotFound
 from models.llm_llamacpp import LlamaCppEngine, ensure_gemma
 from models.registry import load_llm
-from stream.answers import Passage, build_answer_request, finalize_answer
+from stream.answers import CANNOT_ANSWER, Passage, build_answer_request, fallback_answer, finalize_answer
 from stream.interfaces import LlmRequest
+from tests.requirements import require_module
+
+require_module("llama_cpp")  # declared in the `llm` extra, which ./dev installs
 
 pytestmark = pytest.mark.slow  # a real model: ~15 s in all on 2 idle cores (GGUF assembly 2.5 s)
 
@@ -48,7 +49,7 @@ def test_bundled_model_is_assembled_once_then_reused(llm_cache: Path, gemma: Lla
     after = again.stat()
     assert again == path and path.parent == llm_cache / "gemma3-270m"
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert elapsed < 0.2  # the marker is trusted: no 250 MB re-hash
+    assert elapsed < 1.0  # the marker is trusted: no 250 MB re-hash (~2.5 s; mtime above proves no rewrite)
     marker = json.loads((path.parent / ".verified.json").read_text())
     assert marker["size"] == after.st_size
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".gemma")]  # no temporary left
@@ -101,7 +102,7 @@ def test_closing_the_iterator_stops_decoding(gemma: LlamaCppEngine) -> None:
     got = [next(stream) for _ in range(3)]
     t0 = time.perf_counter()
     stream.close()  # type: ignore[attr-defined]
-    assert time.perf_counter() - t0 < 0.1
+    assert time.perf_counter() - t0 < 2.0  # loose: 197 more tokens would take ~5 s; the counts prove it
     stats = gemma.last_stats
     assert stats.cancelled and stats.pieces == 3 and len(got) == 3
     assert stats.context_tokens <= prompt_tokens + 5  # decoding stopped, not run on to 200 tokens
@@ -151,8 +152,16 @@ def test_question_the_passages_do_not_answer(gemma: LlamaCppEngine) -> None:
     raw = "".join(gemma.generate(request))
     print(f"model answer: {raw!r}")
     final = finalize_answer(raw, BUDGET_PASSAGES, question)
-    # Whatever a 270M base model says, the user never gets an ungrounded claim.
-    assert final.grounded or final.text.startswith("I cannot answer that from the conversation.")
+    # Whatever a 270M base model says, the user never gets an ungrounded claim: the only grounded
+    # answer is the refusal itself; anything else is replaced by the fallback quoting passage [1].
+    if final.grounded:
+        assert final.text == CANNOT_ANSWER, final
+    else:
+        assert final.text == fallback_answer(BUDGET_PASSAGES), final
+        assert final.citations == [BUDGET_PASSAGES[0].utterance_id], final
+    # Observed: the refusal. The claim it might make instead is replaced, whatever it cites.
+    claim = finalize_answer(" The new sales director is Ken Adams [1].", BUDGET_PASSAGES, question)
+    assert (claim.grounded, claim.text) == (False, fallback_answer(BUDGET_PASSAGES)), claim
 
 
 def test_load_llm_names(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ def test_unknown_engine_names_are_refused_with_the_known_ones(load: object, know
         load()
 
 
+@pytest.mark.slow
 def test_vad_and_ner_defaults() -> None:
     vad = registry.load_vad()
     assert isinstance(vad, SileroVad)
@@ -106,11 +107,13 @@ def _tone() -> AsrInput:
     return AsrInput(audio=(0.1 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32), language="en")
 
 
+@pytest.mark.slow
 def test_serving_asr_is_the_bare_engine_without_seams() -> None:
     engine = registry.load_serving_asr("tiny.en", device="cpu", cpu_threads=1)
     assert isinstance(engine, CTranslate2Whisper)
 
 
+@pytest.mark.slow
 def test_serving_asr_injects_the_fault_only_into_the_primary_engine() -> None:
     engine = registry.load_serving_asr("tiny.en", device="cpu", cpu_threads=1, fallback=True,
                                        inject_fault_after=1)

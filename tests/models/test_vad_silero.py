@@ -10,8 +10,11 @@ import pytest
 
 from models.vad_silero import FRAME_SAMPLES, SileroVad
 from stream.interfaces import SAMPLE_RATE, Audio
+from tests.requirements import require_module
 
 from .conftest import Speak
+
+pytestmark = pytest.mark.slow  # Silero VAD, a real model (and espeak-ng speech)
 
 SENTENCE = "please send me the quarterly report before the meeting on friday"
 
@@ -58,8 +61,8 @@ def test_no_torch_is_imported() -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # silero_vad's own importlib.resources use
 def test_matches_silero_reference_wrapper(silero: SileroVad, speak: Speak) -> None:
-    torch = pytest.importorskip("torch")
-    silero_vad = pytest.importorskip("silero_vad")
+    torch = require_module("torch")
+    silero_vad = require_module("silero_vad")
     reference = silero_vad.load_silero_vad(onnx=True)
     audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speak(SENTENCE),
                             np.zeros(SAMPLE_RATE // 2, np.float32), speak("good morning everyone")])

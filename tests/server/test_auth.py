@@ -423,8 +423,16 @@ def test_the_audio_rate_of_a_connection_counts_every_stream_it_carries() -> None
     now = 0.0
     for _ in range(100):  # both tracks at real time: within a 1x rate for the connection
         now += 0.02
-        rates.audio(160, now)
-        rates.audio(160, now)
+        assert rates.audio(160, now) == 0.0
+        assert rates.audio(160, now) == 0.0
+    fast_from = now
+    with pytest.raises(ProtocolError) as info:
+        for _ in range(200):  # both at 2x real time: the connection at 2x drains its 1 s burst in ~1 s
+            now += 0.01
+            rates.audio(160, now)
+            rates.audio(160, now)
+    assert info.value.code is ErrorCode.RATE_LIMITED
+    assert 0.9 < now - fast_from < 1.1, f"tripped after {now - fast_from:.2f} s at 2x"
 
 
 def test_palabre_purge_erase_tenant_set_and_audit_commands(

@@ -42,6 +42,7 @@ from server.codecs.realtime import (
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import Closed, Error, Final, Partial, Ready, SpeechStarted, SpeechStopped, Start
 from stream.segmenter import SegmenterConfig
+from tests.requirements import require_module
 
 FUZZ = settings(max_examples=200, deadline=None)
 LIMIT = 1 << 20
@@ -652,7 +653,7 @@ SDK_UPDATES: dict[str, list[dict[str, Any]]] = {
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
 def test_events_validate_against_the_sdk_models(dialect: str) -> None:
     """Every event, in each dialect, passes pydantic validation by the SDK's model of its type."""
-    pytest.importorskip("openai")
+    require_module("openai")
     if dialect == "ga":
         from openai.types.realtime import RealtimeServerEvent
     else:
@@ -683,7 +684,7 @@ def test_events_validate_against_the_sdk_models(dialect: str) -> None:
 
 @pytest.mark.parametrize("kind", ["transcription", "realtime"])
 def test_client_fixtures_validate_against_the_sdk_models(kind: str) -> None:
-    pytest.importorskip("openai")
+    require_module("openai")
     import pydantic
     from openai.types.realtime import RealtimeClientEvent
 

@@ -67,11 +67,14 @@ class Model:
 
     batches: list[list[str]] = field(default_factory=list)
     gate: threading.Event = field(default_factory=threading.Event)
+    running: threading.Event = field(default_factory=threading.Event)
+    """Set when a batch has started (and waits at the gate, if it is held)."""
 
     def __post_init__(self) -> None:
         self.gate.set()
 
     def run(self, payloads: Sequence[str]) -> list[str]:
+        self.running.set()
         self.gate.wait(5)
         if "bad" in payloads:
             raise ValueError("model failed on bad input")
@@ -126,6 +129,20 @@ async def cluster() -> AsyncIterator[Cluster]:
     await host.close()
 
 
+async def held(cluster: Cluster, timeout: float = 5.0) -> None:
+    """Wait until the (gated) model has started a batch: requests submitted now queue behind it."""
+    async with asyncio.timeout(timeout):
+        while not cluster.model.running.is_set():
+            await asyncio.sleep(0.01)
+
+
+async def host_queued(cluster: Cluster, count: int, timeout: float = 5.0) -> None:
+    """Wait until the actor holds `count` calls (the held one included)."""
+    async with asyncio.timeout(timeout):
+        while len(cluster.host._waiting) < count:
+            await asyncio.sleep(0.01)
+
+
 async def settle(results: Results, *payloads: str, timeout: float = 5.0) -> None:
     """Wait until every payload has an answer."""
     async with asyncio.timeout(timeout):
@@ -141,13 +158,19 @@ def test_remote_service_is_a_batch_service() -> None:
 
 async def test_requests_of_two_front_ends_share_a_batch(cluster: Cluster) -> None:
     # The first batch is of size 1 (the scheduler measures size 1 first), then size 2 is tried.
-    assert await cluster.a.call(request("warm", "w")) == "W"
+    # It is held while both front-ends submit, so that they share the next one however slow the
+    # machine (no 0.2 s window to meet).
     got_a, got_b = Results(), Results()
+    cluster.model.gate.clear()
+    cluster.a.submit(request("warm", "w"), got_a.callback)
+    await held(cluster)
     cluster.a.submit(request("sa", "from a"), got_a.callback)
     cluster.b.submit(request("sb", "from b"), got_b.callback)
-    await settle(got_a, "from a")
+    await host_queued(cluster, 3)
+    cluster.model.gate.set()
+    await settle(got_a, "w", "from a")
     await settle(got_b, "from b")
-    assert got_a.got == {"from a": ("ok", "FROM A")}
+    assert got_a.got == {"w": ("ok", "W"), "from a": ("ok", "FROM A")}
     assert got_b.got == {"from b": ("ok", "FROM B")}
     assert sorted(cluster.model.batches[-1]) == ["from a", "from b"]
 
@@ -166,7 +189,7 @@ async def test_partials_are_replaced_per_session_across_front_ends(cluster: Clus
     got_a, got_b = Results(), Results()
     cluster.model.gate.clear()  # the worker is held: the requests below queue up
     cluster.a.submit(request("hold", "held"), got_a.callback)
-    await asyncio.sleep(0.3)
+    await held(cluster)
     cluster.a.submit(request("s1", "p1", "partial"), got_a.callback)
     cluster.b.submit(request("s2", "q1", "partial"), got_b.callback)
     await asyncio.sleep(0.05)
@@ -186,7 +209,7 @@ async def test_cancel_forgets_a_sessions_queued_requests(cluster: Cluster) -> No
     got = Results()
     cluster.model.gate.clear()
     cluster.a.submit(request("hold", "held"), got.callback)
-    await asyncio.sleep(0.3)
+    await held(cluster)
     cluster.a.submit(request("gone", "c1"), got.callback)
     await asyncio.sleep(0.05)
     assert [r.payload for r in cluster.a.cancel("gone")] == ["c1"]

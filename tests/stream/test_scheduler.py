@@ -165,7 +165,8 @@ def test_partials_leave_a_worker_free_for_finals() -> None:
 def test_a_single_worker_still_runs_partials() -> None:
     s: Scheduler[str] = Scheduler(SchedulerConfig(max_batch=1, max_wait_s=0))
     s.submit(req("a"), 0.0)
-    assert s.next_batch(0.1, free_workers=1, workers=1) is not None
+    batch = s.next_batch(0.1, free_workers=1, workers=1)
+    assert batch is not None and [(r.session_id, r.kind) for r in batch.requests] == [("a", "partial")]
 
 
 def test_no_batching_while_each_free_worker_can_take_one_request() -> None:
