@@ -241,6 +241,8 @@ class Citation:
     text: str
     start: float
     conversation_id: str
+    speaker: str | None = None
+    """Who said it: the speaker's name if it was named, else its label or track (None: unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
