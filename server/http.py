@@ -1,4 +1,4 @@
-"""Plain HTTP routes served beside the WebSocket endpoints (GET, and DELETE where said)."""
+"""Plain HTTP routes served beside the WebSocket endpoints (GET; DELETE and PUT where said)."""
 
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ from dataclasses import asdict
 from typing import Any
 
 from server.audit import AuditAction, record
-from server.auth import Principal
+from server.auth import Principal, Scope
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
 from server.sessions import SessionHub
-from server.store import ConversationRow, UtteranceRow
+from server.speakers import SpeakerNames, speaker_name_error
+from server.store import ConversationNotFound, ConversationRow, UtteranceRow
 
 ENTITY_LABELS = ("person", "organization", "place", "date", "amount", "other")
 
@@ -19,27 +20,34 @@ def conversation_json(row: ConversationRow) -> dict[str, Any]:
     return asdict(row)
 
 
-def utterance_json(row: UtteranceRow) -> dict[str, Any]:
-    """An utterance as the API shows it: `utterance_id` is the wire id."""
+def utterance_json(row: UtteranceRow, names: SpeakerNames | None = None) -> dict[str, Any]:
+    """An utterance as the API shows it: `utterance_id` is the wire id; `speaker_name` is what its
+    speaker was named (null when not named)."""
     out = asdict(row)
     out["utterance_id"] = out.pop("public_id")
     out.pop("tenant_id", None)
+    out["speaker_name"] = names.name(row) if names is not None else None
     return out
 
 
 def principal_of(request: HttpRequest) -> Principal:
     assert request.principal is not None, "route called without authentication"
     return request.principal
-def speakers_json(utterances: Iterable[UtteranceRow]) -> list[dict[str, Any]]:
+
+
+def speakers_json(
+    utterances: Iterable[UtteranceRow], names: SpeakerNames | None = None
+) -> list[dict[str, Any]]:
     """Who spoke in a conversation, in order of first appearance: each `speaker` of its utterances
     (a diarization label, or a track's name) with its talk time and number of utterances.
 
-    `name` is what the speaker is called (null until speakers can be named)."""
+    `name` is what the speaker was named (`PUT /v1/conversations/{id}/speakers/{label}`), or null."""
     speakers: dict[str, dict[str, Any]] = {}
     for row in utterances:
         if row.speaker is None:
             continue
-        entry = speakers.setdefault(row.speaker, {"label": row.speaker, "name": None, "talk_time_s": 0.0,
+        name = names.name(row) if names is not None else None
+        entry = speakers.setdefault(row.speaker, {"label": row.speaker, "name": name, "talk_time_s": 0.0,
                                                   "utterances": 0})
         entry["talk_time_s"] += max(0.0, row.end - row.start)
         entry["utterances"] += 1
@@ -49,7 +57,8 @@ def speakers_json(utterances: Iterable[UtteranceRow]) -> list[dict[str, Any]]:
 
 
 def add_memory_routes(router: Router, hub: SessionHub) -> None:
-    """GET /v1/conversations, /v1/conversations/{id}, /v1/search (over the hub's services)."""
+    """GET /v1/conversations, /v1/conversations/{id}, /v1/search, and naming speakers (over the hub's
+    services)."""
 
     async def conversations(request: HttpRequest) -> HttpResponse:
         services = hub.services
@@ -74,14 +83,15 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
         if row is None:
             return error_response(404, "conversation_not_found", "no such conversation")
         utterances = await store.utterances(tenant, row.id)
+        names = SpeakerNames.of_conversation(row.id, await store.speaker_names(tenant, row.id))
         summary = await store.latest_summary(tenant, row.id)
         await record(store, principal_of(request), AuditAction.READ, row.id)
         return json_response(
             200,
             {
                 "conversation": conversation_json(row),
-                "utterances": [utterance_json(u) for u in utterances],
-                "speakers": speakers_json(utterances),
+                "utterances": [utterance_json(u, names) for u in utterances],
+                "speakers": speakers_json(utterances, names),
                 "summary": asdict(summary) if summary is not None else None,
                 "live": hub.conversation_live(row.id),
             },
@@ -109,10 +119,12 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
             return error_response(
                 400, "bad_request", f"entity_label must be one of {', '.join(ENTITY_LABELS)}"
             )
+        speaker = request.query.get("speaker") or None
         hits = await knowledge.search(
-            request.tenant_id, query, conversation_id, k, entity=entity, entity_label=label
+            request.tenant_id, query, conversation_id, k, entity=entity, entity_label=label, speaker=speaker
         )
-        results = [{**utterance_json(h.utterance), "score": round(h.score, 4)} for h in hits]
+        names = await SpeakerNames.of(services.store, request.tenant_id, [h.utterance for h in hits])
+        results = [{**utterance_json(h.utterance, names), "score": round(h.score, 4)} for h in hits]
         detail = {"k": k, "results": len(results), "entity_label": label}
         await record(services.store, principal_of(request), AuditAction.SEARCH, conversation_id, detail)
         return json_response(200, {"query": query, "results": results})
@@ -120,3 +132,28 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
     router.add("/v1/conversations", conversations)
     router.add("/v1/conversations/", conversation)
     router.add("/v1/search", search)
+    add_speaker_routes(router, hub)
+
+
+def add_speaker_routes(router: Router, hub: SessionHub) -> None:
+    """PUT /v1/conversations/{id}/speakers/{label}?name=… (scope `stream`; `read` is not enough)."""
+
+    async def name_speaker(request: HttpRequest) -> HttpResponse:
+        services = hub.services
+        if services is None:
+            return error_response(503, "unavailable", "loading")
+        conversation_id, label = request.params
+        name = request.query.get("name", "")
+        problem = speaker_name_error(name)
+        if problem is not None:
+            return error_response(400, "bad_request", problem)
+        name = name.strip()
+        try:
+            named = await services.store.name_speaker(request.tenant_id, conversation_id, label, name)
+        except ConversationNotFound:
+            return error_response(404, "conversation_not_found", "no such conversation")
+        if not named:
+            return error_response(404, "speaker_not_found", f"no speaker {label!r} in this conversation")
+        return json_response(200, {"speaker": {"label": label, "name": name}})
+
+    router.add("/v1/conversations/{id}/speakers/{label}", name_speaker, scope=Scope.STREAM, method="PUT")

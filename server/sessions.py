@@ -113,7 +113,7 @@ class SessionHub:
         if not admitted:
             self.admit(tenant_id)
         if start.resume_after is not None and start.conversation_id is not None:
-            self.supersede(tenant_id, start.conversation_id, start.track)
+            self.supersede(tenant_id, start.conversation_id, start.track, start.client_id)
         live = LiveSession(
             services,
             tenant_id,
@@ -130,10 +130,12 @@ class SessionHub:
             live.outbox.put(final)
         return live
 
-    def supersede(self, tenant_id: str, conversation_id: str, track: str | None) -> int:
-        """A client resumes this conversation and track: the sessions still streaming into it are
-        closed and finished, so the resumed session does not transcribe their audio twice.
-        Returns how many."""
+    def supersede(
+        self, tenant_id: str, conversation_id: str, track: str | None, client_id: str | None = None
+    ) -> int:
+        """A client resumes this conversation and track: the sessions it still streams into them
+        (same `start.client_id`: another client on the same track is left alone) are closed and
+        finished, so the resumed session does not transcribe their audio twice. Returns how many."""
         taken = [
             live
             for live in self._sessions.values()
@@ -141,6 +143,7 @@ class SessionHub:
             and live.conversation_id == conversation_id
             and live.start is not None
             and live.start.track == track
+            and live.start.client_id == client_id
             and not live.closed
         ]
         for live in taken:

@@ -187,6 +187,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tenants ADD COLUMN retention_days INTEGER"
         " CHECK (retention_days IS NULL OR retention_days > 0)",
     ),
+    # 8: the names given to a conversation's speakers (PUT /v1/conversations/{id}/speakers/{label}).
+    (
+        """
+        CREATE TABLE speaker_names (
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            name TEXT NOT NULL,
+            named_at REAL NOT NULL,
+            PRIMARY KEY (conversation_id, label)
+        )
+        """,
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -653,6 +665,22 @@ class Store:
             args.append(conversation_id)
         return [int(row[0]) for row in self._conn.execute(query + " ORDER BY u.id", args)]
 
+    def utterance_row_ids_by_speaker(
+        self, tenant_id: str, speaker: str, conversation_id: str | None = None
+    ) -> list[int]:
+        """Row ids of the tenant's utterances whose speaker has this label, or this name (any case),
+        in id order."""
+        query = (
+            "SELECT u.id FROM utterances AS u LEFT JOIN speaker_names AS n"
+            " ON n.conversation_id = u.conversation_id AND n.label = u.speaker"
+            " WHERE u.tenant_id = ? AND (u.speaker = ? OR lower(n.name) = lower(?))"
+        )
+        args: list[Any] = [tenant_id, speaker, speaker]
+        if conversation_id is not None:
+            query += " AND u.conversation_id = ?"
+            args.append(conversation_id)
+        return [int(row[0]) for row in self._conn.execute(query + " ORDER BY u.id", args)]
+
     def end_conversation(self, conversation_id: str) -> None:
         """Mark a live conversation ended (it can be resumed by `open_conversation`)."""
         now = self._clock()
@@ -722,6 +750,35 @@ class Store:
         assert cursor.lastrowid is not None
         return AnswerRow(cursor.lastrowid, conversation_id, tenant_id, question, text, citations_list, now)
 
+    def name_speaker(self, tenant_id: str, conversation_id: str, label: str, name: str) -> bool:
+        """Call the conversation's speaker `label` `name` (replacing an earlier name). False when no
+        utterance of the conversation has that speaker; `ConversationNotFound` when the tenant has
+        no such conversation."""
+        with self._transaction() as conn:
+            self._require_conversation(conn, tenant_id, conversation_id)
+            spoke = conn.execute(
+                "SELECT 1 FROM utterances WHERE conversation_id = ? AND speaker = ? LIMIT 1",
+                (conversation_id, label),
+            ).fetchone()
+            if spoke is None:
+                return False
+            conn.execute(
+                "INSERT INTO speaker_names (conversation_id, label, name, named_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (conversation_id, label) DO UPDATE SET name = excluded.name,"
+                " named_at = excluded.named_at",
+                (conversation_id, label, name, self._clock()),
+            )
+        return True
+
+    def speaker_names(self, tenant_id: str, conversation_id: str) -> dict[str, str]:
+        """The names given to the conversation's speakers: {label: name} ({} for another tenant's)."""
+        rows = self._conn.execute(
+            "SELECT n.label, n.name FROM speaker_names AS n JOIN conversations AS c"
+            " ON c.id = n.conversation_id WHERE n.conversation_id = ? AND c.tenant_id = ?",
+            (conversation_id, tenant_id),
+        ).fetchall()
+        return {str(row[0]): str(row[1]) for row in rows}
+
     # --- erasure ---
 
     def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
@@ -762,6 +819,7 @@ class Store:
                 "DELETE FROM summaries WHERE conversation_id = ?", (conversation_id,)
             ).rowcount
             conn.execute("DELETE FROM utterances WHERE conversation_id = ?", (conversation_id,))
+            conn.execute("DELETE FROM speaker_names WHERE conversation_id = ?", (conversation_id,))
             conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
         self._truncate_wal()
         return ErasedConversation(conversation_id, tenant_id, len(ids), summaries, answers, ids)
@@ -1187,6 +1245,7 @@ class AsyncStore:
     """Stored and committed when the await returns."""
     set_entities = _OnStoreThread(Store.set_entities)
     utterance_row_ids_with_entity = _OnStoreThread(Store.utterance_row_ids_with_entity)
+    utterance_row_ids_by_speaker = _OnStoreThread(Store.utterance_row_ids_by_speaker)
     end_conversation = _OnStoreThread(Store.end_conversation)
     add_summary = _OnStoreThread(Store.add_summary)
     add_answer = _OnStoreThread(Store.add_answer)
@@ -1195,6 +1254,8 @@ class AsyncStore:
     utterances = _OnStoreThread(Store.utterances)
     utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
     latest_summary = _OnStoreThread(Store.latest_summary)
+    name_speaker = _OnStoreThread(Store.name_speaker)
+    speaker_names = _OnStoreThread(Store.speaker_names)
     erase_conversation = _OnStoreThread(Store.erase_conversation)
     erasures_after = _OnStoreThread(Store.erasures_after)
     conversation_ids = _OnStoreThread(Store.conversation_ids)

@@ -96,6 +96,11 @@ class ConversationStore(Protocol):
     ) -> list[int]:
         """Row ids of utterances with an entity of this text (any case) and/or label, in id order."""
 
+    async def utterance_row_ids_by_speaker(
+        self, tenant_id: str, speaker: str, conversation_id: str | None = None
+    ) -> list[int]:
+        """Row ids of utterances whose speaker has this label, or this name (any case), in id order."""
+
     async def end_conversation(self, conversation_id: str) -> None:
         """Mark a live conversation ended."""
 
@@ -139,6 +144,13 @@ class ConversationStore(Protocol):
 
     def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """Every utterance of the tenant in id order, page by page (to rebuild an index)."""
+
+    async def name_speaker(self, tenant_id: str, conversation_id: str, label: str, name: str) -> bool:
+        """Call the conversation's speaker `label` `name`, replacing an earlier name. False when no
+        utterance of it has that speaker; `ConversationNotFound` for no such conversation."""
+
+    async def speaker_names(self, tenant_id: str, conversation_id: str) -> dict[str, str]:
+        """The names given to the conversation's speakers, {label: name}."""
 
     # --- data lifecycle (docs/security.md) ---
 

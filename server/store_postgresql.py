@@ -155,6 +155,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tenants ADD COLUMN retention_days integer"
         " CHECK (retention_days IS NULL OR retention_days > 0)",
     ),
+    # 3: the names given to a conversation's speakers (SQLite's step 8).
+    (
+        """
+        CREATE TABLE speaker_names (
+            conversation_id text NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            label text NOT NULL,
+            name text NOT NULL,
+            named_at double precision NOT NULL,
+            PRIMARY KEY (conversation_id, label)
+        )
+        """,
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -460,6 +472,21 @@ class PostgresStore:
         rows = await self._pool.fetch(query + " ORDER BY u.id", *args)
         return [int(row[0]) for row in rows]
 
+    async def utterance_row_ids_by_speaker(
+        self, tenant_id: str, speaker: str, conversation_id: str | None = None
+    ) -> list[int]:
+        """Row ids of the tenant's utterances whose speaker has this label, or this name (any case)."""
+        rows = await self._pool.fetch(
+            "SELECT u.id FROM utterances AS u LEFT JOIN speaker_names AS n"
+            " ON n.conversation_id = u.conversation_id AND n.label = u.speaker"
+            " WHERE u.tenant_id = $1 AND (u.speaker = $2 OR lower(n.name) = lower($2))"
+            " AND ($3::text IS NULL OR u.conversation_id = $3) ORDER BY u.id",
+            tenant_id,
+            speaker,
+            conversation_id,
+        )
+        return [int(row[0]) for row in rows]
+
     async def end_conversation(self, conversation_id: str) -> None:
         """Mark a live conversation ended (it can be resumed by `open_conversation`)."""
         started = time.perf_counter()
@@ -613,6 +640,38 @@ class PostgresStore:
         items = fields.pop("items")
         return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else items)
 
+    async def name_speaker(self, tenant_id: str, conversation_id: str, label: str, name: str) -> bool:
+        """Call the conversation's speaker `label` `name` (see `Store.name_speaker`)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _require_conversation(conn, tenant_id, conversation_id)
+            spoke = await conn.fetchval(
+                "SELECT 1 FROM utterances WHERE conversation_id = $1 AND speaker = $2 LIMIT 1",
+                conversation_id,
+                label,
+            )
+            if spoke is None:
+                return False
+            await conn.execute(
+                "INSERT INTO speaker_names (conversation_id, label, name, named_at) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (conversation_id, label) DO UPDATE SET name = excluded.name,"
+                " named_at = excluded.named_at",
+                conversation_id,
+                label,
+                name,
+                self._clock(),
+            )
+        return True
+
+    async def speaker_names(self, tenant_id: str, conversation_id: str) -> dict[str, str]:
+        """The names given to the conversation's speakers: {label: name}."""
+        rows = await self._pool.fetch(
+            "SELECT n.label, n.name FROM speaker_names AS n JOIN conversations AS c"
+            " ON c.id = n.conversation_id WHERE n.conversation_id = $1 AND c.tenant_id = $2",
+            conversation_id,
+            tenant_id,
+        )
+        return {str(row["label"]): str(row["name"]) for row in rows}
+
     # --- data lifecycle ---
 
     async def erase_conversation(self, tenant_id: str, conversation_id: str) -> ErasedConversation | None:
@@ -651,6 +710,7 @@ class PostgresStore:
                 conversation_id,
             )
             await conn.execute("DELETE FROM utterances WHERE conversation_id = $1", conversation_id)
+            await conn.execute("DELETE FROM speaker_names WHERE conversation_id = $1", conversation_id)
             await conn.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
         return ErasedConversation(conversation_id, tenant_id, len(ids), int(summaries), int(answers), ids)
 

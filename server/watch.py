@@ -8,9 +8,10 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 * `snapshot` — the tenant's running conversations and the latest figures, at once;
 * `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
 * `speech_started`, `speech_stopped`, `partial`, `final` — the session events, each with
-  `conversation_id` and `session_id` (a final also with `final_latency_ms`: the final latency of
-  `server.timing`, from the arrival of the audio that ends the utterance to the final being
-  sent, as the `palabre_final_latency_seconds` metric);
+  `conversation_id`, `session_id` and the session's `track` (a participant's name on the meeting
+  page, which shows the other participants' words from here); a final also with
+  `final_latency_ms`: the final latency of `server.timing`, from the arrival of the audio that
+  ends the utterance to the final being sent, as the `palabre_final_latency_seconds` metric);
 * `summary` — each summary of a conversation once (from `summarized`, which conversation memory
   calls; not from the sessions, which each receive it), with its `conversation_id`;
 * `stats` — every `stats_interval_s` while someone watches.
@@ -71,6 +72,8 @@ class ConversationView:
     language: str | None = None
     sessions: dict[str, str] = field(default_factory=dict)
     """Live session id → its transport ("socket", "webrtc", or the endpoint's own)."""
+    tracks: dict[str, str] = field(default_factory=dict)
+    """Live session id → its `start.track` (a participant's name), for the sessions that have one."""
     speaking: set[str] = field(default_factory=set)
     """Utterance ids between `speech_started` and their final."""
     utterances: int = 0
@@ -88,6 +91,7 @@ class ConversationView:
             "language": self.language,
             "sessions": len(self.sessions),
             "transports": sorted(set(self.sessions.values())),
+            "participants": sorted(set(self.tracks.values())),
             "speaking": bool(self.speaking),
             "utterances": self.utterances,
             "last_final": self.last_final,
@@ -177,7 +181,8 @@ class WatchHub:
         view = self._conversations.get(live.conversation_id)
         if view is None:
             return
-        extra: dict[str, Any] = {"conversation_id": view.conversation_id, "session_id": live.session_id}
+        extra: dict[str, Any] = {"conversation_id": view.conversation_id, "session_id": live.session_id,
+                                 "track": live.start.track if live.start is not None else None}
         kind: Kind = "event"
         if isinstance(event, SpeechStarted):
             view.speaking.add(event.utterance_id)
@@ -219,16 +224,24 @@ class WatchHub:
             view = ConversationView(live.conversation_id, live.tenant_id, time.time())
             view.language = live.start.language if live.start is not None else None
             view.sessions[live.session_id] = transport
+            self._add_participant(view, live)
             self._conversations[view.conversation_id] = view
             self._publish(view.tenant_id, "event", {"type": "conversation.started", **view.to_json()})
         else:
             view.sessions[live.session_id] = transport
+            self._add_participant(view, live)
+
+    @staticmethod
+    def _add_participant(view: ConversationView, live: LiveSession) -> None:
+        if live.start is not None and live.start.track is not None:
+            view.tracks[live.session_id] = live.start.track
 
     def _closed(self, live: LiveSession, view: ConversationView) -> None:
         if self._sessions.pop(live.session_id, None) is not None:
             tenant = live.tenant_id
             self._ended_audio_s[tenant] = self._ended_audio_s.get(tenant, 0.0) + live.audio_seconds
         view.sessions.pop(live.session_id, None)
+        view.tracks.pop(live.session_id, None)
         if view.sessions:
             return
         del self._conversations[view.conversation_id]

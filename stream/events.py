@@ -88,6 +88,9 @@ class Start:
     diarize: bool = False
     """Tell the speakers of this audio apart: each final's `speaker` is a label ("S1", "S2", …)
     stable for the whole conversation, instead of the track's name."""
+    client_id: str | None = None
+    """Who is streaming, as the client itself knows it (e.g. random per page load): a resuming
+    `start` supersedes only the sessions of the same conversation, track and client id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +244,8 @@ class Citation:
     text: str
     start: float
     conversation_id: str
+    speaker: str | None = None
+    """Who said it: the speaker's name if it was named, else its label or track (None: unknown)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ Message types are parsed by the functions in `PARSERS`, one per `type`; a new cl
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import NoReturn, cast
 
@@ -38,6 +39,8 @@ from stream.vocabulary import check_vocabulary
 MAX_TEXT_BYTES = 65_536
 """Default size limit of one client text message, in UTF-8 bytes."""
 MAX_TRACK_CHARS = 64
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A `start.client_id`."""
 
 WEBRTC_SAMPLE_RATE = 48_000
 """The audio format of a WebRTC session: the WebRTC transport decodes Opus to 48 kHz mono PCM16."""
@@ -121,6 +124,7 @@ def parse_start(obj: JsonObject) -> Start:
         transport=transport,
         vocabulary=_vocabulary(obj.get("vocabulary")),
         diarize=diarize,
+        client_id=_client_id(obj.get("client_id")),
     )
 
 
@@ -245,6 +249,14 @@ def _transport(value: object) -> Transport:
     if value == "webrtc":
         return "webrtc"
     _bad_start(f"transport must be 'socket' or 'webrtc', not {show(value)}")
+
+
+def _client_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_ID_RE.fullmatch(value):
+        _bad_start(f"client_id must be 1-64 letters, digits, '-' or '_', not {show(value)}")
+    return value
 
 
 def _track(value: object) -> str | None:

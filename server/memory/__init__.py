@@ -130,10 +130,11 @@ class Knowledge:
         *,
         entity: str | None = None,
         entity_label: str | None = None,
+        speaker: str | None = None,
     ) -> list[SearchHit]:
         """See `TenantIndexes.search`."""
         return await self.indexes.search(
-            tenant_id, query, conversation_id, k, entity=entity, entity_label=entity_label
+            tenant_id, query, conversation_id, k, entity=entity, entity_label=entity_label, speaker=speaker
         )
 
     def answer(

@@ -10,12 +10,14 @@ conversation's language, or the question's for a question across conversations
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from server.llm_queue import LlmQueue, Priority
 from server.memory.index import TenantIndexes
+from server.speakers import SpeakerNames
 from server.store import UtteranceRow
 from server.store_interface import ConversationStore
 from stream.answers import Passage, build_answer_request, finalize_answer
@@ -33,9 +35,20 @@ class RetrievalConfig:
     """The latest utterances of the conversation shown besides (questions about one conversation)."""
 
 
-def passage(row: UtteranceRow) -> Passage:
-    """A stored utterance as a prompt shows it."""
-    return Passage(row.public_id, row.seq, row.text, row.start, row.track)
+def passage(row: UtteranceRow, names: SpeakerNames) -> Passage:
+    """A stored utterance as a prompt shows it ("[n] Alice: …" when its speaker was named)."""
+    return Passage(row.public_id, row.seq, row.text, row.start, names.who(row))
+
+
+def speakers_named_in(question: str, names: dict[str, str]) -> set[str]:
+    """The labels of the speakers whose name the question says as a word ("what did Alice say…"),
+    so that retrieval looks at what they said."""
+    words = set(re.findall(r"\w+", question.casefold()))
+    return {
+        label
+        for label, name in names.items()
+        if (name_words := re.findall(r"\w+", name.casefold())) and set(name_words) <= words
+    }
 
 
 class Answers:
@@ -78,7 +91,8 @@ class Answers:
             await self.indexes.flush(conversation_id)
             scope_id = conversation_id
         rows = await self.retrieve(tenant_id, ask.question, scope_id)
-        passages = [passage(row) for row in rows]
+        names = await SpeakerNames.of(self.store, tenant_id, rows)
+        passages = [passage(row, names) for row in rows]
         by_id = {row.public_id: row for row in rows}
         detected = [row.language or "" for row in rows] if scope_id is not None else []
         language = conversation_language(declared, detected, ask.question)
@@ -92,9 +106,8 @@ class Answers:
         final = finalize_answer(text, passages, ask.question, language)
         await self.store.add_answer(tenant_id, scope_id, ask.question, final.text, final.citations)
         cited = [
-            Citation(uid, by_id[uid].text, by_id[uid].start, by_id[uid].conversation_id)
-            for uid in final.citations
-            if uid in by_id
+            Citation(row.public_id, row.text, row.start, row.conversation_id, names.who(row))
+            for row in (by_id[uid] for uid in final.citations if uid in by_id)
         ]
         yield AnswerDone(answer_id, final.text, final.citations, final.grounded, cited)
 
@@ -112,6 +125,9 @@ class Answers:
             # One read of the conversation serves the retrieval filter and the recent context.
             said = await self.store.utterances(tenant_id, conversation_id)
             by_row_id = {row.id: row for row in said}
-            nearest = await self.indexes.nearest(tenant_id, question, list(by_row_id), top_k)
+            names = await self.store.speaker_names(tenant_id, conversation_id)
+            asked_about = speakers_named_in(question, names)
+            allowed = [row.id for row in said if row.speaker in asked_about] or list(by_row_id)
+            nearest = await self.indexes.nearest(tenant_id, question, allowed, top_k)
             order = answer_context([i for i, _ in nearest], list(by_row_id), top_k=top_k, recent=recent)
         return [by_row_id[i] for i in order if i in by_row_id]

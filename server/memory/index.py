@@ -255,18 +255,23 @@ class TenantIndexes:
         *,
         entity: str | None = None,
         entity_label: str | None = None,
+        speaker: str | None = None,
     ) -> list[SearchHit]:
         """The `k` utterances of the tenant (or of one conversation) closest to `query`.
 
         `entity` / `entity_label` keep only utterances that mention that entity (by text,
-        case-insensitive) or an entity of that kind (person, organization, place, date, amount).
+        case-insensitive) or an entity of that kind (person, organization, place, date, amount);
+        `speaker` only those of a speaker with that label or name (server/speakers.py).
         """
         allowed: list[int] | None = None
         if entity is not None or entity_label is not None:
             allowed = await self.store.utterance_row_ids_with_entity(
                 tenant_id, text=entity, label=entity_label, conversation_id=conversation_id
             )
-        elif conversation_id is not None:
+        if speaker is not None:
+            spoken = await self.store.utterance_row_ids_by_speaker(tenant_id, speaker, conversation_id)
+            allowed = spoken if allowed is None else sorted(set(allowed) & set(spoken))
+        elif allowed is None and conversation_id is not None:
             rows = await self.store.utterances(tenant_id, conversation_id)
             allowed = [row.id for row in rows]
         scores = dict(await self.nearest(tenant_id, query, allowed, k))

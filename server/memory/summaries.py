@@ -26,6 +26,7 @@ from server.llm_queue import LlmQueue, Priority
 from server.memory.answers import passage
 from server.memory.index import TenantIndexes
 from server.memory.tasks import TaskSet
+from server.speakers import SpeakerNames, quoted
 from server.store import UtteranceRow
 from server.store_interface import ConversationStore
 from stream.answers import build_summary_request, model_can_summarise, summary_items
@@ -183,7 +184,8 @@ class Summaries:
     ) -> Summary:
         held, vectors = await self.indexes.vectors(state.tenant_id, rows)
         chosen = [held[i] for i in extractive_summary(vectors, self.config.key_utterances)]
-        items = [SummaryItem(row.text, [row.public_id]) for row in chosen]
+        names = await SpeakerNames.of(self.store, state.tenant_id, chosen)
+        items = [SummaryItem(quoted(row, names), [row.public_id]) for row in chosen]
         return Summary(conversation_id, "extractive", items, max(row.seq for row in rows), final)
 
     async def _generative(
@@ -191,7 +193,8 @@ class Summaries:
     ) -> tuple[str, Summary | None]:
         """The model's text and the summary read from it; None when it wrote no point."""
         assert self.llm is not None
-        passages = [passage(row) for row in rows]
+        names = await SpeakerNames.of(self.store, state.tenant_id, rows)
+        passages = [passage(row, names) for row in rows]
         conversation = await self.store.get_conversation(state.tenant_id, conversation_id)
         declared = conversation.language if conversation is not None else None
         language = conversation_language(declared, [row.language or "" for row in rows], "")

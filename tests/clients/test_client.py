@@ -31,6 +31,7 @@ from palabre_client import (
     stream_file,
     to_pcm16,
 )
+from palabre_client.audio import channel_track, load_channels
 from palabre_client.cli import EventPrinter, main
 
 RATE = 16000
@@ -379,6 +380,25 @@ def test_load_audio_wav_resamples_and_downmixes(tmp_path: Path) -> None:
     assert abs(len(samples) - RATE) <= 16
     assert _peak_hz(samples, RATE) == pytest.approx(440, abs=2)
     assert 0.4 < float(np.max(np.abs(samples))) < 0.6
+
+
+def test_load_channels_splits_a_stereo_file_into_one_array_per_channel(tmp_path: Path) -> None:
+    rate = 44100
+    left = np.round(_sine(1.0, rate) * 32767).astype("<i2")
+    right = np.zeros_like(left)
+    path = tmp_path / "left_only.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.stack([left, right], axis=1).reshape(-1).tobytes())
+    channels = load_channels(path, sample_rate=RATE)
+    assert len(channels) == 2 and all(c.dtype == np.float32 and c.ndim == 1 for c in channels)
+    assert abs(len(channels[0]) - RATE) <= 16 and len(channels[0]) == len(channels[1])
+    assert _peak_hz(channels[0], RATE) == pytest.approx(440, abs=2)
+    assert 0.45 < float(np.max(np.abs(channels[0]))) and float(np.max(np.abs(channels[1]))) < 1e-3
+    assert len(load_channels(_write_wav(tmp_path / "mono.wav", seconds=0.5), sample_rate=RATE)) == 1
+    assert [channel_track(None, 0), channel_track("call", 1)] == ["ch1", "call-ch2"]
 
 
 @pytest.mark.parametrize(

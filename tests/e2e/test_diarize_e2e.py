@@ -21,7 +21,7 @@ import pytest
 from bench.common import SAMPLE_RATE
 from bench.diarization import best_mapping_accuracy
 from palabre_client import load_audio, to_pcm16
-from palabre_client.client import ResilientStream
+from palabre_client.client import ResilientStream, stream_file
 from tests.requirements import shared_audio_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_speech]
@@ -87,6 +87,18 @@ async def test_two_alternating_readers_get_two_labels(palabre_server: Any, audio
     assert all(s["talk_time_s"] > 5 for s in speakers)
     print_speaker_wait(server)
 
+    # Naming S2 (over real HTTP: a PUT without a body) shows in the speakers list and in search.
+    named = urllib.request.Request(f"{url}/speakers/S2?name=Alice", method="PUT")
+    with urllib.request.urlopen(named, timeout=30) as response:
+        assert json.loads(response.read()) == {"speaker": {"label": "S2", "name": "Alice"}}
+    with urllib.request.urlopen(url, timeout=30) as response:
+        conversation = json.loads(response.read())
+    assert [(s["label"], s["name"]) for s in conversation["speakers"]] == [("S1", None), ("S2", "Alice")]
+    query = f"q=the&k=100&speaker=alice&conversation={stream.conversation_id}"
+    with urllib.request.urlopen(f"{server.http}/v1/search?{query}", timeout=30) as response:
+        results = json.loads(response.read())["results"]
+    assert results and {(r["speaker"], r["speaker_name"]) for r in results} == {("S2", "Alice")}
+
 
 def print_speaker_wait(server: Any) -> None:
     """The server's `palabre_speaker_wait_seconds`: what diarizing added to the finals' latency."""
@@ -97,3 +109,27 @@ def print_speaker_wait(server: Any) -> None:
     count = figures.get("palabre_speaker_wait_seconds_count", 0.0)
     total = figures.get("palabre_speaker_wait_seconds_sum", 0.0)
     print(f"speaker wait: {count:.0f} finals, mean {1000 * total / max(count, 1):.1f} ms")
+
+
+async def test_a_stereo_file_is_streamed_as_one_track_per_channel(
+    palabre_server: Any, audio_dir: Path
+) -> None:
+    """`palabre-client stream` on stereo_two_speakers.wav (one speaker per channel): the SDK sends
+    each channel as its own track (ch1, ch2) of one conversation; both tracks get finals, stored
+    with their track as speaker."""
+    server = palabre_server("tiny.en")
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(TIMEOUT_S):
+        stereo = audio_dir / "stereo_two_speakers.wav"
+        await stream_file(server.url, stereo, speed=SPEED, on_event=events.append)
+    assert not [e for e in events if e.get("type") == "error"], events
+    readies = [e for e in events if e["type"] == "ready"]
+    assert len(readies) == 2 and len({e["conversation_id"] for e in readies}) == 1
+    finals = [e for e in events if e["type"] == "final" and str(e["text"]).strip()]
+    print([(f["track"], f["text"]) for f in finals])
+    assert {f["track"] for f in finals} == {"ch1", "ch2"}
+    assert all(f["speaker"] == f["track"] for f in finals)
+    url = f"{server.http}/v1/conversations/{readies[0]['conversation_id']}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        conversation = json.loads(response.read())
+    assert sorted(s["label"] for s in conversation["speakers"]) == ["ch1", "ch2"]

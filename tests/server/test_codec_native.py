@@ -71,6 +71,7 @@ def test_start_every_field() -> None:
         partials=False,
         track="inbound",
         diarize=True,
+        client_id="page-7f3a_1",
         future_field={"nested": [1, 2]},
     )
     assert parse_client_text(text) == Start(
@@ -82,6 +83,7 @@ def test_start_every_field() -> None:
         partials=False,
         track="inbound",
         diarize=True,
+        client_id="page-7f3a_1",
     )
 
 
@@ -144,6 +146,10 @@ def test_start_sample_rates(wire: object, rate: int) -> None:
         {"partials": "true"},
         {"diarize": 1},
         {"diarize": "yes"},
+        {"client_id": ""},
+        {"client_id": "has space"},
+        {"client_id": "x" * 65},
+        {"client_id": 7},
         {"track": ""},
         {"track": "x" * 65},
         {"track": "tab\there"},

@@ -97,6 +97,26 @@ async def test_a_question_about_every_conversation_searches_them_all(
     await llm.close()
 
 
+async def test_a_named_speaker_is_shown_by_name_and_asked_about(
+    memory_store: AsyncStore, indexes: TenantIndexes
+) -> None:
+    engine = ScriptedLlm(budget_reply)
+    llm = await started(engine)
+    answers = Answers(memory_store, indexes, llm, RetrievalConfig(top_k=1, recent_context=0))
+    await memory_store.open_conversation(TENANT, "c1", "en")
+    said = [("S1", "The budget is four hundred thousand euros."), ("S2", "The budget is too small.")]
+    for seq, (label, text) in enumerate(said):
+        await memory_store.add_utterance(TENANT, "c1", seq, text, 2.0 * seq, 2.0 * seq + 1, "en",
+                                         speaker=label)
+    assert await memory_store.name_speaker(TENANT, "c1", "S2", "Alice")
+    events = await collect(answers, Ask("What did Alice say about the budget?"), "c1")
+    done = events[-1]
+    assert isinstance(done, AnswerDone) and done.citations == ["c1:1"]
+    assert [p.speaker for p in done.passages] == ["Alice"]
+    assert prompt_passages(engine.requests[-1]) == ["Alice: The budget is too small."]
+    await llm.close()
+
+
 async def test_nothing_to_show_is_a_refusal_without_asking_the_model(
     memory_store: AsyncStore, indexes: TenantIndexes
 ) -> None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from server.routes import speakers_json
+import json
+from dataclasses import replace
+from typing import Any
+
+from server.auth import Principal, Scope
+from server.config import LimitsConfig
+from server.http import Router
+from server.live import SessionServices
+from server.routes import add_memory_routes, speakers_json
+from server.sessions import SessionHub
 from server.store import UtteranceRow
 
 
@@ -22,3 +31,41 @@ def test_speakers_in_order_of_first_appearance_with_talk_time() -> None:
 
 def test_no_speakers() -> None:
     assert speakers_json([row(0, None, 0.0, 1.0)]) == []
+
+
+# --- naming speakers: PUT /v1/conversations/{id}/speakers/{label}?name=… ---------------------
+
+
+async def call(router: Router, target: str, method: str = "GET") -> tuple[int, Any]:
+    matched = router.match(target, method)
+    assert matched is not None
+    route, request = matched
+    who = Principal("default", frozenset(Scope))
+    assert request.required_scope is None or who.allows(request.required_scope)
+    response = await route(replace(request, principal=who))
+    return response.status, json.loads(response.body)
+
+
+async def test_naming_a_speaker_shows_in_the_conversation(services: SessionServices) -> None:
+    hub = SessionHub(LimitsConfig(), per_tenant_caps=True)
+    hub.serve(services)
+    router = Router()
+    add_memory_routes(router, hub)
+    store = services.store
+    await store.open_conversation("default", "c", "en")
+    await store.add_utterance("default", "c", 0, "the budget", 0.0, 2.0, "en", speaker="S1")
+    await store.add_utterance("default", "c", 1, "no", 2.0, 3.0, "en", speaker="S2")
+    assert (await call(router, "/v1/conversations/c/speakers/S1?name=%20Alice%20", "PUT"))[0] == 200
+    status, body = await call(router, "/v1/conversations/c")
+    assert status == 200
+    assert [(s["label"], s["name"]) for s in body["speakers"]] == [("S1", "Alice"), ("S2", None)]
+    assert [u["speaker_name"] for u in body["utterances"]] == ["Alice", None]
+    assert (await call(router, "/v1/conversations/c/speakers/S9?name=Bob", "PUT"))[0] == 404
+    assert (await call(router, "/v1/conversations/nope/speakers/S1?name=Bob", "PUT"))[0] == 404
+    for bad in ("", "%20%20", "x" * 65, "a%0Ab"):
+        status, body = await call(router, f"/v1/conversations/c/speakers/S2?name={bad}", "PUT")
+        assert status == 400, bad
+    assert (await store.speaker_names("default", "c")) == {"S1": "Alice"}
+    matched = router.match("/v1/conversations/c/speakers/S1", "PUT")
+    assert matched is not None and matched[1].required_scope is Scope.STREAM  # admin implies it
+    assert not Principal("default", frozenset({Scope.READ})).allows(Scope.STREAM)  # read is not enough

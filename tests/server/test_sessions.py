@@ -102,6 +102,27 @@ async def test_a_resuming_start_supersedes_the_same_track_only(services: Session
     assert set(hub) == {other, again}
 
 
+async def test_a_resuming_start_supersedes_its_own_client_only(services: SessionServices) -> None:
+    """Two participants on one track (e.g. both on the null track): the one that reconnects takes
+    over its own session, never the other's."""
+    hub, _ = hub_with(services)
+    superseded: list[str] = []
+    mine = await hub.open(
+        "default", Start(16000, client_id="page-a"), None, on_evicted=lambda code: superseded.append("a")
+    )
+    cid = mine.conversation_id
+    theirs = await hub.open(
+        "default", Start(16000, conversation_id=cid, client_id="page-b"), None,
+        on_evicted=lambda code: superseded.append("b"),
+    )
+    resumed = Start(16000, conversation_id=cid, client_id="page-a", resume_after=-1)
+    again = await hub.open("default", resumed, None)
+    assert superseded == ["a"]
+    await asyncio.wait_for(mine.wait_closed(), 10)
+    assert not theirs.closed and not again.closed
+    assert hub.supersede("default", cid, None, "page-c") == 0
+
+
 async def test_erasing_a_conversation_closes_its_sessions_at_once(services: SessionServices) -> None:
     hub, _ = hub_with(services)
     evicted: list[ErrorCode] = []

@@ -171,6 +171,30 @@ async def test_erase_a_conversation_and_log_its_vectors(store: ConversationStore
     assert await store.conversation_ids("t") == ["d"]
 
 
+async def test_speaker_names_per_conversation(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    await store.open_conversation("t", "d", "en")
+    await store.add_utterance("t", "c", 0, "hello", 0.0, 1.0, "en", speaker="S1")
+    await store.add_utterance("t", "d", 0, "hi", 0.0, 1.0, "en", speaker="S1")
+    assert await store.speaker_names("t", "c") == {}
+    assert await store.name_speaker("t", "c", "S1", "Alice") is True
+    assert await store.name_speaker("t", "c", "S1", "Alicia") is True  # a new name replaces the old
+    assert await store.name_speaker("t", "c", "S2", "Bob") is False  # no utterance of S2
+    assert await store.speaker_names("t", "c") == {"S1": "Alicia"}
+    assert await store.speaker_names("t", "d") == {}  # names belong to one conversation
+    assert await store.speaker_names("other", "c") == {}  # and to its tenant
+    c0 = (await store.utterances("t", "c"))[0].id
+    d0 = (await store.utterances("t", "d"))[0].id
+    assert await store.utterance_row_ids_by_speaker("t", "alicia") == [c0]  # by name, any case
+    assert await store.utterance_row_ids_by_speaker("t", "S1") == [c0, d0]  # by label
+    assert await store.utterance_row_ids_by_speaker("t", "S1", "d") == [d0]
+    assert await store.utterance_row_ids_by_speaker("other", "S1") == []
+    with pytest.raises(ConversationNotFound):
+        await store.name_speaker("other", "c", "S1", "Eve")
+    await store.erase_conversation("t", "c")
+    assert await store.speaker_names("t", "c") == {}
+
+
 async def test_retention_and_idle_conversations(store: ConversationStore) -> None:
     await store.open_conversation("t", "old", "en")
     await add(store, "t", "old", 0)

@@ -66,8 +66,10 @@ def server_stats() -> dict[str, Any]:
     }
 
 
-def session(sid: str, cid: str, tenant: str = "tenant-a", transport: str = "webrtc") -> FakeSession:
-    start = Start(sample_rate=48000, language="en", transport=transport)  # type: ignore[arg-type]
+def session(
+    sid: str, cid: str, tenant: str = "tenant-a", transport: str = "webrtc", track: str | None = None
+) -> FakeSession:
+    start = Start(sample_rate=48000, language="en", transport=transport, track=track)  # type: ignore[arg-type]
     return FakeSession(sid, cid, tenant, start)
 
 
@@ -114,7 +116,7 @@ async def test_snapshot_then_the_life_of_a_conversation() -> None:
     assert snapshot["stats"]["sessions"] == 1
     assert "server" not in snapshot["stats"]  # readers do not see process-wide figures
 
-    live = session("s1", "c1")
+    live = session("s1", "c1", track="Alice")
     emit(
         hub,
         live,
@@ -137,6 +139,7 @@ async def test_snapshot_then_the_life_of_a_conversation() -> None:
     assert all(m["conversation_id"] == "c1" for m in got)
     assert got[0]["language"] == "en" and got[0]["speaking"] is False
     assert got[1]["session_id"] == "s1"
+    assert got[0]["participants"] == ["Alice"] and {m["track"] for m in got[1:5]} == {"Alice"}
     assert got[4]["text"] == "Hello world." and got[4]["final_latency_ms"] >= 0
     assert got[5]["utterances"] == 1
     assert [v.conversation_id for v in hub.conversations("tenant-a")] == ["c0"]

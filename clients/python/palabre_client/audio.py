@@ -47,6 +47,41 @@ def load_audio(
     return np.concatenate(chunks).astype(np.float32) / np.float32(32768.0)
 
 
+def load_channels(
+    path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_RATE
+) -> list[npt.NDArray[np.float32]]:
+    """Decode the first audio stream of a file to one float32 array per channel (no down-mix):
+    a stereo file gives two arrays, each resampled to `sample_rate`. Errors as `load_audio`."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    chunks: list[npt.NDArray[Any]] = []
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            channels = stream.channels
+            resampler = av.AudioResampler(format="s16p", layout=stream.layout, rate=sample_rate)
+            for frame in container.decode(stream):
+                frame.pts = None
+                chunks.extend(out.to_ndarray().reshape(channels, -1) for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray().reshape(channels, -1) for out in resampler.resample(None))
+    except av.error.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise ValueError(f"{path}: cannot decode audio: {exc}") from exc
+    if not chunks:
+        return [np.zeros(0, dtype=np.float32)]
+    planes = np.concatenate(chunks, axis=1).astype(np.float32) / np.float32(32768.0)
+    return [planes[i].copy() for i in range(planes.shape[0])]
+
+
+def channel_track(track: str | None, channel: int) -> str:
+    """The track a file's channel is streamed on: "ch1", "ch2", … or `track` with that suffix
+    ("Alice-ch1"); `channel` counts from 0."""
+    return f"{track}-ch{channel + 1}" if track else f"ch{channel + 1}"
+
+
 def to_pcm16(samples: npt.ArrayLike) -> bytes:
     """Little-endian signed 16-bit PCM (`pcm_s16le`) of mono samples.
 

@@ -64,6 +64,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     stream.add_argument("--track", help="name of this audio's speaker or call leg (e.g. a participant)")
     stream.add_argument(
+        "--mix",
+        action="store_true",
+        help="mix a multichannel file down to one track (default: one track per channel, ch1, ch2, …)",
+    )
+    stream.add_argument(
         "--diarize",
         action="store_true",
         help="tell the speakers of the audio apart: each final gets a speaker label (S1, S2, …)",
@@ -182,6 +187,7 @@ def _run_stream(args: argparse.Namespace) -> int:
                 on_event=printer,
                 track=args.track,
                 diarize=args.diarize,
+                split_channels=not args.mix,
             )
         )
     except PalabreError as exc:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from types import TracebackType
@@ -20,7 +21,7 @@ from typing import Any, Final, Self
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from palabre_client.audio import DEFAULT_SAMPLE_RATE, load_audio, to_pcm16
+from palabre_client.audio import DEFAULT_SAMPLE_RATE, channel_track, load_audio, load_channels, to_pcm16
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8765/v1/stream"
 
@@ -280,8 +281,15 @@ async def stream_file(
     vocabulary: Sequence[str] = (),
     track: str | None = None,
     diarize: bool = False,
+    split_channels: bool = True,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
+
+    A file of several channels (a stereo call recording, one party per channel) is streamed, with
+    `split_channels`, as one track per channel of one conversation, concurrently: tracks "ch1",
+    "ch2", … (`track-ch1`, … when `track` is given), so each final says which channel it heard;
+    the events of all channels are returned in the order they arrived. Without, channels are
+    mixed down.
 
     The file is decoded to 16 kHz mono and sent in `frame_ms` frames at `speed` times real time
     (0 or infinity: as fast as the connection takes them). Each frame leaves when its last sample
@@ -303,22 +311,38 @@ async def stream_file(
         raise ValueError(f"frame_ms must be positive, got {frame_ms}")
     if max_reconnects < 0:
         raise ValueError(f"max_reconnects must be >= 0, got {max_reconnects}")
-    samples = await asyncio.to_thread(load_audio, path, DEFAULT_SAMPLE_RATE)
-    stream = ResilientStream(
-        url,
-        to_pcm16(samples),
-        language=language,
-        speed=speed,
-        frame_ms=frame_ms,
-        vocabulary=vocabulary,
-        token=token,
-        conversation_id=conversation_id,
-        on_event=on_event,
-        max_reconnects=max_reconnects if reconnect else 0,
-        track=track,
-        diarize=diarize,
-    )
-    return await stream.run()
+    if split_channels:
+        channels = await asyncio.to_thread(load_channels, path, DEFAULT_SAMPLE_RATE)
+    else:
+        channels = [await asyncio.to_thread(load_audio, path, DEFAULT_SAMPLE_RATE)]
+    if len(channels) > 1 and conversation_id is None:
+        conversation_id = uuid.uuid4().hex  # every channel's stream joins this conversation
+    events: list[Event] = []
+
+    def seen(event: Event) -> None:
+        events.append(event)
+        if on_event is not None:
+            on_event(event)
+
+    streams = [
+        ResilientStream(
+            url,
+            to_pcm16(samples),
+            language=language,
+            speed=speed,
+            frame_ms=frame_ms,
+            vocabulary=vocabulary,
+            token=token,
+            conversation_id=conversation_id,
+            on_event=seen,
+            max_reconnects=max_reconnects if reconnect else 0,
+            track=channel_track(track, i) if len(channels) > 1 else track,
+            diarize=diarize,
+        )
+        for i, samples in enumerate(channels)
+    ]
+    await asyncio.gather(*(stream.run() for stream in streams))
+    return events
 
 
 _RETRYABLE: Final = frozenset(
