@@ -25,8 +25,9 @@ EMBED_SCHEDULER = SchedulerConfig(max_batch=32, max_wait_s=0.01)
 """The embedding service's micro-batcher: sentences are cheap, batches of up to 32 pay off."""
 
 
-def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngine:
-    """Load and warm up the ASR engine, with a CPU fallback (`FailoverAsr`) when one is wanted.
+def load_asr_engine(cfg: ServerConfig, model: str, cache_dir: Path | None = None) -> AsrEngine:
+    """Load and warm up the ASR engine of `model` (one of `cfg.language_models()`), with a CPU
+    fallback (`FailoverAsr`) when one is wanted.
 
     Blocking (seconds): call it in a thread. `cache_dir` is where built models are assembled
     (default: `<data_dir>/models`). With `inject_asr_fault_after` (tests only) the primary engine
@@ -39,7 +40,7 @@ def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngi
         fallback_wanted = cfg.asr_fallback != "off"
     fallback_workers = 2
     return load_serving_asr(
-        cfg.model,
+        model,
         device=cfg.device,
         compute_type=cfg.compute_type,
         cpu_threads=cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers),
