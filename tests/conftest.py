@@ -60,6 +60,19 @@ def speech_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    """The recorded speech (refs.json lists it): PALABRE_SHARED_AUDIO, default ../shared/audio of the
+    repository. Tests using it are marked `real_speech`; skipped when it is missing, failed in CI."""
+    folder = Path(os.environ.get("PALABRE_SHARED_AUDIO", REPO_ROOT.parent / "shared" / "audio"))
+    if not (folder / "refs.json").is_file():
+        message = f"no recorded speech in {folder} (set PALABRE_SHARED_AUDIO)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on a free loopback port for the whole session (`tests/postgresql.py`)."""
     if postgresql_bin() is None:
