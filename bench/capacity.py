@@ -49,6 +49,7 @@ measured on Palabre then on WhisperLive, so both see the same machine state.
 
     .venv/bin/python -m bench.capacity [--sizes 1,2,4,8,12,16] [--duration 40]
         [--servers palabre,whisperlive] [--model-dir DIR] [--audio-dir /work/shared/audio]
+        [--palabre-model tiny.en|default]
         [--scheduler batched|sequential] [--frame-ms 20] [--stagger 0.25] [--no-offline]
         [--out bench/out/capacity.json] [--plot docs/capacity.png] [--replot]
 
@@ -361,9 +362,10 @@ async def palabre_warm_up(url: str, ref: Reference) -> None:
             pass
 
 
-def start_palabre(workdir: Path, scheduler: str) -> tuple[Server, ServerProcess]:
-    """`palabre serve` (tiny.en, transcription only) as `bench/streams.py` starts it, watched."""
-    server = start_server("tiny.en", scheduler, ["--no-memory"], workdir)
+def start_palabre(workdir: Path, scheduler: str, model: str | None) -> tuple[Server, ServerProcess]:
+    """`palabre serve` (`model`, default tiny.en; None: the default server, tiny.en for English
+    beside base for the other languages; transcription only) as `bench/streams.py` starts it."""
+    server = start_server(model, scheduler, ["--no-memory"], workdir)
     return server, ServerProcess("palabre", server.proc, server.port, server.log_path)
 
 
@@ -810,6 +812,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir", type=Path, default=None, help="tiny.en CTranslate2 dir (default: bundled)"
     )
     parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO_DIR)
+    parser.add_argument(
+        "--palabre-model",
+        default="tiny.en",
+        help="Palabre's --model; 'default': none (the default server, tiny.en for English beside base)",
+    )
     parser.add_argument("--scheduler", choices=["batched", "sequential"], default="batched")
     parser.add_argument("--frame-ms", type=int, default=20, help="audio per WebSocket frame, both servers")
     parser.add_argument("--stagger", type=float, default=0.25, help="seconds between session starts")
@@ -849,7 +856,8 @@ async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) ->
     with tempfile.TemporaryDirectory(prefix="palabre-capacity-") as tmp:
         try:
             if "palabre" in args.servers:
-                palabre, servers["palabre"] = start_palabre(Path(tmp), args.scheduler)
+                model = None if args.palabre_model == "default" else args.palabre_model
+                palabre, servers["palabre"] = start_palabre(Path(tmp), args.scheduler, model)
                 urls["palabre"] = palabre.url
                 await palabre_warm_up(urls["palabre"], refs[0])
             if "whisperlive" in args.servers:

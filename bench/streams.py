@@ -166,8 +166,9 @@ def free_port() -> int:
         return port
 
 
-def start_server(model: str, mode: str, extra: list[str], workdir: Path) -> Server:
-    """Start `palabre serve` with `--scheduler mode` and wait until /healthz answers 200."""
+def start_server(model: str | None, mode: str, extra: list[str], workdir: Path) -> Server:
+    """Start `palabre serve` with `--scheduler mode` and wait until /healthz answers 200 (`model`
+    None: no `--model`, the default server's model per language group)."""
     script = Path(sys.executable).parent / "palabre"
     base = [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
     port = free_port()
@@ -182,8 +183,7 @@ def start_server(model: str, mode: str, extra: list[str], workdir: Path) -> Serv
         str(port),
         "--data-dir",
         str(data_dir),
-        "--model",
-        model,
+        *(("--model", model) if model is not None else ()),
         "--scheduler",
         mode,
         *extra,

@@ -89,6 +89,7 @@ __all__ = [
     "load_vad",
     "new_index",
     "set_index_threads",
+    "whisper_languages",
 ]
 
 Kind = Literal["asr", "vad", "embedder", "index", "llm", "ner", "speaker"]
@@ -152,6 +153,13 @@ def load_serving_asr(name: str, *, device: str = "auto", compute_type: str = "au
                       num_workers=fallback_workers, cache_dir=cache_dir)
     backup.warmup()
     return FailoverAsr(engine, backup)
+
+
+def whisper_languages() -> tuple[str, ...]:
+    """The language codes multilingual Whisper models know (``en``, ``fr``, ... 99 of them)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return tuple(_LANGUAGE_CODES)
 
 
 # --- vad ----------------------------------------------------------------------------------------

@@ -79,13 +79,12 @@ class App:
         }
         """WebSocket endpoints by path: each a transport given the hub, never the app."""
         self.started_at = time.monotonic()
-        self.asr_engine: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def load(self) -> None:
         """Load the models and open the store (`server.loading`); sessions may open afterwards."""
-        services, self.asr_engine = await load_services(
+        services = await load_services(
             self.config,
             metrics=self.metrics,
             publish=self.hub.publish,
@@ -125,16 +124,19 @@ class App:
     async def _healthz(self, _request: HttpRequest) -> HttpResponse:
         if self.services is None:
             return json_response(503, {"status": "loading"})
-        return json_response(200, {"status": "ok", "model": self.services.model_name})
+        return json_response(200, {"status": "ok", "model": self.services.asr.model_name})
 
     def switch_back(self) -> None:
         """Operator command (SIGUSR1): return the ASR to its primary engine after a failover."""
-        if isinstance(self.asr_engine, FailoverAsr):
-            self.asr_engine.switch_back()
+        if self.services is None:
+            return
+        for lane in self.services.asr.lanes:
+            if isinstance(lane.engine, FailoverAsr):
+                lane.engine.switch_back()
 
     def stats(self) -> dict[str, Any]:
         """Server figures: sessions, scheduler, process (`/v1/stats`, the dashboard)."""
-        return server_stats(self.hub, self.started_at, self.asr_engine)
+        return server_stats(self.hub, self.started_at)
 
     async def _stats(self, _request: HttpRequest) -> HttpResponse:
         return json_response(200, self.stats())

@@ -94,7 +94,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="postgresql://USER:PASSWORD@HOST:PORT/DB, shared by several front-ends "
         "(default: SQLite in the data dir)",
     )
-    parser.add_argument("--model", help="tiny.en, base, a CTranslate2 Whisper directory " + default("model"))
+    parser.add_argument(
+        "--model",
+        help="one model for every language: tiny.en, base, a CTranslate2 Whisper directory "
+        "(default: a model per language group, asr_models: en=tiny.en, *=base)",
+    )
     parser.add_argument("--device", help="auto, cpu or cuda " + default("device"))
     parser.add_argument("--compute-type", help="auto, int8, float16, ... " + default("compute_type"))
     parser.add_argument("--asr-workers", type=int, help="concurrent engine calls (0: auto)")

@@ -71,7 +71,14 @@ class ServerConfig:
     store: str | None = None
     """Where conversations are stored: None for SQLite in `data_dir` (one front-end), or a
     PostgreSQL server shared by several front-ends, `postgresql://USER:PASSWORD@HOST:PORT/DB`."""
-    model: str = "tiny.en"
+    model: str | None = None
+    """One Whisper model for every language (`tiny.en`, `base`, a CTranslate2 Whisper directory);
+    None: a model per language group, from `asr_models`."""
+    asr_models: tuple[str, ...] = ("en=tiny.en", "*=base")
+    """Without `model`: `LANGUAGE=MODEL` entries, `*` for every language not named. Each distinct
+    model is loaded at start with its own micro-batcher (an ASR lane); a session's requests go to
+    the lane of its language, and `auto` sessions to the lane of `*` (which detects the language of
+    each utterance)."""
     device: str = "auto"
     compute_type: str = "auto"
     asr_workers: int = 0
@@ -124,9 +131,47 @@ class ServerConfig:
     ray_embed_gpus: float = 0.0
     """With `ray_address`: the GPU fraction the embedding actor reserves (on a 24 GB card: 0.1)."""
 
+    def __post_init__(self) -> None:
+        if self.ray_address is not None and self.model is None:
+            raise ValueError(
+                "with ray_address (--ray) the ASR actor serves one model for every language: "
+                "set model (--model base for every language, --model tiny.en for English only)"
+            )
+
     @property
     def database_path(self) -> Path:
         return self.data_dir / "palabre.db"
+
+    def language_models(self) -> dict[str, str]:
+        """Language (or `ANY_LANGUAGE`) → model name: `model` for every language when it is set,
+        else the entries of `asr_models`."""
+        if self.model is not None:
+            return {ANY_LANGUAGE: self.model}
+        return parse_language_models(self.asr_models)
+
+
+ANY_LANGUAGE = "*"
+"""In `asr_models`: every language no other entry names."""
+
+
+def parse_language_models(entries: tuple[str, ...]) -> dict[str, str]:
+    """`("en=tiny.en", "*=base")` → `{"en": "tiny.en", "*": "base"}`; ValueError naming the bad
+    entry unless each is LANGUAGE=MODEL (a 2-3 letter code or `*`), each language named once."""
+    models: dict[str, str] = {}
+    for entry in entries:
+        language, equals, model = (part.strip() for part in entry.partition("="))
+        language = language.lower()
+        code = language == ANY_LANGUAGE or (
+            2 <= len(language) <= 3 and language.isascii() and language.isalpha()
+        )
+        if not (equals and model and code):
+            raise ValueError(f"expected LANGUAGE=MODEL (a 2-3 letter code or *), e.g. fr=base, not {entry!r}")
+        if language in models:
+            raise ValueError(f"language {language!r} is named twice")
+        models[language] = model
+    if not models:
+        raise ValueError("name at least one model, e.g. *=base")
+    return models
 
 
 def port_range(text: str) -> tuple[int, int]:

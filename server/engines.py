@@ -38,8 +38,9 @@ sessions' (GPU: one LSTM call; CPU: a GEMM instead of several GEMVs); its result
 the final is stored, so it waits little for company."""
 
 
-def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngine:
-    """Load and warm up the ASR engine, with a CPU fallback (`FailoverAsr`) when one is wanted.
+def load_asr_engine(cfg: ServerConfig, model: str, cache_dir: Path | None = None) -> AsrEngine:
+    """Load and warm up the ASR engine of `model` (one of `cfg.language_models()`), with a CPU
+    fallback (`FailoverAsr`) when one is wanted.
 
     Blocking (seconds): call it in a thread. `cache_dir` is where built models are assembled
     (default: `<data_dir>/models`). With `inject_asr_fault_after` (tests only) the primary engine
@@ -52,7 +53,7 @@ def load_asr_engine(cfg: ServerConfig, cache_dir: Path | None = None) -> AsrEngi
         fallback_wanted = cfg.asr_fallback != "off"
     fallback_workers = 2
     return load_serving_asr(
-        cfg.model,
+        model,
         device=cfg.device,
         compute_type=cfg.compute_type,
         cpu_threads=cfg.cpu_threads or max(1, (os.cpu_count() or 2) // workers),

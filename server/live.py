@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from server.asr_lanes import AsrLanes, UnsupportedLanguage
 from server.engines import Voice, voice_request
 from server.memory import Knowledge
 from server.model_service import BatchService
@@ -260,11 +261,10 @@ class LiveConversations:
 class SessionServices:
     """What every live session shares in the process."""
 
-    asr: BatchService[AsrJob, AsrOutput]
+    asr: AsrLanes
+    """The ASR lanes, one model per language group; each request goes to its language's lane."""
     vad: VadModel
     store: ConversationStore
-    model_name: str
-    multilingual: bool
     session_config: SessionConfig
     conversations: LiveConversations
     knowledge: Knowledge | None = None
@@ -331,16 +331,13 @@ class LiveSession:
         `commit()` or the length limit ends an utterance); None keeps the server's.
         """
         svc = self.services
-        if start.language not in (None, "en") and not svc.multilingual:
-            raise ProtocolError(
-                ErrorCode.BAD_START,
-                f"model {svc.model_name} is English-only; start the server with a multilingual model "
-                f"(e.g. --model base) for language {start.language!r}",
-            )
         if start.diarize and svc.speaker is None:
             raise ProtocolError(ErrorCode.BAD_START, "this server runs no speaker model: diarize is off")
+        try:
+            language = svc.asr.session_language(start.language)
+        except UnsupportedLanguage as error:
+            raise ProtocolError(ErrorCode.BAD_START, str(error)) from None
         self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
-        language = "en" if not svc.multilingual else start.language
         if start.conversation_id is not None and start.resume_after is not None:
             if not await svc.conversations.settle(start.conversation_id, RESUME_SETTLE_S):
                 log.warning(
@@ -378,7 +375,7 @@ class LiveSession:
             conversation_id=conversation.id,
             session_id=self.session_id,
             sample_rate=start.sample_rate,
-            model=svc.model_name,
+            model=svc.asr.model_for(language),
             time_offset=round(time_offset, 3),
             resume_from=await svc.store.last_end(self.tenant_id, conversation.id, start.track),
         )
@@ -519,7 +516,7 @@ class LiveSession:
             log.error("session %s: recognition failed: %s", self.session_id, error)
             if job.kind == "final":
                 self.outbox.put(Error(ErrorCode.INTERNAL, f"recognition of utterance {job.seq} failed"))
-                output = AsrOutput(text="", language=job.input.language or "")
+                output = AsrOutput(text="", language=job.input.language or "")  # "": no language
             else:
                 self._handle(session.on_dropped(job))
                 return
@@ -613,7 +610,7 @@ def _replayed_final(row: UtteranceRow) -> Final:
         text=row.text,
         start=row.start,
         end=row.end,
-        language=row.language or "",
+        language=row.language or None,
         seq=row.seq,
         track=row.track,
         speaker=row.speaker,

@@ -14,7 +14,16 @@ from typing import Protocol
 
 import numpy as np
 
-from models.registry import load_embedder, load_llm, load_ner, load_speaker, load_vad, set_index_threads
+from models.registry import (
+    load_embedder,
+    load_llm,
+    load_ner,
+    load_speaker,
+    load_vad,
+    set_index_threads,
+    whisper_languages,
+)
+from server.asr_lanes import AsrLane, AsrLanes, LanguageRoutes
 from server.config import ServerConfig
 from server.engines import asr_service, load_asr_engine, speaker_service
 from server.engines import embed_service as build_embed_service
@@ -27,8 +36,7 @@ from server.ray_services import ModelInfo
 from server.store_interface import ConversationStore, open_store
 from stream.answers import Passage, build_answer_request
 from stream.events import ServerEvent, Summary
-from stream.interfaces import AsrEngine, AsrOutput, Embedder, LlmEngine, VadModel
-from stream.session import AsrJob
+from stream.interfaces import Embedder, LlmEngine
 
 __all__ = ["load_services", "warm_up_answers"]
 
@@ -47,27 +55,15 @@ async def load_services(
     publish: Publish,
     observers: Sequence[SessionObserver],
     summary_observers: Sequence[Callable[[Summary], None]],
-) -> tuple[SessionServices, AsrEngine | ModelInfo]:
-    """Open the store, load the models, start their services; returns the services and the ASR
-    engine (or the Ray actor's description). `metrics` gets the hooks of every service,
+) -> SessionServices:
+    """Open the store, load the models, start their services. `metrics` gets the hooks of every service,
     `publish` sends memory's events to a conversation, `observers` see every session's events."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = await open_store(cfg.store, cfg.database_path, on_write=metrics.store_write_done)
     await store.ensure_tenant(cfg.tenant)
 
-    def load_models() -> tuple[AsrEngine, VadModel]:
-        return load_asr_engine(cfg), load_vad()
-
-    engine: AsrEngine | ModelInfo
-    asr: BatchService[AsrJob, AsrOutput]
-    if cfg.ray_address is not None:  # the model runs in a Ray actor shared by front-ends
-        from server.ray_services import remote_service
-
-        asr, engine = await remote_service("asr", cfg, metrics.batch_recorder("asr"))
-        vad = await asyncio.to_thread(load_vad)
-    else:
-        local, vad = await asyncio.to_thread(load_models)
-        asr, engine = asr_service(local, cfg, metrics.batch_recorder("asr")), local
+    asr = await _load_asr_lanes(cfg, metrics)
+    vad = await asyncio.to_thread(load_vad)
     knowledge = await _load_knowledge(cfg, store, metrics, publish, summary_observers) if cfg.memory else None
     speaker = None
     if cfg.speaker_model != "none":  # the speaker encoder: `start.diarize`
@@ -79,8 +75,6 @@ async def load_services(
         asr=asr,
         vad=vad,
         store=store,
-        model_name=engine.name,
-        multilingual=engine.multilingual,
         session_config=cfg.session,
         conversations=LiveConversations(),
         knowledge=knowledge,
@@ -89,14 +83,37 @@ async def load_services(
         publish=publish,
         on_speaker_wait=metrics.speaker_waited,
     )
-    log.info(
-        "ready: model %s on %s (%d workers), data in %s",
-        engine.name,
-        engine.device,
-        engine.concurrency,
-        cfg.data_dir,
+    for lane in asr.lanes:
+        log.info(
+            "ready: model %s for %s on %s (%d workers)",
+            lane.model,
+            ", ".join(asr.routes.languages_of(lane.model)),
+            lane.engine.device,
+            lane.engine.concurrency,
+        )
+    log.info("data in %s", cfg.data_dir)
+    return services
+
+
+async def _load_asr_lanes(cfg: ServerConfig, metrics: Metrics) -> AsrLanes:
+    """Every model of `cfg.language_models()`, each in its own lane (all loaded before serving);
+    with `--ray`, the one model of the shared Ray actor."""
+    models = cfg.language_models()
+    lanes: list[AsrLane] = []
+    on_batch = metrics.batch_recorder("asr")
+    if cfg.ray_address is not None:  # the model runs in a Ray actor shared by front-ends
+        from server.ray_services import remote_service
+
+        remote, info = await remote_service("asr", cfg, on_batch)
+        lanes.append(AsrLane(next(iter(models.values())), info, remote))
+    else:
+        for model in dict.fromkeys(models.values()):
+            engine = await asyncio.to_thread(load_asr_engine, cfg, model)
+            lanes.append(AsrLane(model, engine, asr_service(engine, cfg, on_batch)))
+    routes = LanguageRoutes(
+        models, {lane.model: lane.engine.multilingual for lane in lanes}, frozenset(whisper_languages())
     )
-    return services, engine
+    return AsrLanes(routes, lanes)
 
 
 async def _load_knowledge(

@@ -317,15 +317,21 @@ class _StateCollector(Collector):
             "Partial requests dropped: replaced by a newer one, or stale",
             labels=["model", "reason"],
         )
-        models: list[BatchService[Any, Any]] = [services.asr]
+        models: list[BatchService[Any, Any]] = [lane.service for lane in services.asr.lanes]
         knowledge = services.knowledge
         if knowledge is not None:
             models.append(knowledge.embed)
+        totals: dict[str, list[int]] = {}  # the ASR lanes add up under "asr"
         for service in models:
             scheduler = service.scheduler
-            depth.add_metric([service.name], scheduler.pending)
-            dropped.add_metric([service.name, "replaced"], scheduler.stats.replaced_partials)
-            dropped.add_metric([service.name, "stale"], scheduler.stats.dropped_partials)
+            total = totals.setdefault(service.name, [0, 0, 0])
+            total[0] += scheduler.pending
+            total[1] += scheduler.stats.replaced_partials
+            total[2] += scheduler.stats.dropped_partials
+        for name, (pending, replaced, stale) in totals.items():
+            depth.add_metric([name], pending)
+            dropped.add_metric([name, "replaced"], replaced)
+            dropped.add_metric([name, "stale"], stale)
         if knowledge is not None and knowledge.llm is not None:
             depth.add_metric(["llm"], knowledge.llm.pending)
         yield depth
@@ -433,5 +439,7 @@ async def readiness(app: MonitoredApp, timeout_s: float = READY_TIMEOUT_S) -> tu
         if name in detail:
             entry["detail"] = detail[name]
         report[name] = entry
+    if services is not None:
+        report["asr"]["lanes"] = services.asr.describe()  # which model serves which languages
     ready = all(up[name] for name, wanted in required.items() if wanted)
     return ready, report

@@ -224,7 +224,8 @@ def build_host(kind: Kind, config: ServerConfig) -> ModelHost[Any, Any]:
     from server.engines import asr_service, embed_service, load_asr_engine
 
     if kind == "asr":
-        engine = load_asr_engine(config, cache_dir=DEFAULT_CACHE_DIR.expanduser())
+        assert config.model is not None  # ServerConfig requires one model with ray_address
+        engine = load_asr_engine(config, config.model, cache_dir=DEFAULT_CACHE_DIR.expanduser())
         info = ModelInfo(engine.name, engine.device, engine.multilingual, engine.concurrency)
         return ModelHost(asr_service(engine, config), info)
     embedder = load_embedder(config.embedder, device=config.device)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from server.config import ServerConfig, port_range
+from server.config import ServerConfig, parse_language_models, port_range
 from server.gpu import GpuInfo
 from server.store_postgresql import is_postgresql, without_password
 
@@ -253,6 +253,14 @@ def _is_port_range(text: str) -> bool:
     return True
 
 
+def _are_language_models(entries: tuple[str, ...]) -> bool:
+    try:
+        parse_language_models(entries)
+    except ValueError:
+        return False
+    return True
+
+
 def _positive() -> Check:
     return (lambda v: v is None or v > 0, "must be more than 0")
 
@@ -264,6 +272,11 @@ CHECKS: dict[str, Check] = {
     "sip_rtp_ports": (lambda v: _is_port_range(v), "must be LOW-HIGH UDP ports, e.g. 20000-20999"),
     "log_level": (lambda v: v.upper() in LOG_LEVELS, "must be one of " + ", ".join(LOG_LEVELS)),
     "tenant": (lambda v: bool(v.strip()), "must not be empty"),
+    "asr_models": (
+        _are_language_models,
+        'must be LANGUAGE=MODEL entries (a 2-3 letter code or * for the others, each once), e.g. '
+        '["en=tiny.en", "*=base"]',
+    ),
     "store": (
         lambda v: v is None or is_postgresql(v),
         "must be a PostgreSQL URI, postgresql://USER:PASSWORD@HOST:PORT/DB (unset: SQLite in data_dir)",

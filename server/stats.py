@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from models.failover import FailoverAsr
+from server.asr_lanes import AsrLanes
 from server.model_service import BatchService
 from server.ray_services import RemoteModelService
 from server.sessions import SessionHub
@@ -16,29 +17,50 @@ from server.sessions import SessionHub
 __all__ = ["asr_status", "server_stats"]
 
 
-def server_stats(hub: SessionHub, started_at: float, asr_engine: Any) -> dict[str, Any]:
-    """Sessions, uptime, the ASR engine, its scheduler (once loaded) and the process."""
+def server_stats(hub: SessionHub, started_at: float) -> dict[str, Any]:
+    """Sessions, uptime, the ASR lanes, their schedulers (once loaded) and the process.
+
+    `scheduler.asr` is the first lane's micro-batcher (English on the default server); each entry
+    of `asr.lanes` has its own lane's."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    services = hub.services
     out: dict[str, Any] = {
         "sessions": len(hub),
         "uptime_s": round(time.monotonic() - started_at, 1),
-        "asr": asr_status(asr_engine),
+        "asr": asr_status(services.asr if services is not None else None),
         "process": {
             "rss_bytes": _current_rss(),
             "max_rss_bytes": usage.ru_maxrss * 1024,
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         },
     }
-    if hub.services is not None:
-        out["scheduler"] = {"asr": scheduler_stats(hub.services.asr)}
+    if services is not None:
+        out["scheduler"] = {"asr": scheduler_stats(services.asr.lanes[0].service)}
     return out
 
 
-def asr_status(engine: Any) -> dict[str, Any]:
-    """The ASR engine's device and failover state (None: still loading)."""
-    if engine is None:
+def asr_status(lanes: AsrLanes | None) -> dict[str, Any]:
+    """The ASR lanes (None: still loading): every model, `+`-joined, the first lane's device and
+    failover state, and `lanes`, each lane's model, languages, device, failover and scheduler."""
+    if lanes is None:
         return {"loaded": False}
-    out: dict[str, Any] = {"loaded": True, "model": engine.name, "device": engine.device}
+    described = lanes.describe()
+    for entry, lane in zip(described, lanes.lanes, strict=True):
+        entry.update(_failover(lane.engine))
+        entry["scheduler"] = scheduler_stats(lane.service)
+    first = lanes.lanes[0]
+    return {
+        "loaded": True,
+        "model": lanes.model_name,
+        "device": first.engine.device,
+        **_failover(first.engine),
+        "lanes": described,
+    }
+
+
+def _failover(engine: Any) -> dict[str, Any]:
+    """`{"failover": {...}}` for an engine with a CPU fallback, else {}."""
+    out: dict[str, Any] = {}
     if isinstance(engine, FailoverAsr):
         state = engine.state
         out["failover"] = {

@@ -191,7 +191,9 @@ class Final:
     text: str
     start: float
     end: float
-    language: str
+    language: str | None
+    """The language of the text: the session's, or the detected one; None when an `auto` session's
+    utterance held nothing to detect a language in (silence)."""
     seq: int
     """The utterance's position in its conversation, from 0."""
     track: str | None = None

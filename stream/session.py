@@ -250,7 +250,7 @@ class Session:
             text=result.text.strip(),
             start=self._seconds(start),
             end=self._seconds(end),
-            language=result.language,
+            language=result.language or None,  # None: nothing heard to detect a language in
             seq=seq,
             track=self.track,
         )

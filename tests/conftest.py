@@ -66,6 +66,19 @@ def speech_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    """The recorded speech (refs.json lists it): PALABRE_SHARED_AUDIO, default ../shared/audio of the
+    repository. Tests using it are marked `real_speech`; skipped when it is missing, failed in CI."""
+    folder = Path(os.environ.get("PALABRE_SHARED_AUDIO", REPO_ROOT.parent / "shared" / "audio"))
+    if not (folder / "refs.json").is_file():
+        message = f"no recorded speech in {folder} (set PALABRE_SHARED_AUDIO)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server on a free loopback port for the whole session (`tests/postgresql.py`)."""
     if postgresql_bin() is None:
@@ -89,7 +102,8 @@ def speech_manifest(speech_dir: Path) -> dict[str, Any]:
 class PalabreServer:
     """A `palabre serve` subprocess listening on 127.0.0.1."""
 
-    model: str
+    model: str | None
+    """The `--model` given; None: the default server (a model per language group)."""
     args: tuple[str, ...]
     port: int
     data_dir: Path
@@ -181,7 +195,7 @@ def server_command() -> list[str]:
 
 
 def start_server(
-    model: str,
+    model: str | None,
     args: tuple[str, ...],
     workdir: Path,
     *,
@@ -209,8 +223,7 @@ def start_server(
             str(port),
             "--data-dir",
             str(data_dir),
-            "--model",
-            model,
+            *(("--model", model) if model is not None else ()),
             *args,
         ]
         log_file.write(("$ " + " ".join(cmd) + "\n").encode())
@@ -249,9 +262,9 @@ class ServerPool:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.servers: dict[tuple[str, tuple[str, ...]], PalabreServer] = {}
+        self.servers: dict[tuple[str | None, tuple[str, ...]], PalabreServer] = {}
 
-    def get(self, model: str, args: tuple[str, ...]) -> PalabreServer:
+    def get(self, model: str | None, args: tuple[str, ...]) -> PalabreServer:
         """The running server for this configuration, started as needed.
 
         A server that died is replaced by a fresh one only once a test has failed for it: if no
@@ -308,14 +321,15 @@ def _server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPoo
 
 @pytest.fixture
 def palabre_server(_server_pool: ServerPool, request: pytest.FixtureRequest) -> Callable[..., PalabreServer]:
-    """A factory: `palabre_server(model="tiny.en", *extra_args)` → a running, healthy PalabreServer.
+    """A factory: `palabre_server(model="tiny.en", *extra_args)` → a running, healthy PalabreServer
+    (`model=None`: the default server, `tiny.en` for English and `base` for the other languages).
 
     Servers are shared across the session per (model, extra args); the ones a test used have their
     log tail attached to its report when it fails.
     """
     used = request.node.stash.setdefault(SERVERS_USED, [])
 
-    def get(model: str = "tiny.en", *args: str) -> PalabreServer:
+    def get(model: str | None = "tiny.en", *args: str) -> PalabreServer:
         server = _server_pool.get(model, tuple(args))
         if server not in used:
             used.append(server)

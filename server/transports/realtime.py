@@ -54,7 +54,7 @@ async def handle_realtime(
     translator = RealtimeTranslator(
         parse_handshake(ws.request.path, ws.request.headers),
         vad=services.session_config.segmenter,
-        multilingual=services.multilingual,
+        multilingual=services.asr.multilingual,
     )
     principal = principal_of(auth, ws.request)
     if principal is None or not principal.allows(Scope.STREAM):

@@ -277,9 +277,11 @@ FRENCH_MAX_WER = 0.35
 async def test_french_with_language_fr(
     palabre_server: Any, speech_dir: Path, speech_manifest: dict[str, Any]
 ) -> None:
-    """`base` with language "fr": French text within FRENCH_MAX_WER, finals tagged "fr"."""
-    server = palabre_server("base")
+    """The default server (no --model) with language "fr": `base` writes French text within
+    FRENCH_MAX_WER, finals tagged "fr"."""
+    server = palabre_server(None)
     result = await stream_file(server.url, speech_dir / "fr_meeting.wav", language="fr", speed=2)
+    assert result.ready.get("model") == "base", result.ready
     reference = speech_manifest["files"]["fr_meeting.wav"]["text"]
     assert result.types()[-1] == "closed", describe(result)
     assert result.spoken_finals, describe(result)
@@ -291,9 +293,10 @@ async def test_french_with_language_fr(
 
 
 async def test_french_detected_with_auto(palabre_server: Any, speech_dir: Path) -> None:
-    """`base` with language "auto" detects French on the French meeting."""
-    server = palabre_server("base")
+    """The default server with language "auto" detects French on the French meeting (on `base`)."""
+    server = palabre_server(None)
     result = await stream_file(server.url, speech_dir / "fr_meeting.wav", language="auto", speed=2)
+    assert result.ready.get("model") == "base", result.ready
     assert result.types()[-1] == "closed", describe(result)
     languages = [f["language"] for f in result.spoken_finals]
     assert languages, describe(result)

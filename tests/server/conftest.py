@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.asr_lanes import AsrLane, AsrLanes, LanguageRoutes
 from server.engines import embed_service
 from server.live import LiveConversations, SessionServices
 from server.model_service import ModelService
+from server.ray_services import ModelInfo
 from server.store import AsyncStore
 from stream.interfaces import AsrOutput
 from stream.scheduler import Scheduler, SchedulerConfig
@@ -29,15 +31,17 @@ async def services(tmp_path: Path) -> AsyncIterator[SessionServices]:
     asr = ModelService[AsrJob, AsrOutput](
         "asr", recognise, Scheduler[AsrJob](SchedulerConfig(max_wait_s=0)), 1
     )
-    asr.start()
+    lanes = AsrLanes(
+        LanguageRoutes({"*": "fake"}, {"fake": False}, frozenset({"en"})),
+        [AsrLane("fake", ModelInfo("fake", "cpu"), asr)],
+    )
+    lanes.start()
     store = await AsyncStore.open(tmp_path / "palabre.db")
     await store.ensure_tenant("default")
     yield SessionServices(
-        asr=asr,
+        asr=lanes,
         vad=EnergyVad(),  # type: ignore[arg-type]
         store=store,
-        model_name="fake",
-        multilingual=False,
         session_config=SessionConfig(),
         conversations=LiveConversations(),
     )

@@ -236,7 +236,7 @@ async def test_live_session_feeds_the_metrics(services: SessionServices) -> None
     app = fake_app(services, sessions=1)
     metrics = Metrics(app, nvml_opener=lambda: None)
     services.observers.append(metrics.observe)  # as server.loading builds them
-    services.asr.on_batch = metrics.batch_recorder("asr")
+    services.asr.lanes[0].service.on_batch = metrics.batch_recorder("asr")
     services.store.on_write = metrics.store_write_done
     sent: list[ServerEvent] = []
 

@@ -177,7 +177,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
     assert config.port == 9200  # flag
     assert config.scheduler.max_batch == 4  # environment over file
     assert config.host == "127.0.0.2"  # file over default
-    assert config.model == "tiny.en"  # default
+    assert config.model is None  # default: asr_models
     assert resolved.sources["port"] == "command line"
     assert resolved.sources["scheduler.max_batch"] == "environment PALABRE_SCHEDULER_MAX_BATCH"
     assert resolved.sources["host"] == str(path)

@@ -198,3 +198,15 @@ def test_the_vocabulary_prompt_goes_with_partials_and_finals_without_splitting_b
     plain = make()
     _, others = feed_in_frames(plain, np.concatenate([silence(0.2), tone(2.0), silence(1.0)]))
     assert {r.key for r in requests} == {r.key for r in others}  # the scheduler batches them together
+
+
+def test_auto_finals_carry_the_detected_language_or_none_on_silence() -> None:
+    s = Session("s1", "c1", EnergyVad(), language=None, config=SessionConfig(partials=False))  # type: ignore[arg-type]
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(1.0), tone(1.0), silence(1.0)]))
+    assert [r.payload.input.language for r in requests] == [None, None]  # detected by the recogniser
+    first = s.on_result(requests[0].payload, AsrOutput("Bonjour.", "fr")).events
+    second = s.on_result(requests[1].payload, AsrOutput("", "")).events  # nothing heard: no language
+    assert [(f.text, f.language) for f in first + second if isinstance(f, Final)] == [
+        ("Bonjour.", "fr"),
+        ("", None),
+    ]
