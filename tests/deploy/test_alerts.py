@@ -104,7 +104,8 @@ def exposed_names() -> set[str]:
     knowledge = SimpleNamespace(
         embed=model("embed"), llm=SimpleNamespace(pending=0), index_sizes=lambda: {"default": 1}
     )
-    services = SimpleNamespace(asr=model("asr"), knowledge=knowledge)
+    asr = SimpleNamespace(lanes=[SimpleNamespace(service=model("asr"))])
+    services = SimpleNamespace(asr=asr, knowledge=knowledge)
     app = SimpleNamespace(config=ServerConfig(), services=services, active_sessions=lambda: 0)
     metrics = Metrics(app, nvml_opener=Nvml)  # type: ignore[arg-type]
     metrics.batch_recorder("asr")
