@@ -76,6 +76,7 @@ async def load_services(
         conversations=LiveConversations(),
         knowledge=knowledge,
         observers=[*observers, metrics.observe],
+        ner=load_ner(),
     )
     log.info(
         "ready: model %s on %s (%d workers), data in %s",

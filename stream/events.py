@@ -84,6 +84,9 @@ class Start:
     """"webrtc": the audio comes over a WebRTC track negotiated with `webrtc.offer`."""
     vocabulary: tuple[str, ...] = ()
     """Names and terms the speakers use, given to the recogniser (`stream.vocabulary`)."""
+    redact: tuple[str, ...] = ()
+    """Kinds of spans replaced by a label in partials and finals before they are stored or sent
+    (`stream.redaction.REDACTION_KINDS`), on top of the tenant's own."""
 
 
 @dataclass(frozen=True, slots=True)
