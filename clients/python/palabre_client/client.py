@@ -98,12 +98,15 @@ class StreamSession:
         track: str | None = None,
         resume_after: int | None = None,
         vocabulary: Sequence[str] = (),
+        redact: Sequence[str] = (),
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
 
         `language` None means automatic detection ("auto"). `vocabulary`: names and terms the
-        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `token`, when
+        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `redact`: kinds
+        of personal data the server replaces by a label before storing or sending ("phone",
+        "email", "card", "iban", "person"). `token`, when
         given, is sent as `Authorization: Bearer <token>`. Raises `PalabreError`: with the
         server's code when it answers `start` with an `error` event, with a `ClientErrorCode` when
         the connection fails, closes or times out.
@@ -137,6 +140,8 @@ class StreamSession:
             start["resume_after"] = resume_after
         if vocabulary:
             start["vocabulary"] = list(vocabulary)
+        if redact:
+            start["redact"] = list(redact)
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -273,6 +278,7 @@ async def stream_file(
     reconnect: bool = True,
     max_reconnects: int = 3,
     vocabulary: Sequence[str] = (),
+    redact: Sequence[str] = (),
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -304,6 +310,7 @@ async def stream_file(
         speed=speed,
         frame_ms=frame_ms,
         vocabulary=vocabulary,
+        redact=redact,
         token=token,
         conversation_id=conversation_id,
         on_event=on_event,
@@ -356,12 +363,14 @@ class ResilientStream:
         on_event: Callable[[Event], None] | None = None,
         max_reconnects: int = 3,
         vocabulary: Sequence[str] = (),
+        redact: Sequence[str] = (),
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
         self._pcm = pcm
         self._language = language
         self._vocabulary = tuple(vocabulary)
+        self._redact = tuple(redact)
         self._token = token
         self._on_event = on_event
         self._bytes_per_second = DEFAULT_SAMPLE_RATE * 2
@@ -399,6 +408,7 @@ class ResilientStream:
                     self._next_url(),
                     language=self._language,
                     vocabulary=self._vocabulary,
+                    redact=self._redact,
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
