@@ -19,6 +19,7 @@ from typing import TextIO
 from server.audit import AuditAction
 from server.config import ServerConfig
 from server.store import ErasedConversation, Store, StoreError
+from stream.redaction import REDACTION_KINDS, check_redaction
 
 
 def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,14 +46,19 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     purge.add_argument("--tenant", help="only this tenant's conversations")
     tenant = sub.add_parser("tenant", help="tenant settings")
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
-    tenant_set = tenant_sub.add_parser("set", help="set a tenant's retention")
+    tenant_set = tenant_sub.add_parser("set", help="set a tenant's retention and redaction")
     tenant_set.add_argument("tenant", help="the tenant id")
     tenant_set.add_argument("--data-dir", type=Path, required=True, help="the server's data dir")
     tenant_set.add_argument(
         "--retention-days",
         type=int,
-        required=True,
         help="erase conversations this many days after their last utterance (0: keep for ever)",
+    )
+    tenant_set.add_argument(
+        "--redact",
+        type=_kinds,
+        help=f"kinds every session of the tenant redacts, comma-separated ({','.join(REDACTION_KINDS)}); "
+        "'' for none (sessions redact only what they ask)",
     )
     audit = sub.add_parser(
         "audit",
@@ -78,11 +84,7 @@ def run_data_command(args: argparse.Namespace, out: TextIO | None = None, err: T
             if args.command == "purge":
                 return _purge(store, args.before.timestamp(), args.tenant, out)
             if args.command == "tenant":
-                days = args.retention_days or None
-                store.set_retention(args.tenant, days)
-                kept = f"{days} days after their last utterance" if days else "for ever"
-                print(f"tenant {args.tenant} keeps its conversations {kept}", file=out)
-                return 0
+                return _tenant_set(store, args, out, err)
             if args.command == "audit":
                 for row in store.audit(args.tenant, max(args.limit, 1)):
                     print(json.dumps(asdict(row), ensure_ascii=False), file=out)
@@ -91,6 +93,30 @@ def run_data_command(args: argparse.Namespace, out: TextIO | None = None, err: T
     except (StoreError, ValueError) as error:
         print(f"palabre: {error}", file=err)
         return 2
+
+
+def _tenant_set(store: Store, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.retention_days is None and args.redact is None:
+        print("palabre: tenant set needs --retention-days, --redact, or both", file=err)
+        return 2
+    if args.retention_days is not None:
+        days = args.retention_days or None
+        store.set_retention(args.tenant, days)
+        kept = f"{days} days after their last utterance" if days else "for ever"
+        print(f"tenant {args.tenant} keeps its conversations {kept}", file=out)
+    if args.redact is not None:
+        store.set_redaction(args.tenant, args.redact)
+        redacted = ", ".join(args.redact) or "only what sessions ask"
+        print(f"tenant {args.tenant} redacts {redacted}", file=out)
+    return 0
+
+
+def _kinds(value: str) -> tuple[str, ...]:
+    """`--redact phone,email` → the kinds (argparse reports a bad one)."""
+    try:
+        return check_redaction([k.strip() for k in value.split(",") if k.strip()])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _erase(store: Store, conversation_id: str | None, tenant_id: str | None, out: TextIO, err: TextIO) -> int:

@@ -44,7 +44,8 @@ from stream.events import (
     SpeechStopped,
     Start,
 )
-from stream.interfaces import SAMPLE_RATE, AsrOutput, Audio, VadModel
+from stream.interfaces import SAMPLE_RATE, AsrOutput, Audio, EntityRecognizer, VadModel
+from stream.redaction import Redactor, check_redaction, redact_event
 from stream.scheduler import Request
 from stream.session import AsrJob, Output, Session, SessionConfig
 from stream.vocabulary import vocabulary_prompt
@@ -277,6 +278,8 @@ class SessionServices:
     event, the session to leave out)."""
     on_speaker_wait: Callable[[float], None] | None = None
     """Told how long each diarized final's commit waited for its voice (metrics)."""
+    ner: EntityRecognizer | None = None
+    """Finds the names a session redacts (`start.redact` with "person")."""
 
 
 class LiveSession:
@@ -312,6 +315,9 @@ class LiveSession:
         self._close_queued = False
         self.timing = SessionTiming()
         """When this session's audio arrived (for the final latency metric)."""
+        self.redactor = Redactor(())
+        """What this session's partials and finals lose before they are stored or sent
+        (`start.redact` and the tenant's kinds)."""
         self.replayed: list[Final] = []
         """For a resuming client (`start.resume_after`): the stored finals it has not received,
         to send right after `ready`."""
@@ -348,6 +354,8 @@ class LiveSession:
         except (ValueError, LookupError) as error:
             raise ProtocolError(ErrorCode.BAD_START, f"conversation_id: {error}") from None
         self.conversation_id = conversation.id
+        tenant_kinds = await svc.store.redaction(self.tenant_id)
+        self.redactor = Redactor(check_redaction([*start.redact, *tenant_kinds]), svc.ner)
         live, time_offset = await svc.conversations.join(svc.store, self.tenant_id, conversation.id)
         self._live = live
         config = svc.session_config
@@ -486,7 +494,7 @@ class LiveSession:
         for event in out.events:
             if isinstance(event, SpeechStopped) and self.session is not None:
                 self.timing.speech_stopped(event.utterance_id, event.end - self.session.time_offset)
-            self.outbox.put(event)
+            self.outbox.put(self._redacted(event))
         for request in out.requests:
             self.services.asr.submit(request, self._on_result)
             if request.payload.kind == "final" and self.start is not None and self.start.diarize:
@@ -505,6 +513,21 @@ class LiveSession:
         assert self.services.speaker is not None
         self.services.speaker.submit(voice_request(self.session_id, audio), done)
         return future
+
+    def _redacted(self, event: ServerEvent) -> ServerEvent | Deferred:
+        """A partial or final with its text redacted, before anything stores or sends it; when
+        names are redacted, the recogniser runs on a thread when the writer reaches the event."""
+        redactor = self.redactor
+        if not redactor or not isinstance(event, Partial | Final) or not event.text:
+            return event
+        language = (self.session.language if self.session is not None else None) or ""
+        if not redactor.needs_recognizer:
+            return redact_event(redactor, event, language)
+
+        async def redacted() -> list[ServerEvent]:
+            return [await asyncio.to_thread(redact_event, redactor, event, language)]
+
+        return redacted
 
     def _on_result(
         self, request: Request[AsrJob], output: AsrOutput | None, error: BaseException | None

@@ -36,11 +36,12 @@ from server.ray_services import ModelInfo
 from server.store_interface import ConversationStore, open_store
 from stream.answers import Passage, build_answer_request
 from stream.events import ServerEvent, Summary
-from stream.interfaces import Embedder, LlmEngine
+from stream.interfaces import Embedder, EntityRecognizer, LlmEngine
 
 __all__ = ["load_services", "warm_up_answers"]
 
 log = logging.getLogger("palabre")
+
 
 class Publish(Protocol):
     """Sends an event to the live sessions of a conversation, but `besides` (`SessionHub.publish`)."""
@@ -56,15 +57,21 @@ async def load_services(
     observers: Sequence[SessionObserver],
     summary_observers: Sequence[Callable[[Summary], None]],
 ) -> SessionServices:
-    """Open the store, load the models, start their services. `metrics` gets the hooks of every service,
-    `publish` sends memory's events to a conversation, `observers` see every session's events."""
+    """Open the store, load the models, start their services. `metrics` gets the hooks of every
+    service, `publish` sends memory's events to a conversation, `observers` see every session's
+    events."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     store = await open_store(cfg.store, cfg.database_path, on_write=metrics.store_write_done)
     await store.ensure_tenant(cfg.tenant)
 
     asr = await _load_asr_lanes(cfg, metrics)
     vad = await asyncio.to_thread(load_vad)
-    knowledge = await _load_knowledge(cfg, store, metrics, publish, summary_observers) if cfg.memory else None
+    ner = await asyncio.to_thread(load_ner)  # entity tagging, and names for `start.redact`
+    knowledge = (
+        await _load_knowledge(cfg, store, metrics, publish, summary_observers, ner if cfg.entities else None)
+        if cfg.memory
+        else None
+    )
     speaker = None
     if cfg.speaker_model != "none":  # the speaker encoder: `start.diarize`
         encoder = await asyncio.to_thread(load_speaker, cfg.speaker_model, device=cfg.device)
@@ -82,6 +89,7 @@ async def load_services(
         speaker=speaker,
         publish=publish,
         on_speaker_wait=metrics.speaker_waited,
+        ner=ner,
     )
     for lane in asr.lanes:
         log.info(
@@ -122,8 +130,9 @@ async def _load_knowledge(
     metrics: Metrics,
     publish: Publish,
     summary_observers: Sequence[Callable[[Summary], None]],
+    ner: EntityRecognizer | None,
 ) -> Knowledge:
-    """The embedder, the LLM and the conversation memory over them."""
+    """The embedder, the LLM and the conversation memory over them (`ner` tags entities)."""
     set_index_threads(1)  # single adds cost 0.1 ms on one thread, ~6 ms on two under load
     embedder: Embedder | ModelInfo
     embed_service: BatchService[str, np.ndarray]
@@ -151,7 +160,7 @@ async def _load_knowledge(
         cfg.data_dir / "index",
         llm_queue,
         publish=publish,
-        ner=load_ner() if cfg.entities else None,
+        ner=ner,
         summary_observers=list(summary_observers),
     )
     knowledge.start()

@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from stream.events import CONVERSATION_ID_RE, utterance_id
+from stream.redaction import check_redaction
 
 SummaryMethod = Literal["generative", "extractive"]
 ConversationStatus = Literal["live", "ended"]
@@ -199,6 +200,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 9: what a tenant's sessions always redact (a JSON array of `stream.redaction` kinds).
+    ("ALTER TABLE tenants ADD COLUMN redact TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(redact))",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -857,6 +860,19 @@ class Store:
             self._ensure_tenant(conn, tenant_id, self._clock())
             conn.execute("UPDATE tenants SET retention_days = ? WHERE id = ?", (days, tenant_id))
 
+    def set_redaction(self, tenant_id: str, kinds: Sequence[str]) -> None:
+        """Redact `kinds` (`stream.redaction.REDACTION_KINDS`) in every session of the tenant, on top
+        of what a session asks; none: only what sessions ask. The tenant is created if needed."""
+        kinds = check_redaction(list(kinds))
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, self._clock())
+            conn.execute("UPDATE tenants SET redact = ? WHERE id = ?", (json.dumps(kinds), tenant_id))
+
+    def redaction(self, tenant_id: str) -> tuple[str, ...]:
+        """The kinds every session of the tenant redacts (none for an unknown tenant)."""
+        row = self._conn.execute("SELECT redact FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+        return () if row is None else tuple(json.loads(row[0]))
+
     def retention(self) -> dict[str, int]:
         """Tenant → retention days, for the tenants that have one."""
         rows = self._conn.execute("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
@@ -1261,6 +1277,8 @@ class AsyncStore:
     conversation_ids = _OnStoreThread(Store.conversation_ids)
     add_audit = _OnStoreThread(Store.add_audit)
     retention = _OnStoreThread(Store.retention)
+    set_redaction = _OnStoreThread(Store.set_redaction)
+    redaction = _OnStoreThread(Store.redaction)
     set_retention = _OnStoreThread(Store.set_retention)
     conversations_idle_since = _OnStoreThread(Store.conversations_idle_since)
     audit = _OnStoreThread(Store.audit)

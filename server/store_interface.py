@@ -169,6 +169,12 @@ class ConversationStore(Protocol):
     async def set_retention(self, tenant_id: str, days: int | None) -> None:
         """Keep the tenant's conversations `days` days after their last utterance (None: for ever)."""
 
+    async def set_redaction(self, tenant_id: str, kinds: Sequence[str]) -> None:
+        """Redact `kinds` (`stream.redaction.REDACTION_KINDS`) in every session of the tenant."""
+
+    async def redaction(self, tenant_id: str) -> tuple[str, ...]:
+        """The kinds every session of the tenant redacts (none for an unknown tenant)."""
+
     async def retention(self) -> dict[str, int]:
         """Tenant → retention days, for the tenants that have one."""
 

@@ -44,6 +44,7 @@ from server.store import (
     UtteranceRow,
 )
 from stream.events import CONVERSATION_ID_RE, utterance_id
+from stream.redaction import check_redaction
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
@@ -167,6 +168,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 4: what a tenant's sessions always redact (SQLite's step 9).
+    ("ALTER TABLE tenants ADD COLUMN redact jsonb NOT NULL DEFAULT '[]'",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -740,6 +743,18 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await _ensure_tenant(conn, tenant_id, self._clock())
             await conn.execute("UPDATE tenants SET retention_days = $1 WHERE id = $2", days, tenant_id)
+
+    async def set_redaction(self, tenant_id: str, kinds: Sequence[str]) -> None:
+        """Redact `kinds` in every session of the tenant (see `Store.set_redaction`)."""
+        kinds = check_redaction(list(kinds))
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, self._clock())
+            await conn.execute("UPDATE tenants SET redact = $1 WHERE id = $2", list(kinds), tenant_id)
+
+    async def redaction(self, tenant_id: str) -> tuple[str, ...]:
+        """The kinds every session of the tenant redacts (none for an unknown tenant)."""
+        value = await self._pool.fetchval("SELECT redact FROM tenants WHERE id = $1", tenant_id)
+        return () if value is None else tuple(value)
 
     async def retention(self) -> dict[str, int]:
         """Tenant → retention days, for the tenants that have one."""

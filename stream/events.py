@@ -91,6 +91,9 @@ class Start:
     client_id: str | None = None
     """Who is streaming, as the client itself knows it (e.g. random per page load): a resuming
     `start` supersedes only the sessions of the same conversation, track and client id."""
+    redact: tuple[str, ...] = ()
+    """Kinds of spans replaced by a label in partials and finals before they are stored or sent
+    (`stream.redaction.REDACTION_KINDS`), on top of the tenant's own."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from stream.events import (
     WebRtcOffer,
     event_to_dict,
 )
+from stream.redaction import check_redaction
 from stream.vocabulary import check_vocabulary
 
 MAX_TEXT_BYTES = 65_536
@@ -125,6 +126,7 @@ def parse_start(obj: JsonObject) -> Start:
         vocabulary=_vocabulary(obj.get("vocabulary")),
         diarize=diarize,
         client_id=_client_id(obj.get("client_id")),
+        redact=_redact(obj.get("redact")),
     )
 
 
@@ -229,6 +231,16 @@ def _vocabulary(value: object) -> tuple[str, ...]:
         return ()
     try:
         return check_vocabulary(value)
+    except ValueError as error:
+        _bad_start(str(error))
+
+
+def _redact(value: object) -> tuple[str, ...]:
+    """The kinds of `redact` (`stream.redaction.check_redaction`); none when absent."""
+    if value is None:
+        return ()
+    try:
+        return check_redaction(value)
     except ValueError as error:
         _bad_start(str(error))
 

@@ -424,3 +424,27 @@ def test_bad_vocabulary_is_a_bad_start(vocabulary: object, says: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_client_text(start(vocabulary=vocabulary))
     assert info.value.code == ErrorCode.BAD_START and says in info.value.message and info.value.close is None
+
+
+# --- redact ----------------------------------------------------------------------------------------
+
+
+def test_start_redact() -> None:
+    message = parse_client_text(start(redact=["card", "phone", "email", "phone"]))
+    assert isinstance(message, Start) and message.redact == ("phone", "email", "card")
+    message = parse_client_text(start(redact=None))
+    assert isinstance(message, Start) and message.redact == ()
+
+
+@pytest.mark.parametrize(
+    ("redact", "says"),
+    [
+        ("phone,email", "redact must be a list"),
+        (["phone", "address"], "unknown kind 'address'"),
+        ([1], "unknown kind"),
+    ],
+)
+def test_bad_redact_is_a_bad_start(redact: object, says: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_client_text(start(redact=redact))
+    assert info.value.code == ErrorCode.BAD_START and says in info.value.message and info.value.close is None

@@ -212,6 +212,16 @@ async def test_retention_and_idle_conversations(store: ConversationStore) -> Non
         await store.set_retention("t", 0)
 
 
+async def test_redaction_kinds_of_a_tenant(store: ConversationStore) -> None:
+    assert await store.redaction("t") == ()
+    await store.set_redaction("t", ["card", "phone"])
+    assert await store.redaction("t") == ("phone", "card")
+    await store.set_redaction("t", [])
+    assert await store.redaction("t") == ()
+    with pytest.raises(ValueError):
+        await store.set_redaction("t", ["ssn"])
+
+
 async def test_audit_rows(store: ConversationStore) -> None:
     await store.ensure_tenant("t")
     first = await store.add_audit("t", "open", "export", "c", {"format": "vtt"})

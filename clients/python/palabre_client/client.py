@@ -100,14 +100,17 @@ class StreamSession:
         resume_after: int | None = None,
         vocabulary: Sequence[str] = (),
         diarize: bool = False,
+        redact: Sequence[str] = (),
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
 
         `language` None means automatic detection ("auto"). `vocabulary`: names and terms the
-        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `track` names
-        this audio's speaker or call leg; `diarize` asks the server to tell the speakers of this
-        audio apart (each final's `speaker` is then "S1", "S2", …). `token`, when given, is sent as
+        speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `redact`: kinds
+        of personal data the server replaces by a label before storing or sending ("phone",
+        "email", "card", "iban", "person"). `track` names this audio's speaker or call leg;
+        `diarize` asks the server to tell the speakers of this audio apart (each final's `speaker`
+        is then "S1", "S2", …). `token`, when given, is sent as
         `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
         answers `start` with an `error` event, with a `ClientErrorCode` when the connection fails,
         closes or times out.
@@ -143,6 +146,8 @@ class StreamSession:
             start["vocabulary"] = list(vocabulary)
         if diarize:
             start["diarize"] = True
+        if redact:
+            start["redact"] = list(redact)
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -282,6 +287,7 @@ async def stream_file(
     track: str | None = None,
     diarize: bool = False,
     split_channels: bool = True,
+    redact: Sequence[str] = (),
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -332,6 +338,7 @@ async def stream_file(
             speed=speed,
             frame_ms=frame_ms,
             vocabulary=vocabulary,
+            redact=redact,
             token=token,
             conversation_id=conversation_id,
             on_event=seen,
@@ -391,6 +398,7 @@ class ResilientStream:
         vocabulary: Sequence[str] = (),
         track: str | None = None,
         diarize: bool = False,
+        redact: Sequence[str] = (),
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
@@ -399,6 +407,7 @@ class ResilientStream:
         self._pcm = pcm
         self._language = language
         self._vocabulary = tuple(vocabulary)
+        self._redact = tuple(redact)
         self._token = token
         self._on_event = on_event
         self._bytes_per_second = DEFAULT_SAMPLE_RATE * 2
@@ -436,6 +445,7 @@ class ResilientStream:
                     self._next_url(),
                     language=self._language,
                     vocabulary=self._vocabulary,
+                    redact=self._redact,
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
