@@ -24,7 +24,7 @@ import pytest
 from palabre_client import stream_file
 from stream.interfaces import AsrInput
 from stream.redaction import Redactor
-from tests.e2e.test_vocabulary import espeak, write_wav
+from tests.e2e.test_vocabulary_e2e import espeak, write_wav
 
 pytestmark = pytest.mark.slow
 

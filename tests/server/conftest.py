@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.asr_lanes import AsrLane, AsrLanes, LanguageRoutes
 from server.engines import embed_service
 from server.live import LiveConversations, SessionServices
 from server.model_service import ModelService
-from server.ray_services import ModelInfo
 from server.store import AsyncStore
-from stream.interfaces import AsrOutput
-from stream.scheduler import Scheduler, SchedulerConfig
-from stream.session import AsrJob, SessionConfig
+from stream.session import SessionConfig
+from tests.server.asr_fakes import hearing
 from tests.server.memory_fakes import TENANT, WordEmbedder
 from tests.stream.fakes import EnergyVad
 
@@ -25,16 +22,7 @@ from tests.stream.fakes import EnergyVad
 async def services(tmp_path: Path) -> AsyncIterator[SessionServices]:
     """Session services without models: energy VAD, a recogniser that always hears "hello"."""
 
-    def recognise(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
-        return [AsrOutput(text="hello", language="en") for _ in jobs]
-
-    asr = ModelService[AsrJob, AsrOutput](
-        "asr", recognise, Scheduler[AsrJob](SchedulerConfig(max_wait_s=0)), 1
-    )
-    lanes = AsrLanes(
-        LanguageRoutes({"*": "fake"}, {"fake": False}, frozenset({"en"})),
-        [AsrLane("fake", ModelInfo("fake", "cpu"), asr)],
-    )
+    lanes = hearing("hello")
     lanes.start()
     store = await AsyncStore.open(tmp_path / "palabre.db")
     await store.ensure_tenant("default")
@@ -45,7 +33,7 @@ async def services(tmp_path: Path) -> AsyncIterator[SessionServices]:
         session_config=SessionConfig(),
         conversations=LiveConversations(),
     )
-    await asr.close()
+    await lanes.close()
     await store.close()
 
 

@@ -4,7 +4,7 @@ applied to partials and finals before the store and the client see them (fake re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from server.sessions import SessionHub
 from server.store import Store
 from stream.events import Final, Partial, ServerEvent, Start
 from stream.interfaces import Entity
+from tests.server.asr_fakes import hearing
 from tests.stream.fakes import pcm16, silence, tone
 
 SAID = "John Smith, call me at 06 12 34 56 78 or john dot smith at gmail dot com"
@@ -34,17 +35,7 @@ class Names:
 @pytest.fixture
 async def said(services: SessionServices) -> AsyncIterator[SessionServices]:
     """The conftest's services, with a recogniser that hears `SAID` and a names recogniser."""
-    from server.model_service import ModelService
-    from stream.interfaces import AsrOutput
-    from stream.scheduler import Scheduler, SchedulerConfig
-    from stream.session import AsrJob
-
-    def recognise(jobs: Sequence[AsrJob]) -> list[AsrOutput]:
-        return [AsrOutput(text=SAID, language="en") for _ in jobs]
-
-    asr = ModelService[AsrJob, AsrOutput](
-        "asr", recognise, Scheduler[AsrJob](SchedulerConfig(max_wait_s=0)), 1
-    )
+    asr = hearing(SAID)
     asr.start()
     yield replace(services, asr=asr, ner=Names())
     await asr.close()
