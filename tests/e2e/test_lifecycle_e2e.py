@@ -38,6 +38,11 @@ def request(server: PalabreServer, method: str, path: str) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
+PACED = ("--set", "limits.audio_rate_policy=pace")
+"""The files are sent as fast as the connection allows (`speed=0`): the server paces them rather
+than refusing audio faster than its rate limit."""
+
+
 def search(server: PalabreServer, q: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = server.get_json(
         "/v1/search?" + urllib.parse.urlencode({"q": q, "k": 20}), timeout=60
@@ -119,7 +124,7 @@ def test_erase_removes_a_conversation_from_reads_search_and_answers_also_after_a
     speech_dir: Path, workdir: Path
 ) -> None:
     data_dir = workdir / "data"
-    server = start_server("tiny.en", ("--data-dir", str(data_dir)), workdir)
+    server = start_server("tiny.en", ("--data-dir", str(data_dir), *PACED), workdir)
     try:
         meeting = asyncio.run(stream_file(server.url, speech_dir / "en_meeting.wav", speed=0))
         fox = asyncio.run(stream_file(server.url, speech_dir / "en_fox.wav", speed=0))
@@ -169,7 +174,7 @@ def test_erase_removes_a_conversation_from_reads_search_and_answers_also_after_a
         server.stop()
 
     # `palabre erase` on the store beside a running server; the restarted server reloads its index.
-    server = start_server("tiny.en", ("--data-dir", str(data_dir), "--llm", "none"), workdir)
+    server = start_server("tiny.en", ("--data-dir", str(data_dir), "--llm", "none", *PACED), workdir)
     try:
         absent(server, erased_id)
         assert any(h["conversation_id"] == kept_id for h in search(server, "quick brown fox"))
