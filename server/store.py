@@ -979,6 +979,11 @@ class AsyncStore:
     utterances = _OnStoreThread(Store.utterances)
     utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
     latest_summary = _OnStoreThread(Store.latest_summary)
+    utterance_page = _OnStoreThread(Store.utterance_page)
+
+    def utterance_feed(self, on_stored: Callable[[str, int], None], on_connected: Callable[[], None]) -> None:
+        """None: one process writes a SQLite file, and tells its memory of each final itself."""
+        return None
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

@@ -16,12 +16,20 @@ come from an identity column (a sequence: never reused, safe across connections)
 `open_conversation` with a new client-chosen id inserts with `ON CONFLICT DO NOTHING` and reads the
 owner back, so two front-ends creating one id race safely.
 
+Change feed. A trigger notifies `UTTERANCE_CHANNEL` of every inserted utterance (delivered when
+its transaction commits, to every listening front-end); `PostgresStore.utterance_feed` listens on a
+connection of its own and reconnects when it is lost. Notifications are not stored: one sent
+while a front-end was not listening is lost, so listeners also catch up from the table.
+
 Times are seconds since the Unix epoch (double precision); JSON columns are `jsonb`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -42,6 +50,14 @@ from server.store import (
     UtteranceRow,
 )
 from stream.events import CONVERSATION_ID_RE, utterance_id
+
+log = logging.getLogger(__name__)
+
+UtteranceNotified = Callable[[str, int], None]
+"""Told (tenant id, utterance row id) of an utterance committed by any front-end."""
+
+UTTERANCE_CHANNEL = "palabre_utterance"
+"""The channel on which every inserted utterance is notified, at its commit: "<row id> <tenant id>"."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
@@ -126,6 +142,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
         "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
+    ),
+    # 2: every committed utterance is announced on `UTTERANCE_CHANNEL` (the change feed).
+    (
+        f"""
+        CREATE FUNCTION palabre_utterance_stored() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{UTTERANCE_CHANNEL}', NEW.id::text || ' ' || NEW.tenant_id);
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER utterance_stored AFTER INSERT ON utterances
+        FOR EACH ROW EXECUTE FUNCTION palabre_utterance_stored()
+        """,
     ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
@@ -219,13 +250,14 @@ class PostgresStore:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        location: str,
+        dsn: str,
         clock: Callable[[], float],
         on_write: Callable[[str, float], None] | None,
     ) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._clock = clock
-        self.location = location
+        self.location = without_password(dsn)
         """The server's URI, without its password."""
         self.on_write = on_write
         """Called with (method name, seconds) after each write of `server.store.WRITE_OPS`."""
@@ -261,7 +293,7 @@ class PostgresStore:
         except _UNREACHABLE as error:
             await pool.close()
             raise StoreError(_describe(dsn, error)) from None
-        return cls(pool, without_password(dsn), clock, on_write)
+        return cls(pool, dsn, clock, on_write)
 
     async def close(self) -> None:
         """Close the pool once the calls in progress have finished."""
@@ -270,6 +302,10 @@ class PostgresStore:
     async def ping(self) -> None:
         """One trivial query: raises when the server cannot be reached (readiness)."""
         await self._pool.fetchval("SELECT 1")
+
+    def utterance_feed(self, on_stored: UtteranceNotified, on_connected: Callable[[], None]) -> UtteranceFeed:
+        """A feed of the utterances every front-end commits (call its `start`)."""
+        return UtteranceFeed(self._dsn, on_stored, on_connected)
 
     def _written(self, name: str, started: float) -> None:
         if self.on_write is not None and name in WRITE_OPS:
@@ -584,6 +620,68 @@ class PostgresStore:
         fields = dict(row)
         items = fields.pop("items")
         return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else items)
+
+
+class UtteranceFeed:
+    """LISTEN on `UTTERANCE_CHANNEL` on a connection of its own, reconnecting while it runs.
+
+    `on_stored(tenant_id, row_id)` is called for each notification; `on_connected()` after each
+    (re)connection, when notifications sent while it was not listening may have been missed.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        on_stored: UtteranceNotified,
+        on_connected: Callable[[], None],
+        *,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._on_stored = on_stored
+        self._on_connected = on_connected
+        self.retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start listening in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name="utterance-feed")
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+            except _UNREACHABLE as error:  # TimeoutError is an OSError
+                log.warning("%s; retrying in %.0f s", _describe(self._dsn, error), self.retry_s)
+                await asyncio.sleep(self.retry_s)
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn, event=lost: event.set())
+                await conn.add_listener(UTTERANCE_CHANNEL, self._notified)
+                self._on_connected()
+                await lost.wait()
+                log.warning("change feed of %s lost; reconnecting", without_password(self._dsn))
+            except _UNREACHABLE as error:
+                log.warning("change feed: %s", _describe(self._dsn, error))
+            finally:
+                conn.terminate()
+            await asyncio.sleep(self.retry_s)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        row_id, _, tenant_id = str(payload).partition(" ")
+        try:
+            self._on_stored(tenant_id, int(row_id))
+        except Exception:
+            log.exception("change feed: handling %r failed", payload)
 
 
 async def _ensure_tenant(conn: asyncpg.Connection, tenant_id: str, now: float) -> None:
