@@ -30,10 +30,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -46,12 +47,15 @@ from server.store import (
     StoreError,
     SummaryMethod,
     SummaryRow,
+    TokenRow,
     UtteranceConflict,
     UtteranceRow,
 )
 from stream.events import CONVERSATION_ID_RE, utterance_id
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 UtteranceNotified = Callable[[str, int], None]
 """Told (tenant id, utterance row id) of an utterance committed by any front-end."""
@@ -177,6 +181,8 @@ _UTTERANCE_COLUMNS = """
     id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
     entities, created_at
 """
+
+_TOKEN_COLUMNS = "id, tenant_id, scopes, created_at, revoked_at"
 
 _SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
 
@@ -621,6 +627,97 @@ class PostgresStore:
         items = fields.pop("items")
         return SummaryRow(**fields, items=_one_item(fields["text"]) if items is None else items)
 
+    # --- API tokens (only their hashes are stored; server/auth.py makes and hashes them) ---
+
+    async def create_token(self, tenant_id: str, token_hash: str, scopes: Sequence[str]) -> TokenRow:
+        """Store a new token's hash with its scopes (the tenant is created if needed).
+
+        Raises `StoreError` when the hash is already stored.
+        """
+        scope_list = sorted(set(scopes))
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, now)
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO api_tokens (tenant_id, token_hash, scopes, created_at)"
+                    f" VALUES ($1, $2, $3, $4) RETURNING {_TOKEN_COLUMNS}",
+                    tenant_id,
+                    token_hash,
+                    scope_list,
+                    now,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError("cannot store the token: its hash is already stored") from None
+        return _token(row)
+
+    async def list_tokens(self, tenant_id: str | None = None) -> list[TokenRow]:
+        """The tokens of one tenant (or of every tenant), revoked ones included, oldest first."""
+        rows = await self._pool.fetch(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY id",
+            tenant_id,
+        )
+        return [_token(row) for row in rows]
+
+    async def revoke_token(self, token_id: int) -> TokenRow | None:
+        """Revoke a token (again: no change); returns it as revoked, or None when there is none."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                self._clock(),
+                token_id,
+            )
+            row = await conn.fetchrow(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1", token_id)
+        return None if row is None else _token(row)
+
+    async def lookup_token(self, token_hash: str) -> TokenRow | None:
+        """The valid (not revoked) token with this hash, or None (one lookup in a unique index)."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            token_hash,
+        )
+        return None if row is None else _token(row)
+
+
+class BlockingTokenLookup:
+    """`PostgresStore.lookup_token` for synchronous callers (`server.auth.TokenAuthenticator`,
+    which runs on the event loop's thread): a store of its own, on a thread with its own event
+    loop. A call blocks its caller for one query (a round trip), at most `timeout_s`."""
+
+    def __init__(self, dsn: str, *, timeout_s: float = 2.0) -> None:
+        """Connect (raises `StoreError` when the database cannot be used)."""
+        self.timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="palabre-tokens", daemon=True)
+        self._thread.start()
+        try:
+            self._store = self._run(PostgresStore.open(dsn, min_size=1, max_size=4), 30.0)
+        except BaseException:
+            self._stop()
+            raise
+
+    def _run(self, work: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout_s)
+
+    def __call__(self, token_hash: str) -> TokenRow | None:
+        """The valid token with this hash, or None; `StoreError` when the database did not answer."""
+        try:
+            return self._run(self._store.lookup_token(token_hash), self.timeout_s)
+        except (*_UNREACHABLE, TimeoutError) as error:
+            raise StoreError(f"token lookup failed: {type(error).__name__}") from None
+
+    def close(self) -> None:
+        """Close the pool and stop the thread."""
+        try:
+            self._run(self._store.close(), 10.0)
+        except (*_UNREACHABLE, TimeoutError):
+            log.warning("the token store did not close cleanly")
+        self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
 
 class UtteranceFeed:
     """LISTEN on `UTTERANCE_CHANNEL` on a connection of its own, reconnecting while it runs.
@@ -704,6 +801,10 @@ async def _require_conversation(conn: asyncpg.Connection, tenant_id: str, conver
 
 def _one_item(text: str) -> list[dict[str, Any]]:
     return [{"text": text, "utterance_ids": [], "section": None}]
+
+
+def _token(row: asyncpg.Record) -> TokenRow:
+    return TokenRow(row["id"], row["tenant_id"], tuple(row["scopes"]), row["created_at"], row["revoked_at"])
 
 
 def _utterance(row: asyncpg.Record) -> UtteranceRow:
