@@ -11,6 +11,7 @@ import pytest
 
 from server.auth import Scope, TokenAuthenticator
 from server.cli import build_parser
+from server.store import StoreError, TokenRow
 from server.tokens import run_token_command
 from tests.postgresql import PostgresServer
 
@@ -56,3 +57,21 @@ def test_the_store_must_be_postgresql_and_its_password_is_never_echoed(
     bad = postgres_server.url("postgres", password="wrong-secret")
     status, _, err = token_command("list", "--store", bad)
     assert status == 2 and "wrong-secret" not in err and "***" in err
+
+
+def test_a_lookup_that_fails_refuses_without_caching_the_refusal() -> None:
+    answers: list[TokenRow | StoreError] = [
+        StoreError("token lookup failed: TimeoutError"),
+        TokenRow(7, "acme", ("read",), 0.0, None),
+    ]
+
+    def lookup(_hash: str) -> TokenRow | None:
+        answer = answers.pop(0)
+        if isinstance(answer, StoreError):
+            raise answer
+        return answer
+
+    auth = TokenAuthenticator(lookup, ttl_s=60)
+    assert auth.principal_of("plb_x") is None
+    principal = auth.principal_of("plb_x")
+    assert principal is not None and principal.token_id == 7
