@@ -12,8 +12,13 @@ Debian's initdb/pg_ctl (its defaults: fsync on), measured with `synchronous_comm
 commit is on disk: like SQLite FULL) and off (it survives a crash of the server process, not a
 power loss: like SQLite NORMAL).
 
+Then the cross-front-end visibility delay: two front-ends' stores on one PostgreSQL database,
+B's index following the change feed (`server.memory.index`) with the real embedder; sessions on
+A store finals (one every `--final-every` seconds each) and each final's delay from its commit
+on A to its being held by B's index (searchable on B) is printed (both in this process).
+
     python -m bench.store_write [--n 1000] [--writers 8] [--dir DIR] [--sessions 16,64]
-                                [--postgresql URL | --no-postgresql]
+                                [--postgresql URL | --no-postgresql] [--visibility 200]
 
 `--dir` is where the database is made (a temporary directory by default): the figures depend
 on that disk, above all with FULL.
@@ -32,6 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from server.memory.index import TenantIndexes
 from server.store import AsyncStore, Store, Synchronous
 from server.store_interface import ConversationStore
 from server.store_postgresql import PostgresStore
@@ -72,6 +78,44 @@ async def write_concurrently(store: ConversationStore, n: int, writers: int) -> 
     finally:
         await store.close()
     return latencies, len(latencies) / elapsed
+
+
+async def visibility(
+    url: str, n: int, sessions: int, final_every_s: float, embedder_name: str
+) -> list[float]:
+    """Commit on front-end A → held by front-end B's index, in ms, for `n` finals of `sessions`."""
+    from models.registry import load_embedder
+    from server.engines import embed_service
+
+    embedder = await asyncio.to_thread(load_embedder, embedder_name)
+    embed = embed_service(embedder)
+    embed.start()
+    a, b = await PostgresStore.open(url), await PostgresStore.open(url)
+    with tempfile.TemporaryDirectory() as folder:
+        index = TenantIndexes(b, embed, embedder.name, embedder.dim, Path(folder))
+        index.start()
+        held = await index.get("bench")
+        await asyncio.sleep(0.5)  # the feed is listening
+        delays: list[float] = []
+
+        async def session(s: int) -> None:
+            conversation = await a.open_conversation("bench", None, "en")
+            await asyncio.sleep(final_every_s * s / sessions)
+            for seq in range(n // sessions):
+                text = f"session {s} says utterance number {seq}, about the budget of the project."
+                row = await a.add_utterance("bench", conversation.id, seq, text, seq, seq + 1.5, "en")
+                committed = time.perf_counter()
+                while row.id not in held:
+                    await asyncio.sleep(0.002)
+                delays.append((time.perf_counter() - committed) * 1000)
+                await asyncio.sleep(final_every_s)
+
+        await asyncio.gather(*(session(s) for s in range(sessions)))
+        await index.close()
+    await embed.close()
+    await a.close()
+    await b.close()
+    return delays
 
 
 def run_direct(path: Path, n: int) -> list[float]:
@@ -129,6 +173,10 @@ def main() -> None:
     parser.add_argument("--sessions", default="16,64", help="concurrent sessions of the backend comparison")
     parser.add_argument("--postgresql", metavar="URL", help="a PostgreSQL database to use (emptied first)")
     parser.add_argument("--no-postgresql", action="store_true", help="SQLite figures only")
+    parser.add_argument("--visibility", type=int, default=200, help="finals of the visibility run (0: none)")
+    parser.add_argument("--visibility-sessions", type=int, default=16, help="sessions of the visibility run")
+    parser.add_argument("--final-every", type=float, default=1.0, help="seconds between a session's finals")
+    parser.add_argument("--embedder", default="minilm", help="B's embedder in the visibility run")
     args = parser.parse_args()
 
     print("$ python -m bench.store_write " + " ".join(sys.argv[1:]))
@@ -140,9 +188,18 @@ def main() -> None:
             report(f"AsyncStore synchronous={synchronous}, writers={writers}", ms)
         report("Store (no thread) synchronous=NORMAL", run_direct(Path(tmp) / "direct.db", args.n))
         if not args.no_postgresql:
-            sessions = [int(s) for s in args.sessions.split(",")]
+            sessions = [int(s) for s in args.sessions.split(",") if s]
             with postgresql_database(args.postgresql) as url:
-                compare_backends(Path(tmp), args.n, sessions, url)
+                if sessions:
+                    compare_backends(Path(tmp), args.n, sessions, url)
+                if args.visibility:
+                    ms = asyncio.run(
+                        visibility(
+                            url, args.visibility, args.visibility_sessions, args.final_every, args.embedder
+                        )
+                    )
+                    label = f"commit on A → searchable on B, sessions={args.visibility_sessions}"
+                    report(label, ms)
 
 
 @contextmanager

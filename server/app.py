@@ -194,7 +194,11 @@ async def run(config: ServerConfig) -> None:
     refusal = startup_refusal(config)
     if refusal is not None:
         raise SystemExit(f"palabre: {refusal}")
-    app = App(config, build_authenticator(config))
+    try:
+        auth = build_authenticator(config)
+    except StoreError as error:  # its message names the database, not its password
+        raise SystemExit(f"palabre: {error}") from None
+    app = App(config, auth)
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import re
 import secrets
 import time
@@ -29,10 +30,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from server.store import StoreError
+
 if TYPE_CHECKING:
     from server.config import ServerConfig
     from server.store import Store, TokenRow
     from stream.events import Ask
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "plb_"
 """Every API token starts with this (so that secret scanners and people recognise one)."""
@@ -162,12 +167,24 @@ class TokenAuthenticator:
 
     @classmethod
     def open(cls, database_path: Path, *, ttl_s: float = 5.0) -> TokenAuthenticator:
-        """An authenticator over the store at `database_path` (created and migrated if needed)."""
+        """An authenticator over the SQLite store at `database_path` (created and migrated if needed)."""
         from server.store import Store
 
         database_path.parent.mkdir(parents=True, exist_ok=True)
         store: Store = Store.open(database_path)
         return cls(store.lookup_token, ttl_s=ttl_s, close=store.close)
+
+    @classmethod
+    def open_postgresql(cls, location: str, *, ttl_s: float = 5.0) -> TokenAuthenticator:
+        """An authenticator over the PostgreSQL store at `location` that front-ends share: a
+        token created once works on each, and each sees a revocation within `ttl_s`. A lookup
+        blocks the event loop for one query, once per token per `ttl_s`; when the database does
+        not answer (within 2 s) the request is refused and nothing is cached.
+        """
+        from server.store_postgresql import BlockingTokenLookup
+
+        lookup = BlockingTokenLookup(location)
+        return cls(lookup, ttl_s=ttl_s, close=lookup.close)
 
     def close(self) -> None:
         """Close the database connection of `open()`."""
@@ -188,7 +205,11 @@ class TokenAuthenticator:
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        row = self._lookup(key)
+        try:
+            row = self._lookup(key)
+        except StoreError as error:  # not cached: the next request asks again
+            log.warning("authentication refused: %s", error)
+            return None
         principal = None
         if row is not None:
             scopes = frozenset(Scope(s) for s in row.scopes if s in _SCOPE_NAMES)
@@ -209,6 +230,8 @@ def authenticate_token(auth: Authenticator, token: str | None) -> Principal | No
 def build_authenticator(config: ServerConfig) -> Authenticator:
     """`TokenAuthenticator` over the server's database with `config.auth`, else `OpenAccess`."""
     if config.auth:
+        if config.store is not None:
+            return TokenAuthenticator.open_postgresql(config.store, ttl_s=config.auth_cache_s)
         return TokenAuthenticator.open(config.database_path, ttl_s=config.auth_cache_s)
     return OpenAccess(config.tenant)
 
@@ -233,12 +256,6 @@ def startup_refusal(config: ServerConfig) -> str | None:
             f"refusing to serve on {config.host}: without --auth every caller would have full "
             "access. Start with --auth (create tokens with `palabre token create`), or bind "
             "to 127.0.0.1 behind a proxy that authenticates."
-        )
-    if config.auth and config.store is not None:
-        return (
-            "--auth reads API tokens from the SQLite database of the data dir, which front-ends "
-            "sharing a PostgreSQL store do not share: --auth with --store is not supported yet. "
-            "Authenticate in a proxy in front of the front-ends, bound to 127.0.0.1."
         )
     if config.auth and config.audiosocket_port is not None and not config.audiosocket_token:
         return (

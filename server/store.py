@@ -1282,6 +1282,11 @@ class AsyncStore:
     set_retention = _OnStoreThread(Store.set_retention)
     conversations_idle_since = _OnStoreThread(Store.conversations_idle_since)
     audit = _OnStoreThread(Store.audit)
+    utterance_page = _OnStoreThread(Store.utterance_page)
+
+    def utterance_feed(self, on_stored: Callable[[str, int], None], on_connected: Callable[[], None]) -> None:
+        """None: one process writes a SQLite file, and tells its memory of each final itself."""
+        return None
 
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""

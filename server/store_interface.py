@@ -36,8 +36,21 @@ from server.store import (
 )
 from server.store_postgresql import PostgresStore, is_postgresql
 
+UtteranceNotified = Callable[[str, int], None]
+"""Told (tenant id, utterance row id) of an utterance committed by any front-end."""
+
 WriteObserver = Callable[[str, float], None]
 """Called with (method name, seconds the write took) after each write of live sessions (metrics)."""
+
+
+class ChangeFeed(Protocol):
+    """Notifications of the utterances committed by every front-end sharing the database."""
+
+    def start(self) -> None:
+        """Start listening in the background (reconnecting when the connection is lost)."""
+
+    async def close(self) -> None:
+        """Stop listening."""
 
 
 class ConversationStore(Protocol):
@@ -142,6 +155,11 @@ class ConversationStore(Protocol):
     async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
         """The summary stored last, or None."""
 
+    async def utterance_page(
+        self, tenant_id: str, after_id: int = 0, limit: int = 1000
+    ) -> list[UtteranceRow]:
+        """Up to `limit` of the tenant's utterances with row id above `after_id`, in id order."""
+
     def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """Every utterance of the tenant in id order, page by page (to rebuild an index)."""
 
@@ -198,6 +216,12 @@ class ConversationStore(Protocol):
         self, tenant_id: str | None, limit: int = 100, before_id: int | None = None
     ) -> list[AuditRow]:
         """The latest audited actions, newest first, with id below `before_id` when given."""
+    def utterance_feed(
+        self, on_stored: UtteranceNotified, on_connected: Callable[[], None]
+    ) -> ChangeFeed | None:
+        """A feed of the utterances other front-ends commit, or None when only this process
+        writes the database (SQLite). `on_connected` is called after each (re)connection, when
+        notifications may have been missed (the caller then catches up from the store)."""
 
 
 async def open_store(

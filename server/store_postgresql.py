@@ -16,16 +16,25 @@ come from an identity column (a sequence: never reused, safe across connections)
 `open_conversation` with a new client-chosen id inserts with `ON CONFLICT DO NOTHING` and reads the
 owner back, so two front-ends creating one id race safely.
 
+Change feed. A trigger notifies `UTTERANCE_CHANNEL` of every inserted utterance (delivered when
+its transaction commits, to every listening front-end); `PostgresStore.utterance_feed` listens on a
+connection of its own and reconnects when it is lost. Notifications are not stored: one sent
+while a front-end was not listening is lost, so listeners also catch up from the table.
+
 Times are seconds since the Unix epoch (double precision); JSON columns are `jsonb`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -40,11 +49,22 @@ from server.store import (
     StoreError,
     SummaryMethod,
     SummaryRow,
+    TokenRow,
     UtteranceConflict,
     UtteranceRow,
 )
 from stream.events import CONVERSATION_ID_RE, utterance_id
 from stream.redaction import check_redaction
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+UtteranceNotified = Callable[[str, int], None]
+"""Told (tenant id, utterance row id) of an utterance committed by any front-end."""
+
+UTTERANCE_CHANNEL = "palabre_utterance"
+"""The channel on which every inserted utterance is notified, at its commit: "<row id> <tenant id>"."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
@@ -170,6 +190,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: what a tenant's sessions always redact (SQLite's step 9).
     ("ALTER TABLE tenants ADD COLUMN redact jsonb NOT NULL DEFAULT '[]'",),
+    # 5: every committed utterance is announced on `UTTERANCE_CHANNEL` (the change feed).
+    (
+        f"""
+        CREATE FUNCTION palabre_utterance_stored() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{UTTERANCE_CHANNEL}', NEW.id::text || ' ' || NEW.tenant_id);
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER utterance_stored AFTER INSERT ON utterances
+        FOR EACH ROW EXECUTE FUNCTION palabre_utterance_stored()
+        """,
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -189,6 +224,8 @@ _UTTERANCE_COLUMNS = """
     id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
     entities, created_at
 """
+
+_TOKEN_COLUMNS = "id, tenant_id, scopes, created_at, revoked_at"
 
 _SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
 
@@ -262,13 +299,14 @@ class PostgresStore:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        location: str,
+        dsn: str,
         clock: Callable[[], float],
         on_write: Callable[[str, float], None] | None,
     ) -> None:
         self._pool = pool
+        self._dsn = dsn
         self._clock = clock
-        self.location = location
+        self.location = without_password(dsn)
         """The server's URI, without its password."""
         self.on_write = on_write
         """Called with (method name, seconds) after each write of `server.store.WRITE_OPS`."""
@@ -304,7 +342,7 @@ class PostgresStore:
         except _UNREACHABLE as error:
             await pool.close()
             raise StoreError(_describe(dsn, error)) from None
-        return cls(pool, without_password(dsn), clock, on_write)
+        return cls(pool, dsn, clock, on_write)
 
     async def close(self) -> None:
         """Close the pool once the calls in progress have finished."""
@@ -313,6 +351,10 @@ class PostgresStore:
     async def ping(self) -> None:
         """One trivial query: raises when the server cannot be reached (readiness)."""
         await self._pool.fetchval("SELECT 1")
+
+    def utterance_feed(self, on_stored: UtteranceNotified, on_connected: Callable[[], None]) -> UtteranceFeed:
+        """A feed of the utterances every front-end commits (call its `start`)."""
+        return UtteranceFeed(self._dsn, on_stored, on_connected)
 
     def _written(self, name: str, started: float) -> None:
         if self.on_write is not None and name in WRITE_OPS:
@@ -814,6 +856,158 @@ class PostgresStore:
             limit,
         )
         return [AuditRow(**dict(row)) for row in rows]
+    # --- API tokens (only their hashes are stored; server/auth.py makes and hashes them) ---
+
+    async def create_token(self, tenant_id: str, token_hash: str, scopes: Sequence[str]) -> TokenRow:
+        """Store a new token's hash with its scopes (the tenant is created if needed).
+
+        Raises `StoreError` when the hash is already stored.
+        """
+        scope_list = sorted(set(scopes))
+        now = self._clock()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, now)
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO api_tokens (tenant_id, token_hash, scopes, created_at)"
+                    f" VALUES ($1, $2, $3, $4) RETURNING {_TOKEN_COLUMNS}",
+                    tenant_id,
+                    token_hash,
+                    scope_list,
+                    now,
+                )
+            except asyncpg.UniqueViolationError:
+                raise StoreError("cannot store the token: its hash is already stored") from None
+        return _token(row)
+
+    async def list_tokens(self, tenant_id: str | None = None) -> list[TokenRow]:
+        """The tokens of one tenant (or of every tenant), revoked ones included, oldest first."""
+        rows = await self._pool.fetch(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY id",
+            tenant_id,
+        )
+        return [_token(row) for row in rows]
+
+    async def revoke_token(self, token_id: int) -> TokenRow | None:
+        """Revoke a token (again: no change); returns it as revoked, or None when there is none."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                self._clock(),
+                token_id,
+            )
+            row = await conn.fetchrow(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1", token_id)
+        return None if row is None else _token(row)
+
+    async def lookup_token(self, token_hash: str) -> TokenRow | None:
+        """The valid (not revoked) token with this hash, or None (one lookup in a unique index)."""
+        row = await self._pool.fetchrow(
+            f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+            token_hash,
+        )
+        return None if row is None else _token(row)
+
+
+class BlockingTokenLookup:
+    """`PostgresStore.lookup_token` for synchronous callers (`server.auth.TokenAuthenticator`,
+    which runs on the event loop's thread): a store of its own, on a thread with its own event
+    loop. A call blocks its caller for one query (a round trip), at most `timeout_s`."""
+
+    def __init__(self, dsn: str, *, timeout_s: float = 2.0) -> None:
+        """Connect (raises `StoreError` when the database cannot be used)."""
+        self.timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="palabre-tokens", daemon=True)
+        self._thread.start()
+        try:
+            self._store = self._run(PostgresStore.open(dsn, min_size=1, max_size=4), 30.0)
+        except BaseException:
+            self._stop()
+            raise
+
+    def _run(self, work: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout_s)
+
+    def __call__(self, token_hash: str) -> TokenRow | None:
+        """The valid token with this hash, or None; `StoreError` when the database did not answer."""
+        try:
+            return self._run(self._store.lookup_token(token_hash), self.timeout_s)
+        except (*_UNREACHABLE, TimeoutError) as error:
+            raise StoreError(f"token lookup failed: {type(error).__name__}") from None
+
+    def close(self) -> None:
+        """Close the pool and stop the thread."""
+        try:
+            self._run(self._store.close(), 10.0)
+        except (*_UNREACHABLE, TimeoutError):
+            log.warning("the token store did not close cleanly")
+        self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+class UtteranceFeed:
+    """LISTEN on `UTTERANCE_CHANNEL` on a connection of its own, reconnecting while it runs.
+
+    `on_stored(tenant_id, row_id)` is called for each notification; `on_connected()` after each
+    (re)connection, when notifications sent while it was not listening may have been missed.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        on_stored: UtteranceNotified,
+        on_connected: Callable[[], None],
+        *,
+        retry_s: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._on_stored = on_stored
+        self._on_connected = on_connected
+        self.retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start listening in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name="utterance-feed")
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen(self) -> None:
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=10)
+            except _UNREACHABLE as error:  # TimeoutError is an OSError
+                log.warning("%s; retrying in %.0f s", _describe(self._dsn, error), self.retry_s)
+                await asyncio.sleep(self.retry_s)
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn, event=lost: event.set())
+                await conn.add_listener(UTTERANCE_CHANNEL, self._notified)
+                self._on_connected()
+                await lost.wait()
+                log.warning("change feed of %s lost; reconnecting", without_password(self._dsn))
+            except _UNREACHABLE as error:
+                log.warning("change feed: %s", _describe(self._dsn, error))
+            finally:
+                conn.terminate()
+            await asyncio.sleep(self.retry_s)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        row_id, _, tenant_id = str(payload).partition(" ")
+        try:
+            self._on_stored(tenant_id, int(row_id))
+        except Exception:
+            log.exception("change feed: handling %r failed", payload)
 
 
 async def _ensure_tenant(conn: asyncpg.Connection, tenant_id: str, now: float) -> None:
@@ -836,6 +1030,10 @@ async def _require_conversation(conn: asyncpg.Connection, tenant_id: str, conver
 
 def _one_item(text: str) -> list[dict[str, Any]]:
     return [{"text": text, "utterance_ids": [], "section": None}]
+
+
+def _token(row: asyncpg.Record) -> TokenRow:
+    return TokenRow(row["id"], row["tenant_id"], tuple(row["scopes"]), row["created_at"], row["revoked_at"])
 
 
 def _utterance(row: asyncpg.Record) -> UtteranceRow:

@@ -144,9 +144,7 @@ def parse_ask(obj: JsonObject) -> Ask:
         raise ProtocolError(ErrorCode.BAD_ASK, f"question longer than {MAX_QUESTION_CHARS} characters")
     scope = obj.get("scope", "conversation")
     if scope not in ("conversation", "tenant"):
-        raise ProtocolError(
-            ErrorCode.BAD_ASK, f"scope must be 'conversation' or 'tenant', not {show(scope)}"
-        )
+        raise ProtocolError(ErrorCode.BAD_ASK, f"scope must be 'conversation' or 'tenant', not {show(scope)}")
     conversation_id = obj.get("conversation_id")
     if conversation_id is not None and (
         not isinstance(conversation_id, str) or not CONVERSATION_ID_RE.fullmatch(conversation_id)
@@ -249,9 +247,7 @@ def _conversation_id(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not CONVERSATION_ID_RE.fullmatch(value):
-        _bad_start(
-            f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {show(value)}"
-        )
+        _bad_start(f"conversation_id must be 1-128 of [A-Za-z0-9_.-] (alphanumeric first), not {show(value)}")
     return value
 
 

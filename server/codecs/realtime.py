@@ -78,7 +78,6 @@ BETA_HEADER_VALUE = "realtime=v1"
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
 
-
 # --- errors --------------------------------------------------------------------------------------
 
 ERROR_TYPES: dict[ErrorCode, tuple[str, str]] = {
@@ -175,8 +174,8 @@ GA_FORMATS: dict[str, AudioFormat] = {"audio/pcm": PCM16, "audio/pcmu": G711_ULA
 class Transcription:
     """`input_audio_transcription` (beta) / `audio.input.transcription` (ga).
 
-    `language` and `prompt` change what Palabre does (the prompt is given to the recogniser as
-the session's vocabulary, `stream.vocabulary`); `model` is echoed back.
+        `language` and `prompt` change what Palabre does (the prompt is given to the recogniser as
+    the session's vocabulary, `stream.vocabulary`); `model` is echoed back.
     """
 
     model: str = DEFAULT_TRANSCRIPTION_MODEL

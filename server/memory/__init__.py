@@ -91,7 +91,9 @@ class Knowledge:
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start summarising, and following other front-ends' finals when the store is shared."""
         self.summaries.start()
+        self.indexes.start()
 
     async def close(self) -> None:
         """Stop summarising and tagging, finish indexing, save the indexes."""

@@ -13,12 +13,20 @@
   made by another process (`palabre erase` beside the server) reaches this one too. Searches
   only ever return rows the store still holds, so an erased utterance is never a result even
   before its vector leaves.
+* With a store shared by several front-ends (PostgreSQL), each front-end's indexes also follow
+  the finals the others commit (`start`): the store's change feed names each committed row, which
+  is read and embedded here; every `catch_up_s` (and after the feed reconnects) the rows above a
+  cursor are read again, so a notification missed is caught up. Row ids are allocated before
+  commit, so a row may commit after a higher one: the cursor only passes an id `grace_s` after it
+  was first seen (every write is one short transaction), and rows already held are skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +37,7 @@ from models.registry import load_index, new_index
 from server.memory.tasks import TaskSet
 from server.model_service import BatchService
 from server.store import UtteranceRow
-from server.store_interface import ConversationStore
+from server.store_interface import ChangeFeed, ConversationStore
 from stream.interfaces import IndexFileError, VectorIndex
 from stream.scheduler import Request
 
@@ -53,6 +61,11 @@ def embed_request(tenant_id: str, text: str) -> Request[str]:
     )
 
 
+LOAD_LOOKBACK = 1000
+"""At load, the catch-up cursor starts this many rows before the tenant's last (rows that were
+still committing while it loaded)."""
+
+
 class TenantIndexes:
     """The per-tenant vector indexes over the store's utterances."""
 
@@ -67,7 +80,11 @@ class TenantIndexes:
         save_every: int = 25,
         ivf_threshold: int = 20_000,
         loaded: Sequence[TenantLoaded] = (),
+        catch_up_s: float = 2.0,
+        grace_s: float = 30.0,
     ) -> None:
+        """`catch_up_s`, `grace_s`: how often rows of other front-ends are read again, and for
+        how long after it is first seen an id stays in the range read (see the module's doc)."""
         self.store = store
         self.embed = embed
         self.embedder_name = embedder_name
@@ -84,11 +101,35 @@ class TenantIndexes:
         self._tasks = TaskSet()
         self._pending: dict[str, set[asyncio.Task[None]]] = {}
         """Conversation id → its finals still being indexed."""
+        self._adding: dict[int, asyncio.Future[None]] = {}
+        """Utterance row id → done when its addition (by whichever path) has finished."""
+        self.catch_up_s = catch_up_s
+        self.grace_s = grace_s
+        self._feed: ChangeFeed | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._notified_ids: dict[str, set[int]] = {}
+        self._rescan: set[str] = set()
+        self._catching_up: set[str] = set()
+        self._cursor: dict[str, int] = {}
+        self._marks: dict[str, deque[tuple[float, int]]] = {}
+        """Tenant → (when, highest row id read then), oldest first: the cursor's next positions."""
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Follow the finals other front-ends commit, when the store is shared (else nothing)."""
+        self._feed = self.store.utterance_feed(self._notified, self._catch_up_all)
+        if self._feed is None:
+            return
+        self._feed.start()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="index-catch-up")
+
     async def close(self) -> None:
-        """Finish the additions under way, then save every index."""
+        """Stop following other front-ends, finish the additions under way, save every index."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._feed is not None:
+            await self._feed.close()
         await self._tasks.wait()
         await self.save_all()
 
@@ -115,6 +156,9 @@ class TenantIndexes:
             if index is None:
                 index = await self._load_or_rebuild(tenant_id)
                 self._indexes[tenant_id] = index
+                if self._feed is not None:  # rows committed while it loaded
+                    self._rescan.add(tenant_id)
+                    self._wake(tenant_id)
         return index
 
     async def _load_or_rebuild(self, tenant_id: str) -> VectorIndex:
@@ -141,6 +185,7 @@ class TenantIndexes:
             missing = stored
         else:
             missing = [row for row in stored if row.id > index.max_id]
+        self._cursor[tenant_id] = stored[-LOAD_LOOKBACK].id - 1 if len(stored) >= LOAD_LOOKBACK else 0
         for loaded in self._loaded:
             loaded(tenant_id, stored)
         if missing:
@@ -201,7 +246,14 @@ class TenantIndexes:
         task.add_done_callback(done)
 
     async def add(self, row: UtteranceRow) -> None:
-        """Embed and index one stored utterance (once: an utterance already held is skipped)."""
+        """Embed and index one stored utterance (once: an utterance held or being added is not
+        added again; this returns when it is held)."""
+        adding = self._adding.get(row.id)
+        if adding is not None:
+            await asyncio.shield(adding)
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._adding[row.id] = done
         try:
             index = await self.get(row.tenant_id)
             if row.id in index:
@@ -213,6 +265,9 @@ class TenantIndexes:
                 "indexing utterance %s failed (it is rebuilt from the store at restart)", row.public_id
             )
             return
+        finally:
+            del self._adding[row.id]
+            done.set_result(None)
         self._unsaved[row.tenant_id] = self._unsaved.get(row.tenant_id, 0) + 1
         if self._unsaved[row.tenant_id] >= self.save_every:
             await self._save(row.tenant_id)
@@ -222,6 +277,70 @@ class TenantIndexes:
         pending = self._pending.get(conversation_id)
         if pending:
             await asyncio.gather(*list(pending), return_exceptions=True)
+
+    # --- following other front-ends (a shared store) ------------------------------------------
+
+    def _notified(self, tenant_id: str, row_id: int) -> None:
+        """The change feed: a front-end (this one too) committed this utterance."""
+        index = self._indexes.get(tenant_id)
+        if index is None or row_id in index or row_id in self._adding:
+            return  # not loaded yet (its load reads the store), or held, or being added
+        self._notified_ids.setdefault(tenant_id, set()).add(row_id)
+        self._wake(tenant_id)
+
+    def _catch_up_all(self) -> None:
+        """Read again the rows above the cursor of every loaded tenant."""
+        for tenant_id in list(self._indexes):
+            self._rescan.add(tenant_id)
+            self._wake(tenant_id)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.catch_up_s)
+            self._catch_up_all()
+
+    def _wake(self, tenant_id: str) -> None:
+        if tenant_id not in self._catching_up:  # else the running catch-up takes the new work
+            self._catching_up.add(tenant_id)
+            self._tasks.start(self._catch_up(tenant_id), name=f"catch-up-{tenant_id}")
+
+    async def _catch_up(self, tenant_id: str) -> None:
+        """Add the notified rows and, when asked, the rows above the cursor; until none is asked."""
+        try:
+            while True:
+                row_ids = sorted(self._notified_ids.pop(tenant_id, ()))
+                rescan = tenant_id in self._rescan
+                self._rescan.discard(tenant_id)
+                if not row_ids and not rescan:
+                    return
+                rows = await self.store.utterances_by_ids(tenant_id, row_ids) if row_ids else []
+                if rescan:
+                    rows += await self._rows_after_cursor(tenant_id)
+                await asyncio.gather(*(self.add(row) for row in rows))
+        except Exception:
+            log.exception(
+                "catching up the index of tenant %s failed (retried in %.0f s)", tenant_id, self.catch_up_s
+            )
+        finally:
+            self._catching_up.discard(tenant_id)
+
+    async def _rows_after_cursor(self, tenant_id: str) -> list[UtteranceRow]:
+        """The tenant's rows above its cursor; the cursor then moves to the highest id read
+        `grace_s` ago."""
+        cursor = self._cursor.get(tenant_id, 0)
+        rows: list[UtteranceRow] = []
+        after = cursor
+        while page := await self.store.utterance_page(tenant_id, after, 1000):
+            rows += page
+            after = page[-1].id
+        marks = self._marks.setdefault(tenant_id, deque())
+        now = time.monotonic()
+        if not marks or after > marks[-1][1]:
+            marks.append((now, after))
+        while marks and marks[0][0] <= now - self.grace_s:
+            cursor = max(cursor, marks.popleft()[1])
+        self._cursor[tenant_id] = cursor
+        return rows
 
     # --- reading ----------------------------------------------------------------------------
 
