@@ -399,19 +399,20 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
 
 # --- the store ------------------------------------------------------------------------------
 
-_CONVERSATION_SELECT = """
+CONVERSATION_SELECT = """
     SELECT c.id, c.tenant_id, c.title, c.language, c.created_at, c.updated_at, c.ended_at,
            c.status,
            (SELECT COUNT(*) FROM utterances AS u WHERE u.conversation_id = c.id) AS utterance_count
     FROM conversations AS c
 """
 
-_UTTERANCE_COLUMNS = """
+UTTERANCE_COLUMNS = """
     id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
     entities, created_at
 """
 
-_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
+SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
+"""The columns read from each table: the same SQL on SQLite and PostgreSQL (`store_postgresql`)."""
 
 
 class Store:
@@ -585,7 +586,7 @@ class Store:
         with self._transaction() as conn:
             self._require_conversation(conn, tenant_id, conversation_id)
             cursor = conn.execute(
-                f"INSERT INTO utterances ({_UTTERANCE_COLUMNS})"
+                f"INSERT INTO utterances ({UTTERANCE_COLUMNS})"
                 " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (conversation_id, seq) DO NOTHING",
                 (
@@ -623,7 +624,7 @@ class Store:
                 )
             else:
                 found = conn.execute(
-                    f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = ? AND seq = ?",
+                    f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = ? AND seq = ?",
                     (conversation_id, seq),
                 ).fetchone()
                 stored = _utterance(found)
@@ -959,7 +960,7 @@ class Store:
     def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
         """The tenant's conversations, most recently updated first."""
         rows = self._conn.execute(
-            f"{_CONVERSATION_SELECT} WHERE c.tenant_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+            f"{CONVERSATION_SELECT} WHERE c.tenant_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
             (tenant_id, limit),
         ).fetchall()
         return [_conversation(row) for row in rows]
@@ -970,7 +971,7 @@ class Store:
         Empty if the conversation does not exist or is not this tenant's.
         """
         rows = self._conn.execute(
-            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
             " WHERE conversation_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq",
             (conversation_id, tenant_id, after_seq),
         ).fetchall()
@@ -987,7 +988,7 @@ class Store:
             chunk = wanted[i : i + _IDS_PER_QUERY]
             marks = ", ".join("?" * len(chunk))
             rows = self._conn.execute(
-                f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id IN ({marks})",
+                f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id IN ({marks})",
                 (tenant_id, *chunk),
             ).fetchall()
             for row in rows:
@@ -997,7 +998,7 @@ class Store:
     def utterance_page(self, tenant_id: str, after_id: int = 0, limit: int = 1000) -> list[UtteranceRow]:
         """Up to `limit` of the tenant's utterances with id above `after_id`, in id order."""
         rows = self._conn.execute(
-            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
             (tenant_id, after_id, limit),
         ).fetchall()
         return [_utterance(row) for row in rows]
@@ -1016,7 +1017,7 @@ class Store:
     def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
         """The summary of the conversation stored last, or None."""
         row = self._conn.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = ? AND tenant_id = ?"
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = ? AND tenant_id = ?"
             " ORDER BY id DESC LIMIT 1",
             (conversation_id, tenant_id),
         ).fetchone()
@@ -1097,7 +1098,7 @@ class Store:
         conn: sqlite3.Connection, tenant_id: str, conversation_id: str
     ) -> ConversationRow | None:
         row = conn.execute(
-            f"{_CONVERSATION_SELECT} WHERE c.id = ? AND c.tenant_id = ?", (conversation_id, tenant_id)
+            f"{CONVERSATION_SELECT} WHERE c.id = ? AND c.tenant_id = ?", (conversation_id, tenant_id)
         ).fetchone()
         return None if row is None else _conversation(row)
 

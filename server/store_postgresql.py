@@ -39,6 +39,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from server.store import (
+    CONVERSATION_SELECT,
+    SUMMARY_COLUMNS,
+    UTTERANCE_COLUMNS,
     WRITE_OPS,
     AnswerRow,
     AuditRow,
@@ -212,22 +215,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _MIGRATION_LOCK = 0x70616C61  # "pala": the advisory lock key that serializes migrations
 _IDS_PER_QUERY = 500
-
-_CONVERSATION_SELECT = """
-    SELECT c.id, c.tenant_id, c.title, c.language, c.created_at, c.updated_at, c.ended_at,
-           c.status,
-           (SELECT COUNT(*) FROM utterances AS u WHERE u.conversation_id = c.id) AS utterance_count
-    FROM conversations AS c
-"""
-
-_UTTERANCE_COLUMNS = """
-    id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
-    entities, created_at
-"""
-
 _TOKEN_COLUMNS = "id, tenant_id, scopes, created_at, revoked_at"
 
-_SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
 
 _UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -403,7 +392,7 @@ class PostgresStore:
                     language,
                     chosen,
                 )
-            row = await conn.fetchrow(f"{_CONVERSATION_SELECT} WHERE c.id = $1", chosen)
+            row = await conn.fetchrow(f"{CONVERSATION_SELECT} WHERE c.id = $1", chosen)
         self._written("open_conversation", started)
         return ConversationRow(**dict(row))
 
@@ -448,9 +437,9 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await _require_conversation(conn, tenant_id, conversation_id)
             row = await conn.fetchrow(
-                f"INSERT INTO utterances ({_UTTERANCE_COLUMNS.replace('id,', '', 1)})"
+                f"INSERT INTO utterances ({UTTERANCE_COLUMNS.replace('id,', '', 1)})"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                f" ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING {_UTTERANCE_COLUMNS}",
+                f" ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING {UTTERANCE_COLUMNS}",
                 public_id,
                 conversation_id,
                 tenant_id,
@@ -470,7 +459,7 @@ class PostgresStore:
                 )
             else:
                 row = await conn.fetchrow(
-                    f"SELECT {_UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = $1 AND seq = $2",
+                    f"SELECT {UTTERANCE_COLUMNS} FROM utterances WHERE conversation_id = $1 AND seq = $2",
                     conversation_id,
                     seq,
                 )
@@ -609,14 +598,14 @@ class PostgresStore:
     async def get_conversation(self, tenant_id: str, conversation_id: str) -> ConversationRow | None:
         """The tenant's conversation with this id, or None."""
         row = await self._pool.fetchrow(
-            f"{_CONVERSATION_SELECT} WHERE c.id = $1 AND c.tenant_id = $2", conversation_id, tenant_id
+            f"{CONVERSATION_SELECT} WHERE c.id = $1 AND c.tenant_id = $2", conversation_id, tenant_id
         )
         return None if row is None else ConversationRow(**dict(row))
 
     async def list_conversations(self, tenant_id: str, limit: int = 100) -> list[ConversationRow]:
         """The tenant's conversations, most recently updated first."""
         rows = await self._pool.fetch(
-            f"{_CONVERSATION_SELECT} WHERE c.tenant_id = $1 ORDER BY c.updated_at DESC, c.id DESC LIMIT $2",
+            f"{CONVERSATION_SELECT} WHERE c.tenant_id = $1 ORDER BY c.updated_at DESC, c.id DESC LIMIT $2",
             tenant_id,
             limit,
         )
@@ -627,7 +616,7 @@ class PostgresStore:
     ) -> list[UtteranceRow]:
         """The conversation's utterances with seq above `after_seq`, in seq order."""
         rows = await self._pool.fetch(
-            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
             " WHERE conversation_id = $1 AND tenant_id = $2 AND seq > $3 ORDER BY seq",
             conversation_id,
             tenant_id,
@@ -641,7 +630,7 @@ class PostgresStore:
         found: dict[int, UtteranceRow] = {}
         for i in range(0, len(wanted), _IDS_PER_QUERY):
             rows = await self._pool.fetch(
-                f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+                f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
                 " WHERE tenant_id = $1 AND id = ANY($2::bigint[])",
                 tenant_id,
                 wanted[i : i + _IDS_PER_QUERY],
@@ -655,7 +644,7 @@ class PostgresStore:
     ) -> list[UtteranceRow]:
         """Up to `limit` of the tenant's utterances with id above `after_id`, in id order."""
         rows = await self._pool.fetch(
-            f"SELECT {_UTTERANCE_COLUMNS} FROM utterances"
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
             " WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             tenant_id,
             after_id,
@@ -674,7 +663,7 @@ class PostgresStore:
     async def latest_summary(self, tenant_id: str, conversation_id: str) -> SummaryRow | None:
         """The summary of the conversation stored last, or None."""
         row = await self._pool.fetchrow(
-            f"SELECT {_SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = $1 AND tenant_id = $2"
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = $1 AND tenant_id = $2"
             " ORDER BY id DESC LIMIT 1",
             conversation_id,
             tenant_id,
