@@ -439,7 +439,9 @@ class PostgresStore:
             row = await conn.fetchrow(
                 f"INSERT INTO utterances ({UTTERANCE_COLUMNS.replace('id,', '', 1)})"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-                f" ON CONFLICT (conversation_id, seq) DO NOTHING RETURNING {UTTERANCE_COLUMNS}",
+                # Any unique key: two writers of one seq also collide on `public_id`, and which of
+                # the two indexes reports the collision depends on timing.
+                f" ON CONFLICT DO NOTHING RETURNING {UTTERANCE_COLUMNS}",
                 public_id,
                 conversation_id,
                 tenant_id,
