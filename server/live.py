@@ -373,6 +373,7 @@ class LiveSession:
             time_offset=time_offset,
             track=start.track,
             prompt=vocabulary_prompt(start.vocabulary),
+            word_timestamps=start.word_timestamps,
         )
         self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")
         self.start = start
