@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -33,6 +34,7 @@ import tokenizers
 from faster_whisper.feature_extractor import FeatureExtractor
 from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 
+from stream.events import Word
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput, Audio
 
 __all__ = [
@@ -73,6 +75,8 @@ REPEATED_NGRAM = 3
 """The last this-many words occurring earlier in the text marks a decoder loop."""
 SILENCE_PEAK = 10 ** (-60 / 20)
 """Inputs whose peak stays below -60 dBFS are returned empty without decoding."""
+ALIGNMENT_STEP_S = 2 * HOP_SAMPLES / SAMPLE_RATE
+"""Seconds per encoder position, the unit of the cross-attention alignment (20 ms)."""
 
 Features = npt.NDArray[np.float32]
 
@@ -85,6 +89,7 @@ class _Decoded:
     avg_logprob: float
     no_speech_prob: float
     hit_max_length: bool
+    words: tuple[Word, ...] | None = None
 
     @property
     def is_silence(self) -> bool:
@@ -159,7 +164,8 @@ class CTranslate2Whisper:
             for i in list(suspects):
                 once = first_saying(decoded[i].text)
                 if once is not None:
-                    decoded[i] = dataclasses.replace(decoded[i], text=once, hit_max_length=False)
+                    decoded[i] = dataclasses.replace(decoded[i], text=once, hit_max_length=False,
+                                                     words=_words_within(decoded[i].words, once))
                     suspects.remove(i)
             if suspects:
                 decoded.update(self._decode(inputs, audios, suspects, WINDOW_SAMPLES, languages))
@@ -171,7 +177,8 @@ class CTranslate2Whisper:
             language, probability = languages.get(i, (x.language or ("" if self.multilingual else "en"), 1.0))
             outputs.append(AsrOutput(text="" if d.is_silence else d.text, language=language,
                                      language_probability=probability, no_speech_probability=d.no_speech_prob,
-                                     avg_logprob=d.avg_logprob, fallback=i in fallback))
+                                     avg_logprob=d.avg_logprob, fallback=i in fallback,
+                                     words=(() if d.is_silence else d.words) if x.word_timestamps else None))
         return outputs
 
     def _decode(self, inputs: Sequence[AsrInput], audios: Sequence[Audio], rows: Sequence[int], window: int,
@@ -226,14 +233,28 @@ class CTranslate2Whisper:
             found = self.model.generate(self._take(encoded, features, [position[i] for i in group]), prompts,
                                         beam_size=self.beam_size, max_length=max_length, suppress_blank=True,
                                         return_scores=True, return_no_speech_prob=True)
+            texts = {i: result.sequences_ids[0] for i, result in zip(group, found, strict=True)
+                     if inputs[i].word_timestamps and result.sequences_ids[0]}
+            words_by_row = dict(zip(texts, self._align(
+                self._take(encoded, features, [position[i] for i in texts]), tokenizer, list(texts.values()),
+                [len(audios[i]) // HOP_SAMPLES for i in texts]), strict=True)) if texts else {}
             for i, result in zip(group, found, strict=True):
                 tokens = result.sequences_ids[0]
                 # As faster-whisper: recover the summed log-probability, average over tokens + end token.
                 avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
                 results[i] = _Decoded(text=tokenizer.decode(tokens).strip(), avg_logprob=float(avg_logprob),
                                       no_speech_prob=float(result.no_speech_prob),
-                                      hit_max_length=len(tokens) >= budget)
+                                      hit_max_length=len(tokens) >= budget,
+                                      words=words_by_row.get(i, ()) if inputs[i].word_timestamps else None)
         return results
+
+    def _align(self, encoded: ctranslate2.StorageView, tokenizer: Tokenizer, tokens: list[list[int]],
+               frames: list[int]) -> list[tuple[Word, ...]]:
+        """The words of each decoded token list with their times (seconds of its audio), from the
+        decoder's cross-attention over `encoded` (`frames`: the log-mel frames of each audio)."""
+        found = self.model.align(encoded, tokenizer.sot_sequence, tokens, frames)
+        return [_words(tokenizer, text_tokens, result, frames[k] * HOP_SAMPLES / SAMPLE_RATE)
+                for k, (text_tokens, result) in enumerate(zip(tokens, found, strict=True))]
 
     def _log_mel(self, audios: Sequence[Audio], window: int) -> Features:
         """Log-mel features of each audio padded with silence to `window` samples (rounded up to 320)."""
@@ -257,6 +278,63 @@ class CTranslate2Whisper:
                 self._tokenizers[key] = Tokenizer(self._hf_tokenizer, self.multilingual, task=task,
                                                   language=language)
             return self._tokenizers[key]
+
+
+def _words(tokenizer: Tokenizer, tokens: list[int], alignment: Any,
+           duration: float) -> tuple[Word, ...]:
+    """The words of `tokens` timed by `alignment`: a word starts where the alignment path reaches
+    its first token and ends where it reaches the next word's; punctuation joins the word before."""
+    names, groups = tokenizer.split_to_word_tokens([*tokens, tokenizer.eot])
+    names, groups = names[:-1], groups[:-1]  # the end token only closes the last word
+    path = np.asarray(alignment.alignments, dtype=np.int64).reshape(-1, 2)
+    if not names or not len(path):
+        return ()
+    firsts = np.flatnonzero(np.diff(path[:, 0], prepend=-1) != 0)
+    token_times = np.minimum(path[firsts, 1] * ALIGNMENT_STEP_S, duration)  # one per token reached
+    probabilities = np.asarray(alignment.text_token_probs, dtype=np.float64)
+    bounds = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
+    last = len(token_times) - 1
+    words: list[Word] = []
+    for k, name in enumerate(names):
+        start = float(token_times[min(bounds[k], last)])
+        end = float(token_times[min(bounds[k + 1], last)])
+        probability = float(probabilities[bounds[k]:bounds[k + 1]].mean()) if len(probabilities) else 0.0
+        if words and not any(c.isalnum() for c in name):
+            before = words[-1]
+            words[-1] = dataclasses.replace(before, word=before.word + name)
+        else:
+            words.append(Word(word=name, start=start, end=max(start, end), probability=probability))
+    if not words:
+        return ()
+    words[0] = dataclasses.replace(words[0], word=words[0].word.lstrip())
+    return _shorten_leading_words(words)
+
+
+def _shorten_leading_words(words: list[Word]) -> tuple[Word, ...]:
+    """The alignment stretches a word said after a silence (the first, or one after a sentence's
+    end) back over that silence: such a word longer than twice the median word (at most 1.4 s)
+    starts that long before its end."""
+    durations = [w.end - w.start for w in words if w.end > w.start]
+    longest = 2 * min(0.7, float(np.median(durations))) if durations else 0.0
+    out = list(words)
+    for k, w in enumerate(out):
+        after_silence = k == 0 or out[k - 1].word.rstrip()[-1:] in ".!?"
+        if after_silence and longest and w.end - w.start > longest:
+            out[k] = dataclasses.replace(w, start=w.end - longest)
+    return tuple(out)
+
+
+def _words_within(words: tuple[Word, ...] | None, text: str) -> tuple[Word, ...] | None:
+    """The leading `words` whose concatenation fits in `text` (a decode cut to its first saying)."""
+    if words is None:
+        return None
+    kept, length = [], 0
+    for word in words:
+        length += len(word.word)
+        if length > len(text):
+            break
+        kept.append(word)
+    return tuple(kept)
 
 
 def compression_ratio(text: str) -> float:

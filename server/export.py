@@ -15,6 +15,7 @@ from server.http import HttpRequest, HttpResponse, Router, error_response
 from server.routes import conversation_json, principal_of, utterance_json
 from server.sessions import SessionHub
 from server.store import ConversationRow, SummaryRow, UtteranceRow
+from stream.events import Word
 from stream.transcript_formats import FORMATS, MEDIA_TYPES, Transcript, TranscriptUtterance, render
 
 __all__ = ["add_export_route", "transcript_of"]
@@ -32,7 +33,8 @@ def transcript_of(
         language=conversation.language,
         created_at=conversation.created_at,
         utterances=[
-            TranscriptUtterance(u.public_id, u.seq, u.text, u.start, u.end, u.speaker, u.track)
+            TranscriptUtterance(u.public_id, u.seq, u.text, u.start, u.end, u.speaker, u.track,
+                                None if u.words is None else [Word(**w) for w in u.words])
             for u in utterances
         ],
         summary=[str(item.get("text", "")) for item in summary.items] if summary is not None else (),

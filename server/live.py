@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from server.asr_lanes import AsrLanes, UnsupportedLanguage
@@ -43,6 +43,7 @@ from stream.events import (
     Speakers,
     SpeechStopped,
     Start,
+    Word,
 )
 from stream.interfaces import SAMPLE_RATE, AsrOutput, Audio, EntityRecognizer, VadModel
 from stream.redaction import Redactor, check_redaction, redact_event
@@ -373,6 +374,7 @@ class LiveSession:
             time_offset=time_offset,
             track=start.track,
             prompt=vocabulary_prompt(start.vocabulary),
+            word_timestamps=start.word_timestamps,
         )
         self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")
         self.start = start
@@ -585,6 +587,7 @@ class LiveSession:
                 final.language,
                 track=final.track,
                 speaker=final.speaker,
+                words=None if final.words is None else [asdict(w) for w in final.words],
             )
         except ConversationNotFound:
             self._erased_elsewhere()
@@ -638,4 +641,5 @@ def _replayed_final(row: UtteranceRow) -> Final:
         track=row.track,
         speaker=row.speaker,
         replayed=True,
+        words=None if row.words is None else tuple(Word(**w) for w in row.words),
     )

@@ -202,6 +202,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 9: what a tenant's sessions always redact (a JSON array of `stream.redaction` kinds).
     ("ALTER TABLE tenants ADD COLUMN redact TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(redact))",),
+    # 10: the words of an utterance with their times (`start.word_timestamps`; NULL when not asked).
+    ("ALTER TABLE utterances ADD COLUMN words TEXT CHECK (words IS NULL OR json_valid(words))",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -279,6 +281,9 @@ class UtteranceRow:
     track: str | None
     entities: list[dict[str, Any]] | None
     created_at: float
+    words: list[dict[str, Any]] | None = None
+    """`{"word","start","end","probability"}` of each word in conversation seconds, when the
+    session asked for them (`start.word_timestamps`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +413,7 @@ CONVERSATION_SELECT = """
 
 UTTERANCE_COLUMNS = """
     id, public_id, conversation_id, tenant_id, seq, text, start, "end", language, speaker, track,
-    entities, created_at
+    entities, created_at, words
 """
 
 SUMMARY_COLUMNS = "id, conversation_id, tenant_id, text, method, utterance_seq_upto, created_at, items"
@@ -569,8 +574,9 @@ class Store:
         track: str | None = None,
         speaker: str | None = None,
         entities: Sequence[Mapping[str, Any]] | None = None,
+        words: Sequence[Mapping[str, Any]] | None = None,
     ) -> UtteranceRow:
-        """Store a final utterance; it is committed when this returns.
+        """Store a final utterance (with its `words` when known); it is committed when this returns.
 
         Idempotent on `(conversation_id, seq)`: storing a seq again with the same text returns
         the row stored first (a client resuming after a reconnect), with a different text it
@@ -582,12 +588,14 @@ class Store:
         public_id = utterance_id(conversation_id, seq)
         entities_list = None if entities is None else [dict(e) for e in entities]
         entities_json = None if entities_list is None else json.dumps(entities_list, ensure_ascii=False)
+        words_list = None if words is None else [dict(w) for w in words]
+        words_json = None if words_list is None else json.dumps(words_list, ensure_ascii=False)
         now = self._clock()
         with self._transaction() as conn:
             self._require_conversation(conn, tenant_id, conversation_id)
             cursor = conn.execute(
                 f"INSERT INTO utterances ({UTTERANCE_COLUMNS})"
-                " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (conversation_id, seq) DO NOTHING",
                 (
                     public_id,
@@ -602,6 +610,7 @@ class Store:
                     track,
                     entities_json,
                     now,
+                    words_json,
                 ),
             )
             if cursor.rowcount == 1:
@@ -621,6 +630,7 @@ class Store:
                     track=track,
                     entities=entities_list,
                     created_at=now,
+                    words=words_list,
                 )
             else:
                 found = conn.execute(
@@ -1125,8 +1135,9 @@ def _one_item(text: str) -> list[dict[str, Any]]:
 
 def _utterance(row: sqlite3.Row) -> UtteranceRow:
     fields = dict(row)
-    entities = fields.pop("entities")
-    return UtteranceRow(**fields, entities=None if entities is None else json.loads(entities))
+    entities, words = fields.pop("entities"), fields.pop("words")
+    return UtteranceRow(**fields, entities=None if entities is None else json.loads(entities),
+                        words=None if words is None else json.loads(words))
 
 
 # --- asyncio --------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class ConversationStore(Protocol):
         track: str | None = None,
         speaker: str | None = None,
         entities: Sequence[Mapping[str, Any]] | None = None,
+        words: Sequence[Mapping[str, Any]] | None = None,
     ) -> UtteranceRow:
         """Store a final utterance, committed on return; idempotent on `(conversation_id, seq)`."""
 

@@ -208,6 +208,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         FOR EACH ROW EXECUTE FUNCTION palabre_utterance_stored()
         """,
     ),
+    # 6: the words of an utterance with their times (SQLite's step 10).
+    ("ALTER TABLE utterances ADD COLUMN words jsonb",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -426,6 +428,7 @@ class PostgresStore:
         track: str | None = None,
         speaker: str | None = None,
         entities: Sequence[Mapping[str, Any]] | None = None,
+        words: Sequence[Mapping[str, Any]] | None = None,
     ) -> UtteranceRow:
         """Store a final utterance, committed on return (see `Store.add_utterance`)."""
         if seq < 0:
@@ -438,7 +441,7 @@ class PostgresStore:
             await _require_conversation(conn, tenant_id, conversation_id)
             row = await conn.fetchrow(
                 f"INSERT INTO utterances ({UTTERANCE_COLUMNS.replace('id,', '', 1)})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 # Any unique key: two writers of one seq also collide on `public_id`, and which of
                 # the two indexes reports the collision depends on timing.
                 f" ON CONFLICT DO NOTHING RETURNING {UTTERANCE_COLUMNS}",
@@ -454,6 +457,7 @@ class PostgresStore:
                 track,
                 entities_list,
                 now,
+                None if words is None else [dict(w) for w in words],
             )
             if row is not None:
                 await conn.execute(

@@ -41,6 +41,7 @@ __all__ = [
     "WebRtcAnswer",
     "WebRtcCandidate",
     "WebRtcOffer",
+    "Word",
     "event_to_dict",
     "utterance_id",
 ]
@@ -94,6 +95,8 @@ class Start:
     redact: tuple[str, ...] = ()
     """Kinds of spans replaced by a label in partials and finals before they are stored or sent
     (`stream.redaction.REDACTION_KINDS`), on top of the tenant's own."""
+    word_timestamps: bool = False
+    """Put each final's `words` (times of its words) on it; partials never carry them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,19 @@ class Partial:
 
 
 @dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a final (`start.word_timestamps`), as the recogniser aligned it to the audio."""
+
+    word: str
+    """The word as it is written in the final's text, with its punctuation and leading space."""
+    start: float
+    end: float
+    """Seconds: conversation time in a `final`, time in the recognised audio in an `AsrOutput`."""
+    probability: float
+    """The recogniser's mean token probability for the word, 0-1."""
+
+
+@dataclass(frozen=True, slots=True)
 class Final:
     """The definitive text of one utterance, sent once it is stored."""
 
@@ -206,6 +222,9 @@ class Final:
     replayed: bool = dataclasses.field(default=False, metadata={"omit_default": True})
     """Stored earlier and sent again to a resuming client (`start.resume_after`); on the wire
     only when true."""
+    words: tuple[Word, ...] | None = dataclasses.field(default=None, metadata={"omit_default": True})
+    """The words of `text` with their times, in order, when the session asked for them
+    (`start.word_timestamps`); on the wire only then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +362,7 @@ def _value(value: Any) -> Any:
         return value.value
     if isinstance(value, float):
         return round(value, 3)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_value(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _fields(value)

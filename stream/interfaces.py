@@ -14,6 +14,8 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from stream.events import Word
+
 __all__ = [
     "SAMPLE_RATE",
     "AsrEngine",
@@ -57,6 +59,9 @@ class AsrInput:
     prompt: str | None = None
     """Text given to the decoder as context before the speech: the session's vocabulary (names
     and terms the caller expects, `stream.vocabulary.vocabulary_prompt`), or None."""
+    word_timestamps: bool = False
+    """Also align the text's words to the audio (`AsrOutput.words`): asked for finals only, as it
+    costs a pass of the decoder."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,9 @@ class AsrOutput:
     avg_logprob: float = 0.0
     fallback: bool = False
     """True when the engine re-decoded the input padded to a full window (a repetition guard fired)."""
+    words: tuple[Word, ...] | None = None
+    """The words of `text`, in seconds of the input audio, when `word_timestamps` was asked (and
+    the engine can align): their concatenation is the text, up to surrounding spaces."""
 
 
 class AsrEngine(Protocol):

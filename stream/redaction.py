@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, cast
 
-from stream.events import Final, Partial
+from stream.events import Final, Partial, Word
 from stream.interfaces import EntityRecognizer
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "luhn_valid",
     "redact_event",
     "redact_spans",
+    "redact_words",
 ]
 
 RedactionKind = Literal["phone", "email", "card", "iban", "person"]
@@ -350,6 +351,34 @@ def redact_spans(text: str, spans: Sequence[Span]) -> str:
     return "".join(out)
 
 
+def redact_words(words: Sequence[Word], text: str, spans: Sequence[Span]) -> tuple[Word, ...]:
+    """The words of a final's `text` once `spans` are redacted: the words a span touches become one
+    word (the redacted text of those words) from the first one's start to the last one's end, with
+    their lowest probability, so the words still make up the redacted text. Words that do not make
+    up `text` are dropped (nothing of a span may survive in them)."""
+    if "".join(w.word for w in words) != text:
+        return ()
+    groups: list[tuple[int, int, list[Word], set[int]]] = []  # (first char, end char, words, spans)
+    position = 0
+    for word in words:
+        first, position = position, position + len(word.word)
+        touched = {k for k, sp in enumerate(spans) if sp.start < position and sp.end > first}
+        if groups and touched & groups[-1][3]:
+            begin, _, merged, seen = groups[-1]
+            groups[-1] = (begin, position, [*merged, word], seen | touched)
+        else:
+            groups.append((first, position, [word], touched))
+    out = []
+    for first, end, merged, touched in groups:
+        if not touched:
+            out.extend(merged)
+            continue
+        inside = [Span(spans[k].kind, spans[k].start - first, spans[k].end - first) for k in sorted(touched)]
+        out.append(Word(word=redact_spans(text[first:end], inside), start=merged[0].start, end=merged[-1].end,
+                        probability=min(w.probability for w in merged)))
+    return tuple(out)
+
+
 class Redactor:
     """Redacts the kinds a session asked for; names through an `EntityRecognizer` (may be None:
     then "person" finds nothing). `redact` may take milliseconds when names are asked (the
@@ -426,6 +455,8 @@ class Redactor:
 def redact_event(redactor: Redactor, event: Partial | Final, language: str) -> Partial | Final:
     """A partial or final with its text redacted (a partial's `stable` and `unstable` too)."""
     if isinstance(event, Final):
-        return replace(event, text=redactor.redact(event.text, event.language or language))
+        spans = redactor.spans(event.text, event.language or language) if redactor.kinds else []
+        words = redact_words(event.words, event.text, spans) if event.words is not None else None
+        return replace(event, text=redact_spans(event.text, spans), words=words)
     text, stable = redactor.partial(event.text, event.stable, language)
     return replace(event, text=text, stable=stable, unstable=text[len(stable) :])

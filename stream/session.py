@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
-from stream.events import Final, Partial, ServerEvent, SpeechStarted, SpeechStopped, utterance_id
+from stream.events import Final, Partial, ServerEvent, SpeechStarted, SpeechStopped, Word, utterance_id
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput, Audio, RequestKind, VadStream
 from stream.scheduler import Request
 from stream.segmenter import Segmenter, SegmenterConfig, SpeechEnd, SpeechStart
@@ -154,12 +154,15 @@ class Session:
         time_offset: float = 0.0,
         track: str | None = None,
         prompt: str | None = None,
+        word_timestamps: bool = False,
     ) -> None:
         self.session_id = session_id
         self.conversation_id = conversation_id
         self.language = language
         self.prompt = prompt
         """Given to the recogniser with every request, partial and final (`stream.vocabulary`)."""
+        self.word_timestamps = word_timestamps
+        """Ask the recogniser for the words' times of finals (never of partials)."""
         self.config = config or SessionConfig()
         self.track = track
         self.time_offset = time_offset
@@ -176,7 +179,8 @@ class Session:
         self._awaiting: list[int] = []
         """Seqs whose final was requested, in order; finals are released from the front."""
         self._finals: dict[int, Final] = {}
-        self._bounds: dict[int, tuple[int, int]] = {}
+        self._bounds: dict[int, tuple[int, int, int]] = {}
+        """seq → (first sample of its audio, with the padding; its start; its end), until its final."""
         self._last_cut = -1
         """Sample where the last utterance was cut for length (the next one starts there, unpadded)."""
         self.stopped = False
@@ -235,7 +239,7 @@ class Session:
             self._partial_outstanding = False
             return self._on_partial(job, result)
         bounds = self._bounds.get(job.seq)
-        if bounds is None or bounds[1] != job.end_sample:
+        if bounds is None or bounds[2] != job.end_sample:
             # An early final whose pause did not end the utterance (or not yet).
             utt = self._open
             if utt is not None and utt.seq == job.seq and job.end_sample == utt.early_end:
@@ -244,7 +248,7 @@ class Session:
         return Output(events=self._take_final(job.seq, result))
 
     def _take_final(self, seq: int, result: AsrOutput) -> list[ServerEvent]:
-        start, end = self._bounds.pop(seq)
+        begin, start, end = self._bounds.pop(seq)
         self._finals[seq] = Final(
             utterance_id=self.utterance_id(seq),
             text=result.text.strip(),
@@ -253,8 +257,20 @@ class Session:
             language=result.language or None,  # None: nothing heard to detect a language in
             seq=seq,
             track=self.track,
+            words=self._conversation_words(result.words, begin, start, end) if self.word_timestamps else None,
         )
         return list(self._release_finals())
+
+    def _conversation_words(self, words: tuple[Word, ...] | None, begin: int, start: int,
+                            end: int) -> tuple[Word, ...]:
+        """An engine's words (seconds of the audio from sample `begin`) in conversation seconds,
+        kept inside the utterance (`start`-`end` samples)."""
+        low, high = self._seconds(start), self._seconds(end)
+        return tuple(
+            replace(w, start=min(max(self._seconds(begin) + w.start, low), high),
+                    end=min(max(self._seconds(begin) + w.end, low), high))
+            for w in words or ()
+        )
 
     def on_dropped(self, job: AsrJob) -> Output:
         """The scheduler dropped one of this session's partial requests (replaced or stale)."""
@@ -303,7 +319,7 @@ class Session:
         begin = utt.start - (self._pad if utt.pad_start else 0)
         stop = seg.sample + (0 if seg.forced else self._pad)
         audio = self._buffer.slice(begin, stop)
-        self._bounds[utt.seq] = (utt.start, seg.sample)
+        self._bounds[utt.seq] = (begin, utt.start, seg.sample)
         self._awaiting.append(utt.seq)
         out.events.append(SpeechStopped(self.utterance_id(utt.seq), self._seconds(seg.sample)))
         if not seg.forced and seg.sample == utt.early_end:
@@ -311,7 +327,7 @@ class Session:
             if utt.early_result is not None:
                 out.events.extend(self._take_final(utt.seq, utt.early_result))
             return out
-        asked = AsrInput(audio, self.language, self.config.task, self.prompt)
+        asked = AsrInput(audio, self.language, self.config.task, self.prompt, self.word_timestamps)
         job = AsrJob(asked, utt.seq, "final", seg.sample)
         out.requests.append(self._request(job))
         return out
@@ -326,7 +342,8 @@ class Session:
         utt.early_end, utt.early_result = pause, None
         begin = utt.start - (self._pad if utt.pad_start else 0)
         audio = self._buffer.slice(begin, pause + self._pad)
-        job = AsrJob(AsrInput(audio, self.language, self.config.task, self.prompt), utt.seq, "final", pause)
+        asked = AsrInput(audio, self.language, self.config.task, self.prompt, self.word_timestamps)
+        job = AsrJob(asked, utt.seq, "final", pause)
         return Output(requests=[self._request(job)])
 
     def _maybe_partial(self) -> Output:

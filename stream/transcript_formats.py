@@ -11,7 +11,9 @@ a `Transcript` and serves what `render` returns (`GET /v1/conversations/{id}/tra
   summary's items, then the transcript.
 
 Cues are in time order (two tracks interleave). A cue never ends before it starts: a final with
-`end <= start` lasts one millisecond.
+`end <= start` lasts one millisecond. A final whose words are known (`start.word_timestamps`) and
+that is longer than `CUE_MAX_SECONDS` or `CUE_MAX_CHARS` is cut into several cues at word
+boundaries, each timed by its words (WebVTT ids `<utterance_id>/1`, `/2`, …).
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from stream.events import Word
+
 __all__ = [
+    "CUE_MAX_CHARS",
+    "CUE_MAX_SECONDS",
     "FORMATS",
     "MEDIA_TYPES",
     "Transcript",
@@ -32,6 +38,11 @@ __all__ = [
 ]
 
 TranscriptFormat = Literal["vtt", "srt", "txt", "md"]
+
+CUE_MAX_SECONDS = 7.0
+CUE_MAX_CHARS = 42
+"""A subtitle cue cut from a final's words lasts at most this long and holds at most this many
+characters (one word longer than either is a cue of its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,8 @@ class TranscriptUtterance:
     end: float
     speaker: str | None = None
     track: str | None = None
+    words: Sequence[Word] | None = None
+    """Its words with their times (conversation seconds), when known."""
 
     @property
     def who(self) -> str | None:
@@ -78,9 +91,36 @@ def timestamp(seconds: float, decimal: str = ".") -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
-def _cue_times(u: TranscriptUtterance, decimal: str) -> str:
+def _cue_times(u: TranscriptUtterance | _Cue, decimal: str) -> str:
     end = max(u.end, u.start + 0.001)
     return f"{timestamp(u.start, decimal)} --> {timestamp(end, decimal)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cue:
+    id: str
+    text: str
+    start: float
+    end: float
+
+
+def _cues(u: TranscriptUtterance) -> list[_Cue]:
+    """The subtitle cues of a final: itself, or (words known, too long) its words in pieces of at
+    most `CUE_MAX_SECONDS` and `CUE_MAX_CHARS`."""
+    text = _one_line(u.text)
+    words = [w for w in u.words or () if w.word.strip()]
+    if not words or (len(text) <= CUE_MAX_CHARS and u.end - u.start <= CUE_MAX_SECONDS):
+        return [_Cue(u.utterance_id, text, u.start, u.end)]
+    pieces: list[list[Word]] = [[]]
+    for word in words:
+        piece = pieces[-1]
+        longer = _one_line("".join(w.word for w in [*piece, word]))
+        if piece and (len(longer) > CUE_MAX_CHARS or word.end - piece[0].start > CUE_MAX_SECONDS):
+            pieces.append([word])
+        else:
+            piece.append(word)
+    return [_Cue(f"{u.utterance_id}/{k}", _one_line("".join(w.word for w in piece)), piece[0].start,
+                 piece[-1].end) for k, piece in enumerate(pieces, start=1)]
 
 
 def _one_line(text: str) -> str:
@@ -96,22 +136,22 @@ def to_webvtt(transcript: Transcript) -> str:
     """The transcript as a WebVTT file."""
     parts = ["WEBVTT\n"]
     for u in transcript.in_time_order():
-        text = _vtt_escape(_one_line(u.text))
-        if u.who:
-            text = f"<v {_vtt_escape(_one_line(u.who))}>{text}"
-        parts.append(f"{u.utterance_id}\n{_cue_times(u, '.')}\n{text}\n")
+        for cue in _cues(u):
+            text = _vtt_escape(cue.text)
+            if u.who:
+                text = f"<v {_vtt_escape(_one_line(u.who))}>{text}"
+            parts.append(f"{cue.id}\n{_cue_times(cue, '.')}\n{text}\n")
     return "\n".join(parts)
 
 
 def to_srt(transcript: Transcript) -> str:
     """The transcript as a SubRip (SRT) file."""
-    cues = []
-    for number, u in enumerate(transcript.in_time_order(), start=1):
-        text = _one_line(u.text)
-        if u.who:
-            text = f"{_one_line(u.who)}: {text}"
-        cues.append(f"{number}\n{_cue_times(u, ',')}\n{text}\n")
-    return "\n".join(cues)
+    cues = [(u, cue) for u in transcript.in_time_order() for cue in _cues(u)]
+    out = []
+    for number, (u, cue) in enumerate(cues, start=1):
+        text = f"{_one_line(u.who)}: {cue.text}" if u.who else cue.text
+        out.append(f"{number}\n{_cue_times(cue, ',')}\n{text}\n")
+    return "\n".join(out)
 
 
 def to_text(transcript: Transcript) -> str:

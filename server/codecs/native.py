@@ -96,16 +96,8 @@ def parse_start(obj: JsonObject) -> Start:
             "leave sample_rate, encoding and channels out"
         )
     validate_format(encoding, sample_rate, channels)
-    partials = obj.get("partials")
-    if partials is None:
-        partials = True
-    elif not isinstance(partials, bool):
-        _bad_start(f"partials must be true or false, not {show(partials)}")
-    diarize = obj.get("diarize")
-    if diarize is None:
-        diarize = False
-    elif not isinstance(diarize, bool):
-        _bad_start(f"diarize must be true or false, not {show(diarize)}")
+    partials = _flag(obj, "partials", True)
+    diarize = _flag(obj, "diarize", False)
     resume_after = obj.get("resume_after")
     if resume_after is not None:
         resume_after = _integer(obj, "resume_after", None)
@@ -127,6 +119,7 @@ def parse_start(obj: JsonObject) -> Start:
         diarize=diarize,
         client_id=_client_id(obj.get("client_id")),
         redact=_redact(obj.get("redact")),
+        word_timestamps=_flag(obj, "word_timestamps", False),
     )
 
 
@@ -208,6 +201,16 @@ def _integer(obj: JsonObject, name: str, default: int | None) -> int:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         _bad_start(f"{name} must be an integer, not {show(value)}")
+    return value
+
+
+def _flag(obj: JsonObject, name: str, default: bool) -> bool:
+    """The boolean field `name` (`default` when absent or null)."""
+    value = obj.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        _bad_start(f"{name} must be true or false, not {show(value)}")
     return value
 
 

@@ -173,3 +173,22 @@ def test_a_vocabulary_prompt_writes_the_names_in_a_batch_of_other_prompts(
     assert "Kessandra Vollmer" in alone.text and "Palabre" in alone.text, alone
     assert batch[1].text == alone.text  # its whole prompt, though the others' are shorter
     assert wer(REPORT, batch[0]) < 0.3
+
+
+@pytest.mark.slow
+def test_word_timestamps_time_each_word_in_order(tiny_en: CTranslate2Whisper, speak: Speak) -> None:
+    silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    speech = speak(REPORT)
+    audio = np.concatenate([silence, speech])  # the words start after one second of silence
+    asked, plain = tiny_en.transcribe_batch([AsrInput(audio=audio, language="en", word_timestamps=True),
+                                             AsrInput(audio=audio, language="en")])
+    assert plain.words is None
+    assert asked.words, asked
+    assert "".join(w.word for w in asked.words) == asked.text
+    assert all(w.word.strip() for w in asked.words)
+    assert all(0.0 <= w.start <= w.end <= len(audio) / SAMPLE_RATE for w in asked.words)
+    starts = [w.start for w in asked.words]
+    assert starts == sorted(starts)
+    assert asked.words[0].start >= 0.7, asked.words  # not in the leading silence
+    assert asked.words[-1].end > len(audio) / SAMPLE_RATE - 1.5
+    assert all(0.0 <= w.probability <= 1.0 for w in asked.words)

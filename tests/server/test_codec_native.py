@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -25,6 +26,7 @@ from stream.events import (
     SpeechStopped,
     Start,
     Stop,
+    Word,
     event_to_dict,
 )
 
@@ -448,3 +450,24 @@ def test_bad_redact_is_a_bad_start(redact: object, says: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_client_text(start(redact=redact))
     assert info.value.code == ErrorCode.BAD_START and says in info.value.message and info.value.close is None
+
+
+def test_word_timestamps_is_a_start_flag() -> None:
+    assert parse_client_text(start()).word_timestamps is False  # type: ignore[union-attr]
+    assert parse_client_text(start(word_timestamps=True)).word_timestamps is True  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError) as info:
+        parse_client_text(start(word_timestamps="yes"))
+    assert info.value.code == ErrorCode.BAD_START
+    assert "word_timestamps must be true or false" in info.value.message
+
+
+def test_a_final_carries_words_only_when_asked() -> None:
+    plain = Final(utterance_id="c:0", text="Hi there.", start=1.0, end=2.0, language="en", seq=0)
+    assert "words" not in json.loads(serialize_event(plain))
+    words = (Word("Hi", 1.0, 1.2345, 0.9), Word(" there.", 1.2345, 2.0, 0.8))
+    timed = dataclasses.replace(plain, words=words)
+    assert json.loads(serialize_event(timed))["words"] == [
+        {"word": "Hi", "start": 1.0, "end": 1.234, "probability": 0.9},
+        {"word": " there.", "start": 1.234, "end": 2.0, "probability": 0.8},
+    ]
+    assert json.loads(serialize_event(dataclasses.replace(plain, words=())))["words"] == []

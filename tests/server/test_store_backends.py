@@ -101,6 +101,16 @@ async def test_utterances_seq_idempotency_and_reads(store: ConversationStore) ->
     assert [u.id async for u in store.all_utterances("t", page_size=3)] == ids
 
 
+async def test_an_utterances_words_are_stored_and_read_back(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    words = [{"word": "Bonjour", "start": 0.5, "end": 0.9, "probability": 0.91},
+             {"word": " à tous.", "start": 0.9, "end": 1.6, "probability": 0.8}]
+    stored = await store.add_utterance("t", "c", 0, "Bonjour à tous.", 0.5, 1.6, "fr", words=words)
+    plain = await store.add_utterance("t", "c", 1, "Merci.", 2.0, 2.5, "fr")
+    assert (stored.words, plain.words) == (words, None)
+    assert [u.words for u in await store.utterances("t", "c")] == [words, None]
+
+
 async def test_last_end_of_a_track(store: ConversationStore) -> None:
     await store.open_conversation("t", "c", "en")
     assert await store.last_end("t", "c") is None

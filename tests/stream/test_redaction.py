@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream.events import Final, Partial
+from stream.events import Final, Partial, Word
 from stream.interfaces import Entity
 from stream.redaction import (
     REDACTION_KINDS,
@@ -120,3 +120,20 @@ def test_redact_event_keeps_a_partials_stable_prefix() -> None:
     assert (out.text, out.stable, out.unstable) == ("call [PHONE] now", "call [PHONE]", " now")
     final = redact_event(redactor, Final("c:0", "06 12 34 56 78", 0.0, 1.0, "fr", 0), "fr")
     assert final.text == "[PHONE]"
+
+
+def test_a_redacted_finals_words_hide_the_span_and_keep_its_time() -> None:
+    said = ["Call", " me", " at", " 06", " 12", " 34", " 56", " 78", " today."]
+    words = tuple(Word(w, float(k), float(k) + 0.9, 0.9 - k / 100) for k, w in enumerate(said))
+    final = Final(utterance_id="c:0", text="".join(said), start=0.0, end=9.0, language="en", seq=0,
+                  words=words)
+    out = redact_event(Redactor(["phone"]), final, "en")
+    assert isinstance(out, Final) and out.words is not None
+    assert "".join(w.word for w in out.words) == out.text == "Call me at [PHONE] today."
+    phone = next(w for w in out.words if "PHONE" in w.word)
+    assert (phone.word, phone.start, phone.end, phone.probability) == (" [PHONE]", 3.0, 7.9, 0.9 - 7 / 100)
+    assert not any(any(c.isdigit() for c in w.word) for w in out.words)
+    # Words that do not make up the text are dropped rather than risk keeping a number.
+    odd = Final(utterance_id="c:0", text="Call me at 06 12 34 56 78", start=0.0, end=9.0, language="en",
+                seq=0, words=(Word("06 12 34 56 78", 0.0, 1.0, 0.9),))
+    assert redact_event(Redactor(["phone"]), odd, "en").words == ()  # type: ignore[union-attr]

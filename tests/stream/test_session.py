@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from stream.events import Final, Partial, SpeechStarted, SpeechStopped
+from stream.events import Final, Partial, SpeechStarted, SpeechStopped, Word
 from stream.interfaces import SAMPLE_RATE, AsrOutput
 from stream.session import AsrJob, Session, SessionConfig
 from tests.stream.fakes import EnergyVad, silence, tone
@@ -210,3 +210,24 @@ def test_auto_finals_carry_the_detected_language_or_none_on_silence() -> None:
         ("Bonjour.", "fr"),
         ("", None),
     ]
+
+
+def test_word_timestamps_are_asked_for_finals_only_and_come_in_conversation_seconds() -> None:
+    s = Session("s1", "c1", EnergyVad(), language="en", time_offset=100.0,
+                config=SessionConfig(partial_interval_s=0.5), word_timestamps=True)
+    _, requests = feed_in_frames(s, np.concatenate([silence(0.5), tone(2.0), silence(1.0)]))
+    assert {r.kind for r in requests} == {"partial", "final"}
+    assert all(r.payload.input.word_timestamps == (r.kind == "final") for r in requests)
+    final = requests[-1].payload
+    # The audio starts 200 ms (padding) before the utterance, at 100.3 s; words are kept inside it.
+    words = (Word("Hello", 0.0, 0.5, 0.9), Word(" there.", 0.5, 9.0, 0.8))
+    [event] = s.on_result(final, AsrOutput("Hello there.", "en", words=words)).events
+    assert isinstance(event, Final) and event.words is not None
+    assert abs(event.start - 100.5) < 0.05 and abs(event.end - 102.5) < 0.05
+    assert event.words[0].start == event.start and abs(event.words[0].end - 100.8) < 0.05
+    assert abs(event.words[1].start - 100.8) < 0.05 and event.words[1].end == event.end
+    plain = make(partials=False)
+    _, requests = feed_in_frames(plain, np.concatenate([silence(0.5), tone(1.0), silence(1.0)]))
+    assert not requests[0].payload.input.word_timestamps
+    [event] = plain.on_result(requests[0].payload, AsrOutput("hi", "en")).events
+    assert isinstance(event, Final) and event.words is None

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import html
 import io
+import itertools
 from datetime import timedelta
 
 import srt
 import webvtt
 
-from stream.transcript_formats import Transcript, TranscriptUtterance, render, timestamp
+from stream.events import Word
+from stream.transcript_formats import (
+    CUE_MAX_CHARS,
+    CUE_MAX_SECONDS,
+    Transcript,
+    TranscriptUtterance,
+    render,
+    timestamp,
+)
 
 TWO_TRACKS = Transcript(
     conversation_id="call-1",
@@ -79,3 +88,39 @@ def test_an_empty_conversation_exports_valid_empty_files() -> None:
     assert webvtt.from_buffer(io.StringIO(render(empty, "vtt"))).captions == []
     assert list(srt.parse(render(empty, "srt"))) == []
     assert render(empty, "txt") == "" and render(empty, "md").startswith("# Conversation c\n")
+
+
+def _timed(text: str, start: float, seconds_per_word: float) -> list[Word]:
+    names = text.split(" ")
+    return [Word(("" if k == 0 else " ") + name, start + k * seconds_per_word,
+                 start + (k + 1) * seconds_per_word, 0.9) for k, name in enumerate(names)]
+
+
+LONG = ("so the plan for next quarter is to hire two engineers and one designer "
+        "and then ship the mobile app before the summer break")
+
+
+def test_a_long_final_with_words_is_cut_into_cues_at_word_boundaries() -> None:
+    words = _timed(LONG, 10.0, 0.5)
+    long = TranscriptUtterance("c:0", 0, LONG, 10.0, words[-1].end, speaker="Alice", words=words)
+    short = TranscriptUtterance("c:1", 1, "Sounds good.", 25.0, 26.0, words=_timed("Sounds good.", 25.0, 0.5))
+    transcript = Transcript("c", [long, short])
+    captions = webvtt.from_buffer(io.StringIO(render(transcript, "vtt"))).captions
+    subtitles = list(srt.parse(render(transcript, "srt")))
+    assert len(captions) == len(subtitles) > 3
+    assert [c.identifier for c in captions][:2] == ["c:0/1", "c:0/2"] and captions[-1].identifier == "c:1"
+    assert " ".join(html.unescape(c.raw_text).split(">", 1)[1] for c in captions[:-1]) == LONG
+    assert " ".join(s.content.removeprefix("Alice: ") for s in subtitles[:-1]) == LONG
+    for caption in captions[:-1]:
+        assert len(caption.raw_text.split(">", 1)[1]) <= CUE_MAX_CHARS
+        assert caption.end_in_seconds - caption.start_in_seconds <= CUE_MAX_SECONDS
+    assert captions[0].start_in_seconds == 10.0 and captions[-2].end_in_seconds == words[-1].end
+    starts = [c.start_in_seconds for c in captions]
+    assert starts == sorted(starts)
+    assert all(a.end_in_seconds <= b.start_in_seconds for a, b in itertools.pairwise(captions))
+
+
+def test_a_long_final_without_words_stays_one_cue() -> None:
+    transcript = Transcript("c", [TranscriptUtterance("c:0", 0, LONG, 10.0, 30.0)])
+    captions = webvtt.from_buffer(io.StringIO(render(transcript, "vtt"))).captions
+    assert [c.identifier for c in captions] == ["c:0"]

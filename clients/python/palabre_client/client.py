@@ -101,6 +101,7 @@ class StreamSession:
         vocabulary: Sequence[str] = (),
         diarize: bool = False,
         redact: Sequence[str] = (),
+        word_timestamps: bool = False,
         open_timeout: float = 30.0,
     ) -> StreamSession:
         """Connect, send `start` and wait for `ready`.
@@ -108,7 +109,8 @@ class StreamSession:
         `language` None means automatic detection ("auto"). `vocabulary`: names and terms the
         speakers use (at most 100, 1 KB), so the recogniser writes them as listed. `redact`: kinds
         of personal data the server replaces by a label before storing or sending ("phone",
-        "email", "card", "iban", "person"). `track` names this audio's speaker or call leg;
+        "email", "card", "iban", "person"). `word_timestamps`: each final also carries `words`, its
+        words with their times. `track` names this audio's speaker or call leg;
         `diarize` asks the server to tell the speakers of this audio apart (each final's `speaker`
         is then "S1", "S2", …). `token`, when given, is sent as
         `Authorization: Bearer <token>`. Raises `PalabreError`: with the server's code when it
@@ -148,6 +150,8 @@ class StreamSession:
             start["diarize"] = True
         if redact:
             start["redact"] = list(redact)
+        if word_timestamps:
+            start["word_timestamps"] = True
         try:
             await session._send(json.dumps(start))
             async with asyncio.timeout(open_timeout):
@@ -288,6 +292,7 @@ async def stream_file(
     diarize: bool = False,
     split_channels: bool = True,
     redact: Sequence[str] = (),
+    word_timestamps: bool = False,
 ) -> list[Event]:
     """Stream an audio file as a live source would and return every server event, `ready` first.
 
@@ -339,6 +344,7 @@ async def stream_file(
             frame_ms=frame_ms,
             vocabulary=vocabulary,
             redact=redact,
+            word_timestamps=word_timestamps,
             token=token,
             conversation_id=conversation_id,
             on_event=seen,
@@ -399,6 +405,7 @@ class ResilientStream:
         track: str | None = None,
         diarize: bool = False,
         redact: Sequence[str] = (),
+        word_timestamps: bool = False,
         ) -> None:
         """`pcm`: 16-bit little-endian mono at 16 kHz; the other arguments as for `stream_file`."""
         self._url = url
@@ -408,6 +415,7 @@ class ResilientStream:
         self._language = language
         self._vocabulary = tuple(vocabulary)
         self._redact = tuple(redact)
+        self._word_timestamps = word_timestamps
         self._token = token
         self._on_event = on_event
         self._bytes_per_second = DEFAULT_SAMPLE_RATE * 2
@@ -446,6 +454,7 @@ class ResilientStream:
                     language=self._language,
                     vocabulary=self._vocabulary,
                     redact=self._redact,
+                    word_timestamps=self._word_timestamps,
                     token=self._token,
                     conversation_id=self.conversation_id,
                     resume_after=max(self._seqs, default=-1) if resuming else None,
