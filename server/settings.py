@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from models.registry import whisper_languages
 from server.config import ServerConfig, parse_language_models, port_range
 from server.gpu import GpuInfo
 from server.store_postgresql import is_postgresql, without_password
@@ -276,6 +277,10 @@ CHECKS: dict[str, Check] = {
         _are_language_models,
         'must be LANGUAGE=MODEL entries (a 2-3 letter code or * for the others, each once), e.g. '
         '["en=tiny.en", "*=base"]',
+    ),
+    "asr_auto_languages": (
+        lambda v: all(code in whisper_languages() for code in v),
+        'must be language codes Whisper knows, e.g. ["en", "fr"] (empty: any)',
     ),
     "store": (
         lambda v: v is None or is_postgresql(v),
