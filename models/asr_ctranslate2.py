@@ -11,7 +11,8 @@ is cut to its first saying, at no cost; any other suspect is re-decoded in the f
 The pipeline, in `CTranslate2Whisper.transcribe_batch`:
     audio → (digital silence is answered empty, not decoded)
           → log-mel features (batch padded to one length) → encoder (once)
-          → language detection on the encoder output (multilingual models, language=None)
+          → language detection on the encoder output (multilingual models, language=None),
+            the most probable of `auto_languages` (the languages the deployment serves)
           → greedy decoding, one `generate` call per (language, task, prompt length in tokens)
           → repetition guard (cut a repeated phrase, or re-decode in the full window) → non-speech rule
 """
@@ -53,6 +54,7 @@ __all__ = [
     "Features",
     "compression_ratio",
     "first_saying",
+    "most_probable_language",
     "repeats_at_end",
 ]
 
@@ -113,13 +115,20 @@ class CTranslate2Whisper:
 
     def __init__(self, model_path: str | Path, *, name: str | None = None, device: str = "cpu",
                  compute_type: str = "int8", cpu_threads: int = 0, num_workers: int = 1,
-                 pad_seconds: float = 5.0, beam_size: int = 1) -> None:
+                 pad_seconds: float = 5.0, beam_size: int = 1,
+                 auto_languages: Sequence[str] = ()) -> None:
         """Load the CTranslate2 Whisper directory `model_path`.
 
         `cpu_threads` is CTranslate2's `intra_threads` (0: its default), `num_workers` its
         `inter_threads` (the number of concurrent calls). `pad_seconds` of silence are added after
         the longest input of a batch (capped at 30 s in all); `beam_size` 1 is greedy decoding.
+        `auto_languages` restricts language detection (inputs with no language) to those codes: the
+        most probable of them is decoded, its probability renormalised among them; empty: any
+        language Whisper knows. ValueError for a code Whisper does not know.
         """
+        unknown = [code for code in auto_languages if code not in _LANGUAGE_CODES]
+        if unknown:
+            raise ValueError(f"auto_languages: {', '.join(unknown)} not a language Whisper knows (en, fr)")
         path = Path(model_path)
         self.model = ctranslate2.models.Whisper(str(path), device=device, compute_type=compute_type,
                                                 intra_threads=cpu_threads, inter_threads=num_workers)
@@ -131,6 +140,7 @@ class CTranslate2Whisper:
         self.pad_seconds = pad_seconds
         self.beam_size = beam_size
         self.supported_languages: tuple[str, ...] = tuple(_LANGUAGE_CODES) if self.multilingual else ("en",)
+        self.auto_languages: tuple[str, ...] = tuple(auto_languages)
         self._features = FeatureExtractor(feature_size=self.model.n_mels)
         self._hf_tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
@@ -203,8 +213,7 @@ class CTranslate2Whisper:
             rows_encoded = self._take(encoded, features, [position[i] for i in undetected])
             found = self.model.detect_language(rows_encoded)
             for i, ranked in zip(undetected, found, strict=True):
-                token, probability = ranked[0]  # ("<|fr|>", 0.93), most probable first
-                languages[i] = (token[2:-2], float(probability))
+                languages[i] = most_probable_language(ranked, self.auto_languages)
 
         previous: dict[int, list[int]] = {}
         groups: dict[tuple[str, str, int], list[int]] = {}
@@ -335,6 +344,19 @@ def _words_within(words: tuple[Word, ...] | None, text: str) -> tuple[Word, ...]
             break
         kept.append(word)
     return tuple(kept)
+def most_probable_language(ranked: Sequence[tuple[str, float]],
+                           among: Sequence[str] = ()) -> tuple[str, float]:
+    """The most probable language of CTranslate2's `detect_language` ranking (`[("<|he|>", 0.4),
+    ("<|fr|>", 0.3), ...]`, every language, most probable first) among the codes `among` (empty:
+    any), with its probability renormalised among them: `("fr", 0.9)`. The first of the ranking
+    when none of `among` appears in it."""
+    codes = [(token[2:-2], float(probability)) for token, probability in ranked]
+    kept = [(code, p) for code, p in codes if code in among] if among else codes
+    if not kept:
+        return codes[0]
+    code, probability = kept[0]
+    total = sum(p for _, p in kept)
+    return code, (probability / total if among and total > 0 else probability)
 
 
 def compression_ratio(text: str) -> float:

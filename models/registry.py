@@ -35,7 +35,7 @@ around it, only when the test-only setting ``inject_asr_fault_after`` is given, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
@@ -112,8 +112,10 @@ def _pick(kind: Kind, table: dict[str, T], name: str) -> T:
 
 def load_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
              num_workers: int = 1, cache_dir: PathLike | None = None, pad_seconds: float = 5.0,
-             beam_size: int = 1, allow_download: bool = False) -> CTranslate2Whisper:
+             beam_size: int = 1, allow_download: bool = False,
+             auto_languages: Sequence[str] = ()) -> CTranslate2Whisper:
     """Resolve the Whisper model `name` (models/whisper_files.py) and load it on CTranslate2.
+    `auto_languages`: the languages detection chooses among (empty: any).
 
     ``auto`` device and compute type: CUDA float16 when a GPU is visible, else CPU int8.
     """
@@ -123,22 +125,23 @@ def load_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu
     device, compute_type = choose_device(device, compute_type)
     return CTranslate2Whisper(spec.path, name=spec.name, device=device, compute_type=compute_type,
                               cpu_threads=cpu_threads, num_workers=num_workers,
-                              pad_seconds=pad_seconds, beam_size=beam_size)
+                              pad_seconds=pad_seconds, beam_size=beam_size, auto_languages=auto_languages)
 
 
 def load_serving_asr(name: str, *, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0,
                      num_workers: int = 1, cache_dir: PathLike | None = None, fallback: bool = False,
                      fallback_threads: int = 1, fallback_workers: int = 2,
-                     inject_fault_after: int | None = None) -> AsrEngine:
+                     inject_fault_after: int | None = None, auto_languages: Sequence[str] = ()) -> AsrEngine:
     """The ASR engine a server runs: `name` on `device`, warmed up, with its optional seams.
 
     `inject_fault_after` (test only: ``--inject-asr-fault-after``) wraps the primary engine in
     `FaultyAsr`, which fails like a lost GPU after that many batches. `fallback` adds a CPU int8
     engine (`fallback_workers` calls of `fallback_threads` threads) that takes over, through
-    `FailoverAsr`, when the primary fails with a device error. Blocking (seconds).
+    `FailoverAsr`, when the primary fails with a device error. `auto_languages`: the languages
+    detection chooses among (empty: any). Blocking (seconds).
     """
     primary = load_asr(name, device=device, compute_type=compute_type, cpu_threads=cpu_threads,
-                       num_workers=num_workers, cache_dir=cache_dir)
+                       num_workers=num_workers, cache_dir=cache_dir, auto_languages=auto_languages)
     primary.warmup()
     engine: AsrEngine = primary
     if inject_fault_after is not None:
@@ -150,7 +153,7 @@ def load_serving_asr(name: str, *, device: str = "auto", compute_type: str = "au
     from models.failover import FailoverAsr
 
     backup = load_asr(name, device="cpu", compute_type="int8", cpu_threads=fallback_threads,
-                      num_workers=fallback_workers, cache_dir=cache_dir)
+                      num_workers=fallback_workers, cache_dir=cache_dir, auto_languages=auto_languages)
     backup.warmup()
     return FailoverAsr(engine, backup)
 

@@ -79,6 +79,13 @@ class ServerConfig:
     model is loaded at start with its own micro-batcher (an ASR lane); a session's requests go to
     the lane of its language, and `auto` sessions to the lane of `*` (which detects the language of
     each utterance)."""
+    asr_auto_languages: tuple[str, ...] = ("en", "fr")
+    """The languages `auto` sessions are detected among: each utterance is decoded in the most
+    probable of these (Whisper alone takes French speech on `base` for Hebrew or Spanish); empty:
+    any language Whisper knows."""
+    vocabulary: tuple[str, ...] = ()
+    """Names and terms every session gives the recogniser, after its own (`start.vocabulary`) and
+    its tenant's (`PUT /v1/vocabulary`); at most 100 terms, 1 KB."""
     device: str = "auto"
     compute_type: str = "auto"
     asr_workers: int = 0

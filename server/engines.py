@@ -63,6 +63,7 @@ def load_asr_engine(cfg: ServerConfig, model: str, cache_dir: Path | None = None
         fallback_threads=max(1, (os.cpu_count() or 2) // fallback_workers),
         fallback_workers=fallback_workers,
         inject_fault_after=cfg.inject_asr_fault_after,
+        auto_languages=cfg.asr_auto_languages,
     )
 
 

@@ -281,6 +281,8 @@ class SessionServices:
     """Told how long each diarized final's commit waited for its voice (metrics)."""
     ner: EntityRecognizer | None = None
     """Finds the names a session redacts (`start.redact` with "person")."""
+    vocabulary: tuple[str, ...] = ()
+    """The deployment's vocabulary (config `vocabulary`), after the session's and the tenant's."""
 
 
 class LiveSession:
@@ -373,7 +375,9 @@ class LiveSession:
             seqs=live.seqs,
             time_offset=time_offset,
             track=start.track,
-            prompt=vocabulary_prompt(start.vocabulary),
+            prompt=vocabulary_prompt(
+                start.vocabulary, await svc.store.vocabulary(self.tenant_id), svc.vocabulary
+            ),
             word_timestamps=start.word_timestamps,
         )
         self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")

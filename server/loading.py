@@ -90,6 +90,7 @@ async def load_services(
         publish=publish,
         on_speaker_wait=metrics.speaker_waited,
         ner=ner,
+        vocabulary=cfg.vocabulary,
     )
     for lane in asr.lanes:
         log.info(

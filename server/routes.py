@@ -133,6 +133,7 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
     router.add("/v1/conversations/", conversation)
     router.add("/v1/search", search)
     add_speaker_routes(router, hub)
+    add_vocabulary_routes(router, hub)
 
 
 def add_speaker_routes(router: Router, hub: SessionHub) -> None:
@@ -157,3 +158,33 @@ def add_speaker_routes(router: Router, hub: SessionHub) -> None:
         return json_response(200, {"speaker": {"label": label, "name": name}})
 
     router.add("/v1/conversations/{id}/speakers/{label}", name_speaker, scope=Scope.STREAM, method="PUT")
+
+
+def add_vocabulary_routes(router: Router, hub: SessionHub) -> None:
+    """GET and PUT /v1/vocabulary?terms=A,B (scope `admin`): the tenant's vocabulary, the names and
+    terms every session of the tenant gives the recogniser after its own `start.vocabulary`.
+
+    The terms travel in the query string, comma-separated (the server reads no request bodies);
+    `terms=` (empty) clears them. A session reads its tenant's vocabulary when it opens."""
+
+    async def get_vocabulary(request: HttpRequest) -> HttpResponse:
+        services = hub.services
+        if services is None:
+            return error_response(503, "unavailable", "loading")
+        return json_response(200, {"vocabulary": list(await services.store.vocabulary(request.tenant_id))})
+
+    async def set_vocabulary(request: HttpRequest) -> HttpResponse:
+        services = hub.services
+        if services is None:
+            return error_response(503, "unavailable", "loading")
+        if "terms" not in request.query:
+            return error_response(400, "bad_request", "give the terms: PUT /v1/vocabulary?terms=A,B")
+        terms = [term for term in request.query["terms"].split(",") if term.strip()]
+        try:
+            stored = await services.store.set_vocabulary(request.tenant_id, terms)
+        except ValueError as error:
+            return error_response(400, "bad_request", str(error))
+        return json_response(200, {"vocabulary": list(stored)})
+
+    router.add("/v1/vocabulary", get_vocabulary, scope=Scope.ADMIN)
+    router.add("/v1/vocabulary", set_vocabulary, scope=Scope.ADMIN, method="PUT")

@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from models.registry import whisper_languages
 from server.config import ServerConfig, parse_language_models, port_range
 from server.gpu import GpuInfo
 from server.store_postgresql import is_postgresql, without_password
+from stream.vocabulary import check_vocabulary
 
 ENV_PREFIX = "PALABRE_"
 GIB = 1 << 30
@@ -261,6 +263,14 @@ def _are_language_models(entries: tuple[str, ...]) -> bool:
     return True
 
 
+def _is_vocabulary(terms: tuple[str, ...]) -> bool:
+    try:
+        check_vocabulary(list(terms))
+    except ValueError:
+        return False
+    return True
+
+
 def _positive() -> Check:
     return (lambda v: v is None or v > 0, "must be more than 0")
 
@@ -276,6 +286,13 @@ CHECKS: dict[str, Check] = {
         _are_language_models,
         'must be LANGUAGE=MODEL entries (a 2-3 letter code or * for the others, each once), e.g. '
         '["en=tiny.en", "*=base"]',
+    ),
+    "asr_auto_languages": (
+        lambda v: all(code in whisper_languages() for code in v),
+        'must be language codes Whisper knows, e.g. ["en", "fr"] (empty: any)',
+    ),
+    "vocabulary": (
+        _is_vocabulary, "must be at most 100 printable terms of at most 100 characters, 1 KB in all"
     ),
     "store": (
         lambda v: v is None or is_postgresql(v),

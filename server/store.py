@@ -57,6 +57,7 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overl
 
 from stream.events import CONVERSATION_ID_RE, utterance_id
 from stream.redaction import check_redaction
+from stream.vocabulary import check_vocabulary
 
 SummaryMethod = Literal["generative", "extractive"]
 ConversationStatus = Literal["live", "ended"]
@@ -204,6 +205,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE tenants ADD COLUMN redact TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(redact))",),
     # 10: the words of an utterance with their times (`start.word_timestamps`; NULL when not asked).
     ("ALTER TABLE utterances ADD COLUMN words TEXT CHECK (words IS NULL OR json_valid(words))",),
+    # 11: the names and terms a tenant's sessions give the recogniser (PUT /v1/vocabulary; a JSON array).
+    ("ALTER TABLE tenants ADD COLUMN vocabulary TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(vocabulary))",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -884,6 +887,21 @@ class Store:
         row = self._conn.execute("SELECT redact FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
         return () if row is None else tuple(json.loads(row[0]))
 
+    def set_vocabulary(self, tenant_id: str, terms: Sequence[str]) -> tuple[str, ...]:
+        """Give `terms` (checked by `stream.vocabulary.check_vocabulary`, which raises ValueError)
+        to the recogniser in every session of the tenant, after the session's own; none: only the
+        session's. Returns the terms stored. The tenant is created if needed."""
+        checked = check_vocabulary(list(terms))
+        with self._transaction() as conn:
+            self._ensure_tenant(conn, tenant_id, self._clock())
+            conn.execute("UPDATE tenants SET vocabulary = ? WHERE id = ?", (json.dumps(checked), tenant_id))
+        return checked
+
+    def vocabulary(self, tenant_id: str) -> tuple[str, ...]:
+        """The tenant's vocabulary (none for an unknown tenant)."""
+        row = self._conn.execute("SELECT vocabulary FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+        return () if row is None else tuple(json.loads(row[0]))
+
     def retention(self) -> dict[str, int]:
         """Tenant → retention days, for the tenants that have one."""
         rows = self._conn.execute("SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL")
@@ -1291,6 +1309,8 @@ class AsyncStore:
     retention = _OnStoreThread(Store.retention)
     set_redaction = _OnStoreThread(Store.set_redaction)
     redaction = _OnStoreThread(Store.redaction)
+    set_vocabulary = _OnStoreThread(Store.set_vocabulary)
+    vocabulary = _OnStoreThread(Store.vocabulary)
     set_retention = _OnStoreThread(Store.set_retention)
     conversations_idle_since = _OnStoreThread(Store.conversations_idle_since)
     audit = _OnStoreThread(Store.audit)

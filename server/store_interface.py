@@ -194,6 +194,13 @@ class ConversationStore(Protocol):
     async def redaction(self, tenant_id: str) -> tuple[str, ...]:
         """The kinds every session of the tenant redacts (none for an unknown tenant)."""
 
+    async def set_vocabulary(self, tenant_id: str, terms: Sequence[str]) -> tuple[str, ...]:
+        """Give `terms` to the recogniser in every session of the tenant, after the session's own
+        (`stream.vocabulary.check_vocabulary`: ValueError saying what is wrong); returns them."""
+
+    async def vocabulary(self, tenant_id: str) -> tuple[str, ...]:
+        """The tenant's vocabulary (none for an unknown tenant)."""
+
     async def retention(self) -> dict[str, int]:
         """Tenant → retention days, for the tenants that have one."""
 

@@ -58,6 +58,7 @@ from server.store import (
 )
 from stream.events import CONVERSATION_ID_RE, utterance_id
 from stream.redaction import check_redaction
+from stream.vocabulary import check_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 6: the words of an utterance with their times (SQLite's step 10).
     ("ALTER TABLE utterances ADD COLUMN words jsonb",),
+    # 7: the names and terms a tenant's sessions give the recogniser (SQLite's step 11).
+    ("ALTER TABLE tenants ADD COLUMN vocabulary jsonb NOT NULL DEFAULT '[]'",),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -791,6 +794,19 @@ class PostgresStore:
     async def redaction(self, tenant_id: str) -> tuple[str, ...]:
         """The kinds every session of the tenant redacts (none for an unknown tenant)."""
         value = await self._pool.fetchval("SELECT redact FROM tenants WHERE id = $1", tenant_id)
+        return () if value is None else tuple(value)
+
+    async def set_vocabulary(self, tenant_id: str, terms: Sequence[str]) -> tuple[str, ...]:
+        """The tenant's vocabulary (see `Store.set_vocabulary`); returns the terms stored."""
+        checked = check_vocabulary(list(terms))
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _ensure_tenant(conn, tenant_id, self._clock())
+            await conn.execute("UPDATE tenants SET vocabulary = $1 WHERE id = $2", list(checked), tenant_id)
+        return checked
+
+    async def vocabulary(self, tenant_id: str) -> tuple[str, ...]:
+        """The tenant's vocabulary (none for an unknown tenant)."""
+        value = await self._pool.fetchval("SELECT vocabulary FROM tenants WHERE id = $1", tenant_id)
         return () if value is None else tuple(value)
 
     async def retention(self) -> dict[str, int]:

@@ -55,7 +55,19 @@
   };
 
   ui.transport.value = Palabre.query.get("transport") === "socket" ? "socket" : "webrtc";
-  if (Palabre.query.get("language")) ui.language.value = Palabre.query.get("language");
+  ui.language.value = pageLanguage(Palabre.query.get("language"), navigator.languages || [navigator.language]);
+
+  // The language asked for: ?language= when the page offers it, else the first of the browser's
+  // languages it offers ("fr-FR" → French), else the page's default (English).
+  function pageLanguage(asked, browserLanguages) {
+    const offered = new Set(Array.from(ui.language.options, (option) => option.value));
+    if (asked && offered.has(asked)) return asked;
+    for (const tag of browserLanguages) {
+      const code = String(tag || "").toLowerCase().split("-")[0];
+      if (offered.has(code)) return code;
+    }
+    return ui.language.value;
+  }
 
   // --- status and errors ------------------------------------------------------------------------
 

@@ -336,3 +336,17 @@ def test_question_gets_a_streamed_answer_with_a_citation(context: Any, server: P
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     meeting.screenshot(path=str(SCREENSHOTS / "meeting.png"))
     stop_meeting(meeting)
+
+
+def test_the_meeting_language_defaults_to_the_browsers(browser: Any, server: PalabreServer) -> None:
+    """A French browser gets French selected; `?language=` still wins; a language the page does not
+    offer keeps English."""
+    cases = (("fr-FR", "", "fr"), ("fr-FR", "?language=en", "en"), ("ja-JP", "", "en"))
+    for locale, query, expected in cases:
+        ctx = browser.new_context(viewport=VIEWPORT, locale=locale)
+        try:
+            page = ctx.new_page()
+            page.goto(f"{server.http}/{query}")
+            assert page.input_value("#language") == expected, (locale, query)
+        finally:
+            ctx.close()

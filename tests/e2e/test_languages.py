@@ -89,6 +89,20 @@ async def test_recorded_french_on_the_default_server(palabre_server: Any, shared
     assert "parole" in text and "madame" in text, text
 
 
+@pytest.mark.real_speech
+async def test_recorded_french_with_auto_is_marked_french(palabre_server: Any, shared_audio: Path) -> None:
+    """The same recording with `language: "auto"`: `base` alone ranks Hebrew or Spanish first on
+    it; detection among the deployment's languages (`asr_auto_languages`, default en and fr)
+    marks every final `fr` and decodes it in French."""
+    events = await stream_file(
+        palabre_server(None).url, shared_audio / "commonvoice_fr.wav", language="auto", speed=2
+    )
+    spoken = finals(events)
+    text = " ".join(f["text"] for f in spoken).lower()
+    assert spoken and {f["language"] for f in spoken} == {"fr"}, spoken
+    assert "parole" in text, text
+
+
 def _write_silence(path: Path) -> None:
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from models import asr_ctranslate2
-from models.asr_ctranslate2 import CTranslate2Whisper, compression_ratio, first_saying, repeats_at_end
+from models.asr_ctranslate2 import (
+    CTranslate2Whisper,
+    compression_ratio,
+    first_saying,
+    most_probable_language,
+    repeats_at_end,
+)
 from models.registry import load_asr
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
 
@@ -192,3 +198,46 @@ def test_word_timestamps_time_each_word_in_order(tiny_en: CTranslate2Whisper, sp
     assert asked.words[0].start >= 0.7, asked.words  # not in the leading silence
     assert asked.words[-1].end > len(audio) / SAMPLE_RATE - 1.5
     assert all(0.0 <= w.probability <= 1.0 for w in asked.words)
+RANKING = [("<|he|>", 0.40), ("<|es|>", 0.25), ("<|fr|>", 0.20), ("<|en|>", 0.05), ("<|de|>", 0.10)]
+
+
+def test_detection_takes_the_most_probable_of_the_deployment_languages() -> None:
+    language, probability = most_probable_language(RANKING, ("en", "fr"))
+    assert language == "fr" and probability == pytest.approx(0.20 / 0.25)
+    assert most_probable_language(RANKING) == ("he", 0.40)  # no restriction: Whisper's first
+    assert most_probable_language(RANKING, ("en",)) == ("en", 1.0)
+    assert most_probable_language(RANKING, ("xx",)) == ("he", 0.40)  # none ranked: Whisper's first
+
+
+class _HebrewFirst:
+    """The real model, except that detection ranks Hebrew and Spanish above the rest (as `base` does
+    on some real French speech)."""
+
+    def __init__(self, model: object) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def detect_language(self, encoded: object) -> list[list[tuple[str, float]]]:
+        found = self._model.detect_language(encoded)  # type: ignore[attr-defined]
+        return [[("<|he|>", 0.5), ("<|es|>", 0.3), *[(t, p * 0.2) for t, p in ranked]] for ranked in found]
+
+
+@pytest.mark.slow
+def test_auto_decodes_in_the_most_probable_deployment_language(
+        base: CTranslate2Whisper, speak: Speak, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "model", _HebrewFirst(base.model))
+    monkeypatch.setattr(base, "auto_languages", ("en", "fr"))
+    [out] = base.transcribe_batch([AsrInput(audio=speak(FRENCH, voice="fr"), language=None)])
+    assert out.language == "fr", out
+    assert "budget" in out.text.lower()
+    [silent] = base.transcribe_batch([AsrInput(audio=np.zeros(SAMPLE_RATE, np.float32), language=None)])
+    assert (silent.text, silent.language) == ("", "")  # nothing heard: no language (null in events)
+
+
+def test_unknown_auto_languages_are_refused() -> None:
+    from models.whisper_files import resolve_model
+
+    with pytest.raises(ValueError, match="xx not a language Whisper knows"):
+        CTranslate2Whisper(resolve_model("tiny.en").path, auto_languages=("en", "xx"))

@@ -125,3 +125,10 @@ async def test_requests_are_routed_to_the_lane_of_their_language() -> None:
 def test_every_configured_model_needs_a_lane() -> None:
     with pytest.raises(ValueError, match="no lane for model"):
         AsrLanes(DEFAULT, [_lane("tiny.en", [])])
+
+
+def test_asr_auto_languages_is_a_checked_key() -> None:
+    assert load_config(None, {}, {}).asr_auto_languages == ("en", "fr")
+    assert load_config(None, {}, {"asr_auto_languages": "en,fr,de"}).asr_auto_languages == ("en", "fr", "de")
+    with pytest.raises(ConfigError, match=r"asr_auto_languages.*must be language codes Whisper knows"):
+        load_config(None, {}, {"asr_auto_languages": "en,klingon"})

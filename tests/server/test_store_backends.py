@@ -232,6 +232,19 @@ async def test_redaction_kinds_of_a_tenant(store: ConversationStore) -> None:
         await store.set_redaction("t", ["ssn"])
 
 
+async def test_vocabulary_of_a_tenant(store: ConversationStore) -> None:
+    assert await store.vocabulary("t") == ()
+    stored = await store.set_vocabulary("t", ["Zyphrex", "  Kessandra   Vollmer "])
+    assert stored == ("Zyphrex", "Kessandra Vollmer")
+    assert await store.vocabulary("t") == ("Zyphrex", "Kessandra Vollmer")
+    assert await store.vocabulary("other") == ()
+    with pytest.raises(ValueError, match="at most 100"):
+        await store.set_vocabulary("t", [f"term{i}" for i in range(101)])
+    assert await store.vocabulary("t") == ("Zyphrex", "Kessandra Vollmer")  # a refused change loses nothing
+    await store.set_vocabulary("t", [])
+    assert await store.vocabulary("t") == ()
+
+
 async def test_audit_rows(store: ConversationStore) -> None:
     await store.ensure_tenant("t")
     first = await store.add_audit("t", "open", "export", "c", {"format": "vtt"})
