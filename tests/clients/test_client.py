@@ -401,6 +401,20 @@ def test_load_channels_splits_a_stereo_file_into_one_array_per_channel(tmp_path:
     assert [channel_track(None, 0), channel_track("call", 1)] == ["ch1", "call-ch2"]
 
 
+def test_load_channels_keeps_mono_content_in_a_stereo_file_as_one_channel(tmp_path: Path) -> None:
+    """A stereo file whose two channels carry the same voice (jfk.flac is one) is one track."""
+    path = _write_wav(tmp_path / "dual_mono.wav", seconds=0.5, channels=2)
+    (mono,) = load_channels(path, sample_rate=RATE)
+    assert _peak_hz(mono, RATE) == pytest.approx(440, abs=2)
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(b"\0" * 4 * RATE)
+    assert len(load_channels(silent, sample_rate=RATE)) == 1
+
+
 @pytest.mark.parametrize(
     ("codec", "suffix", "rate"), [("libmp3lame", "mp3", 44100), ("libopus", "opus", 48000)]
 )

@@ -51,7 +51,9 @@ def load_channels(
     path: str | os.PathLike[str], sample_rate: int = DEFAULT_SAMPLE_RATE
 ) -> list[npt.NDArray[np.float32]]:
     """Decode the first audio stream of a file to one float32 array per channel (no down-mix):
-    a stereo file gives two arrays, each resampled to `sample_rate`. Errors as `load_audio`."""
+    a stereo file gives two arrays, each resampled to `sample_rate`. Channels that all carry the
+    same signal (mono content in a stereo file) give one array: there is one voice to transcribe,
+    not two. Errors as `load_audio`."""
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     chunks: list[npt.NDArray[Any]] = []
@@ -73,7 +75,23 @@ def load_channels(
     if not chunks:
         return [np.zeros(0, dtype=np.float32)]
     planes = np.concatenate(chunks, axis=1).astype(np.float32) / np.float32(32768.0)
+    if planes.shape[0] > 1 and same_signal(planes):
+        return [planes.mean(axis=0)]
     return [planes[i].copy() for i in range(planes.shape[0])]
+
+
+SAME_SIGNAL_DB = -30.0
+"""Channels whose difference to their mean is this far below the mean's level carry one signal."""
+
+
+def same_signal(planes: npt.NDArray[np.float32]) -> bool:
+    """Whether every channel (row) of `planes` is the same signal, up to `SAME_SIGNAL_DB`."""
+    mix = planes.mean(axis=0)
+    level = float(np.sqrt(np.mean(np.square(mix, dtype=np.float64)))) if mix.size else 0.0
+    if level == 0.0:
+        return bool(not np.any(planes))
+    spread = float(np.sqrt(np.mean(np.square(planes - mix, dtype=np.float64))))
+    return spread <= level * 10 ** (SAME_SIGNAL_DB / 20)
 
 
 def channel_track(track: str | None, channel: int) -> str:
