@@ -120,7 +120,7 @@ def add_memory_routes(router: Router, hub: SessionHub) -> None:
                 400, "bad_request", f"entity_label must be one of {', '.join(ENTITY_LABELS)}"
             )
         speaker = request.query.get("speaker") or None
-        hits = await knowledge.search(
+        hits = await knowledge.indexes.search(
             request.tenant_id, query, conversation_id, k, entity=entity, entity_label=label, speaker=speaker
         )
         names = await SpeakerNames.of(services.store, request.tenant_id, [h.utterance for h in hits])

@@ -123,22 +123,6 @@ class Knowledge:
         """Vectors in each tenant index loaded so far, by tenant (for metrics and readiness)."""
         return self.indexes.sizes()
 
-    async def search(
-        self,
-        tenant_id: str,
-        query: str,
-        conversation_id: str | None = None,
-        k: int = 5,
-        *,
-        entity: str | None = None,
-        entity_label: str | None = None,
-        speaker: str | None = None,
-    ) -> list[SearchHit]:
-        """See `TenantIndexes.search`."""
-        return await self.indexes.search(
-            tenant_id, query, conversation_id, k, entity=entity, entity_label=entity_label, speaker=speaker
-        )
-
     def answer(
         self, tenant_id: str, ask: Ask, conversation_id: str | None
     ) -> AsyncIterator[AnswerDelta | AnswerDone]:

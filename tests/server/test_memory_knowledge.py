@@ -43,7 +43,7 @@ async def test_a_stored_final_is_indexed_tagged_and_summarised(
     assert knowledge.index_sizes() == {TENANT: 3}
     assert knowledge.entities is not None
     await knowledge.entities.wait()
-    hits = await knowledge.search(TENANT, "So Tom has the budget", "c1", 3, entity_label="person")
+    hits = await knowledge.indexes.search(TENANT, "So Tom has the budget", "c1", 3, entity_label="person")
     assert hits[0].utterance.public_id == "c1:1" and len(hits) == 3
     final = await knowledge.summarize("c1", final=True)
     assert final is not None and final.final and observed[-1] is final
