@@ -35,6 +35,11 @@ class LimitsConfig:
     """Messages a connection may send ahead of `message_rate`."""
     idle_timeout_s: float = 120.0
     """A connection (WebSocket or AudioSocket) that sends nothing for this long is closed (0: never)."""
+    store_hold_s: float = 30.0
+    """How long a session holds a final it cannot commit (the database is lost) while retrying,
+    before it is told `unavailable` and closed (server/final_hold.py)."""
+    store_hold_finals: int = 32
+    """How many finals a session holds while the database is lost before it is told and closed."""
 
 
 @dataclass(frozen=True, slots=True)

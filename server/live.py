@@ -25,9 +25,10 @@ from typing import Literal
 
 from server.asr_lanes import AsrLanes, UnsupportedLanguage
 from server.engines import Voice, voice_request
+from server.final_hold import FinalHold, HoldLimits
 from server.memory import Knowledge
 from server.model_service import BatchService
-from server.store import ConversationNotFound, UtteranceRow
+from server.store import ConversationNotFound, StoreUnavailable, UtteranceRow
 from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
@@ -116,6 +117,10 @@ class Outbox:
                     self._on_overflow()
         self._queue.append(event)
         self._ready.set()
+
+    def finals_waiting(self) -> int:
+        """How many finals are queued (not yet committed and sent)."""
+        return sum(1 for item in self._queue if isinstance(item, Final))
 
     async def take(self) -> ServerEvent | Deferred:
         """The next queued item, in order (waits for one)."""
@@ -298,6 +303,7 @@ class LiveSession:
         on_overflow: Callable[[], None] | None = None,
         on_evicted: Callable[[ErrorCode], None] | None = None,
         on_closed: Callable[[LiveSession], None] | None = None,
+        hold: HoldLimits | None = None,
     ) -> None:
         self.services = services
         self.tenant_id = tenant_id
@@ -327,6 +333,8 @@ class LiveSession:
         self._live: LiveConversation | None = None
         self._voices: dict[int, asyncio.Future[Voice]] = {}
         """Diarized: the voice of each utterance awaiting its final, by seq (the latest final request)."""
+        self.hold = FinalHold(hold or HoldLimits())
+        """Its finals held while the store cannot be reached (server/final_hold.py)."""
 
     @property
     def closed(self) -> bool:
@@ -337,8 +345,32 @@ class LiveSession:
         """Validate the start parameters, open the conversation, create the core session.
 
         `turn_detection` overrides the server's setting for this session ("manual": only
-        `commit()` or the length limit ends an utterance); None keeps the server's.
+        `commit()` or the length limit ends an utterance); None keeps the server's. Raises
+        `ProtocolError`: `bad_start`, or `unavailable` (closing) when the store cannot be reached.
         """
+        try:
+            return await self._open(start, turn_detection)
+        except StoreUnavailable as error:
+            log.warning("session %s not opened: %s", self.session_id, error)
+            await self._abandon()
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE,
+                "the database cannot be reached; try again shortly",
+                CloseCode.TRY_AGAIN_LATER,
+            ) from None
+
+    async def _abandon(self) -> None:
+        """Undo a failed `open`: stop the writer, leave the conversation."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._live is not None:
+            self.services.conversations.leave(self.conversation_id)
+            self._live = None
+
+    async def _open(self, start: Start, turn_detection: Literal["vad", "manual"] | None) -> Ready:
         svc = self.services
         if start.diarize and svc.speaker is None:
             raise ProtocolError(ErrorCode.BAD_START, "this server runs no speaker model: diarize is off")
@@ -581,18 +613,7 @@ class LiveSession:
         if not final.text:
             return [final]
         try:
-            row = await self.services.store.add_utterance(
-                self.tenant_id,
-                self.conversation_id,
-                final.seq,
-                final.text,
-                final.start,
-                final.end,
-                final.language,
-                track=final.track,
-                speaker=final.speaker,
-                words=None if final.words is None else [asdict(w) for w in final.words],
-            )
+            row = await self._store_final(final)
         except ConversationNotFound:
             self._erased_elsewhere()
             return [final]
@@ -603,6 +624,65 @@ class LiveSession:
         if self.services.publish is not None:
             self.services.publish(self.conversation_id, merge, self.session_id)
         return [final, merge]
+
+    async def _store_final(self, final: Final) -> UtteranceRow:
+        """Commit a final's row. While the store cannot be reached, hold it (and the events
+        behind it) and retry with a growing delay; past the hold's bound, the session is told
+        and closed (`_store_lost`) and the retries go on."""
+        hold = self.hold
+        while True:
+            try:
+                row = await asyncio.wait_for(
+                    self.services.store.add_utterance(
+                        self.tenant_id,
+                        self.conversation_id,
+                        final.seq,
+                        final.text,
+                        final.start,
+                        final.end,
+                        final.language,
+                        track=final.track,
+                        speaker=final.speaker,
+                        words=None if final.words is None else [asdict(w) for w in final.words],
+                    ),
+                    hold.limits.attempt_s,
+                )
+            except (StoreUnavailable, TimeoutError) as error:
+                now = time.monotonic()
+                delay = hold.failed(now)
+                if hold.retries == 1:
+                    log.warning(
+                        "session %s: final %d not stored (%s); holding it and retrying",
+                        self.session_id,
+                        final.seq,
+                        error or "timed out",
+                    )
+                if hold.over_bound(now, self.outbox.finals_waiting() + 1):
+                    self._store_lost()
+                await asyncio.sleep(delay)
+                continue
+            held = hold.committed(time.monotonic())
+            if held > 0:
+                log.warning(
+                    "session %s: the store is back; final %d stored after %.1f s",
+                    self.session_id,
+                    final.seq,
+                    held,
+                )
+            return row
+
+    def _store_lost(self) -> None:
+        """The hold passed its bound: tell the client (`unavailable`) and close its connection;
+        the session takes no more audio and finishes, its held finals still retried (a client
+        resuming the conversation waits for them, `LiveConversations.settle`)."""
+        log.error(
+            "session %s: the store has been unreachable for %.1f s; closing the session",
+            self.session_id,
+            time.monotonic() - (self.hold.since or 0.0),
+        )
+        if self._on_evicted is not None and self.outbox.attached:
+            self._on_evicted(ErrorCode.UNAVAILABLE)
+        self.detach()
 
     async def _speaker_of(self, final: Final) -> tuple[str | None, Speakers | None]:
         """The final's speaker: the track's name, or (diarized) the label of its voice, and the

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 from server.config import LimitsConfig
+from server.final_hold import HoldLimits
 from server.limits import admit_sessions
 from server.live import LiveSession, Send, SessionServices
 from stream.errors import ErrorCode, ProtocolError
@@ -122,6 +123,7 @@ class SessionHub:
             on_overflow=on_overflow,
             on_evicted=on_evicted,
             on_closed=self._closed,
+            hold=HoldLimits(finals=self.limits.store_hold_finals, seconds=self.limits.store_hold_s),
         )
         ready = await live.open(start, turn_detection=turn_detection)
         self._sessions[live.session_id] = live

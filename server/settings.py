@@ -307,6 +307,8 @@ CHECKS: dict[str, Check] = {
     "limits.max_text_bytes": _at_least(1),
     "limits.max_frame_bytes": _at_least(1),
     "limits.outbox_events": _at_least(1),
+    "limits.store_hold_s": _positive(),
+    "limits.store_hold_finals": _at_least(1),
 }
 """Range checks of particular keys; besides these, no number may be negative."""
 

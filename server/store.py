@@ -244,6 +244,12 @@ class UtteranceConflict(StoreError):
     """An utterance with this seq is already stored in the conversation with a different text."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (a lost connection, a server shutting down or
+    restarting, one that stopped answering): the same call may succeed later. Only the
+    PostgreSQL store raises it; a live session holds its finals and retries (server/final_hold.py)."""
+
+
 # --- rows -----------------------------------------------------------------------------------
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -50,6 +51,7 @@ from server.store import (
     ErasedConversation,
     SchemaTooNew,
     StoreError,
+    StoreUnavailable,
     SummaryMethod,
     SummaryRow,
     TokenRow,
@@ -63,6 +65,7 @@ from stream.vocabulary import check_vocabulary
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 UtteranceNotified = Callable[[str, int], None]
 """Told (tenant id, utterance row id) of an utterance committed by any front-end."""
@@ -225,6 +228,15 @@ _TOKEN_COLUMNS = "id, tenant_id, scopes, created_at, revoked_at"
 
 _UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
+_LOST = (
+    OSError,  # refused, reset, timed out
+    asyncpg.PostgresConnectionError,  # the connection broke
+    asyncpg.OperatorInterventionError,  # the server shuts down or is starting up
+    asyncpg.InsufficientResourcesError,  # too many connections, a full disk
+    asyncpg.InterfaceError,  # "connection is closed"
+)
+"""What a call gets while the server is lost (and may get past once it is back)."""
+
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 """How a store location names a PostgreSQL server (libpq connection URIs)."""
 
@@ -285,6 +297,22 @@ def _describe(dsn: str, error: BaseException) -> str:
 
 async def _set_json_codecs(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _unavailable_when_lost(
+    method: Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[PostgresStore, _P], Coroutine[Any, Any, _T]]:
+    """A store method that raises `StoreUnavailable` when the server is lost (the methods a live
+    session calls: it holds its finals and retries, and refuses to open with `unavailable`)."""
+
+    @functools.wraps(method)
+    async def call(self: PostgresStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except _LOST as error:
+            raise StoreUnavailable(_describe(self._dsn, error)) from error
+
+    return call
 
 
 class PostgresStore:
@@ -356,6 +384,7 @@ class PostgresStore:
 
     # --- writes ---
 
+    @_unavailable_when_lost
     async def ensure_tenant(self, tenant_id: str) -> None:
         """Create the tenant if it does not exist yet (named after its id)."""
         started = time.perf_counter()
@@ -363,6 +392,7 @@ class PostgresStore:
             await _ensure_tenant(conn, tenant_id, self._clock())
         self._written("ensure_tenant", started)
 
+    @_unavailable_when_lost
     async def open_conversation(
         self, tenant_id: str, conversation_id: str | None, language: str | None
     ) -> ConversationRow:
@@ -401,6 +431,7 @@ class PostgresStore:
         self._written("open_conversation", started)
         return ConversationRow(**dict(row))
 
+    @_unavailable_when_lost
     async def next_seq(self, conversation_id: str) -> int:
         """The seq the next utterance of the conversation gets: its highest seq + 1, or 0."""
         seq = await self._pool.fetchval(
@@ -408,6 +439,7 @@ class PostgresStore:
         )
         return int(seq)
 
+    @_unavailable_when_lost
     async def last_end(self, tenant_id: str, conversation_id: str, track: str | None = None) -> float | None:
         """The `end` of the track's last stored utterance in the conversation (None: it has none)."""
         end = await self._pool.fetchval(
@@ -419,6 +451,7 @@ class PostgresStore:
         )
         return None if end is None else float(end)
 
+    @_unavailable_when_lost
     async def add_utterance(
         self,
         tenant_id: str,
@@ -620,6 +653,7 @@ class PostgresStore:
         )
         return [ConversationRow(**dict(row)) for row in rows]
 
+    @_unavailable_when_lost
     async def utterances(
         self, tenant_id: str, conversation_id: str, after_seq: int = -1
     ) -> list[UtteranceRow]:
@@ -791,6 +825,7 @@ class PostgresStore:
             await _ensure_tenant(conn, tenant_id, self._clock())
             await conn.execute("UPDATE tenants SET redact = $1 WHERE id = $2", list(kinds), tenant_id)
 
+    @_unavailable_when_lost
     async def redaction(self, tenant_id: str) -> tuple[str, ...]:
         """The kinds every session of the tenant redacts (none for an unknown tenant)."""
         value = await self._pool.fetchval("SELECT redact FROM tenants WHERE id = $1", tenant_id)
@@ -804,6 +839,7 @@ class PostgresStore:
             await conn.execute("UPDATE tenants SET vocabulary = $1 WHERE id = $2", list(checked), tenant_id)
         return checked
 
+    @_unavailable_when_lost
     async def vocabulary(self, tenant_id: str) -> tuple[str, ...]:
         """The tenant's vocabulary (none for an unknown tenant)."""
         value = await self._pool.fetchval("SELECT vocabulary FROM tenants WHERE id = $1", tenant_id)

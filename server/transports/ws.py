@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 EVICTED_MESSAGES = {
     ErrorCode.SUPERSEDED: "a client resumed this conversation and track",
+    ErrorCode.UNAVAILABLE: (
+        "the database cannot be reached: finals not received are stored once it is back;"
+        " resume the conversation (resume_after) later"
+    ),
     ErrorCode.CONVERSATION_ERASED: "this conversation was erased",
 }
 """The `error` message a connection whose session was taken from it gets, by code."""
@@ -222,7 +226,10 @@ class _StreamSocket:
 
     async def _send_and_close(self, error: Error) -> None:
         await self.send(error)
-        await self.ws.close(CloseCode.POLICY_VIOLATION, error.code.value)
+        code = (
+            CloseCode.TRY_AGAIN_LATER if error.code is ErrorCode.UNAVAILABLE else CloseCode.POLICY_VIOLATION
+        )
+        await self.ws.close(code, error.code.value)
 
     async def _close_after_events(self, code: CloseCode, error: ErrorCode) -> None:
         await asyncio.sleep(0)  # let the writer send the error first

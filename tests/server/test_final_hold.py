@@ -1,0 +1,49 @@
+"""The hold of a session's finals while the store is lost (server/final_hold.py), on a fake clock."""
+
+from __future__ import annotations
+
+from server.final_hold import FinalHold, HoldLimits
+
+
+def test_retries_back_off_doubling_up_to_the_cap() -> None:
+    hold = FinalHold(HoldLimits(first_retry_s=0.1, max_retry_s=1.0))
+    assert not hold.holding
+    delays = [hold.failed(now) for now in (10.0, 10.1, 10.3, 10.7, 11.5, 12.5)]
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert hold.holding and hold.since == 10.0 and hold.retries == 6
+
+
+def test_a_commit_ends_the_hold_and_says_how_long_it_lasted() -> None:
+    hold = FinalHold(HoldLimits(first_retry_s=0.1))
+    assert hold.committed(5.0) == 0.0
+    hold.failed(5.0)
+    hold.failed(5.5)
+    assert hold.committed(7.25) == 2.25
+    assert not hold.holding and hold.retries == 0
+    assert hold.failed(9.0) == 0.1  # a new hold starts its backoff over
+
+
+def test_the_bound_in_seconds_is_passed_once() -> None:
+    hold = FinalHold(HoldLimits(seconds=3.0, finals=100))
+    assert not hold.over_bound(0.0, 1)  # not holding
+    hold.failed(0.0)
+    assert not hold.over_bound(2.9, 1)
+    assert hold.over_bound(3.0, 1)
+    assert not hold.over_bound(4.0, 1)  # told once
+    assert hold.exceeded
+
+
+def test_the_bound_in_finals_counts_the_waiting_ones() -> None:
+    hold = FinalHold(HoldLimits(seconds=60.0, finals=3))
+    hold.failed(0.0)
+    assert not hold.over_bound(0.5, 3)
+    assert hold.over_bound(0.6, 4)
+
+
+def test_a_hold_that_ended_in_time_does_not_count_against_the_next() -> None:
+    hold = FinalHold(HoldLimits(seconds=3.0))
+    hold.failed(0.0)
+    hold.committed(2.0)
+    hold.failed(100.0)
+    assert not hold.over_bound(102.0, 1)
+    assert hold.over_bound(103.0, 1)
