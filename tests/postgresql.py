@@ -57,6 +57,8 @@ class PostgresServer:
     port: int
     owner: str | None
     """The system user running it (None: the current one)."""
+    options: str = ""
+    """The server's command-line options (`pg_ctl -o`), for `start_again`."""
 
     def url(self, database: str, password: str = PASSWORD) -> str:
         """The connection URI of a database of this server, as user `palabre`."""
@@ -80,8 +82,8 @@ class PostgresServer:
         self.psql(f"CREATE DATABASE {name} OWNER {ROLE}")
         return self.url(name)
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown) and delete its files."""
+    def shut_down(self) -> None:
+        """Stop the server (`pg_ctl stop -m fast`: its connections are cut), keeping its files."""
         subprocess.run(
             _as_owner(
                 [str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "stop"],
@@ -90,6 +92,20 @@ class PostgresServer:
             capture_output=True,
             timeout=60,
         )
+
+    def start_again(self) -> None:
+        """Start the server that `shut_down` stopped, on the same port (waits until it accepts)."""
+        command = [str(self.bin_dir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "log")]
+        subprocess.run(
+            _as_owner([*command, "-o", self.options, "-w", "start"], self.owner),
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and delete its files."""
+        self.shut_down()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -108,7 +124,9 @@ def start_postgres(port: int, *, fsync: bool = False) -> PostgresServer:
     if owner is not None:
         shutil.chown(root, owner)
     data = root / "data"
-    server = PostgresServer(bin_dir, root, port, owner)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k '' -c max_connections=300"
+    options += f" -c fsync={'on' if fsync else 'off'}"
+    server = PostgresServer(bin_dir, root, port, owner, options)
 
     def run(command: list[str]) -> None:
         proc = subprocess.run(_as_owner(command, owner), capture_output=True, text=True, timeout=120)
@@ -132,8 +150,6 @@ def start_postgres(port: int, *, fsync: bool = False) -> PostgresServer:
     (data / "pg_hba.conf").write_text(
         "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
     )
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k '' -c max_connections=300"
-    options += f" -c fsync={'on' if fsync else 'off'}"
     run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start"])
     server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
     return server
