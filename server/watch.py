@@ -7,6 +7,7 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 
 * `snapshot` — the tenant's running conversations and the latest figures, at once;
 * `conversation.started` / `conversation.ended` — its first session opened / its last one closed;
+  `conversation.updated` — another session joined it or left it (its `participants` changed);
 * `speech_started`, `speech_stopped`, `partial`, `final` — the session events, each with
   `conversation_id`, `session_id` and the session's `track` (a participant's name on the meeting
   page, which shows the other participants' words from here); a final also with
@@ -15,6 +16,10 @@ to the subscribers of the same tenant. A subscriber receives, in order:
 * `summary` — each summary of a conversation once (from `summarized`, which conversation memory
   calls; not from the sessions, which each receive it), with its `conversation_id`;
 * `stats` — every `stats_interval_s` while someone watches.
+
+A subscriber may follow one conversation only (`subscribe(principal, conversation_id)`, what the
+meeting page does to show the other participants): it then receives that conversation's messages
+and no `stats`.
 
 Each subscriber has a bounded queue (`Subscriber`): when a slow watcher's queue is full its queued
 partials and figures are dropped first; a watcher still too slow is cut off (it reconnects and
@@ -103,10 +108,18 @@ class ConversationView:
 class Subscriber:
     """One watcher's bounded queue of serialized messages."""
 
-    def __init__(self, tenant_id: str, server_figures: bool, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        server_figures: bool,
+        max_queued: int = MAX_QUEUED,
+        conversation_id: str | None = None,
+    ) -> None:
         self.tenant_id = tenant_id
         self.server_figures = server_figures
         """Whether it sees process-wide figures (scheduler, batches): admins only."""
+        self.conversation_id = conversation_id
+        """The one conversation it follows (no `stats` then); None: every one of its tenant."""
         self.max_queued = max_queued
         self._queue: deque[tuple[Kind, str]] = deque()
         self._ready = asyncio.Event()
@@ -132,6 +145,12 @@ class Subscriber:
                 return
         self._queue.append((kind, text))
         self._ready.set()
+
+    def follows(self, tenant_id: str, conversation_id: str | None) -> bool:
+        """Whether a message of this tenant and conversation (None: `stats`) is for it."""
+        if tenant_id != self.tenant_id:
+            return False
+        return self.conversation_id is None or conversation_id == self.conversation_id
 
     def pending(self) -> int:
         return len(self._queue)
@@ -230,6 +249,7 @@ class WatchHub:
         else:
             view.sessions[live.session_id] = transport
             self._add_participant(view, live)
+            self._publish(view.tenant_id, "event", {"type": "conversation.updated", **view.to_json()})
 
     @staticmethod
     def _add_participant(view: ConversationView, live: LiveSession) -> None:
@@ -243,6 +263,7 @@ class WatchHub:
         view.sessions.pop(live.session_id, None)
         view.tracks.pop(live.session_id, None)
         if view.sessions:
+            self._publish(view.tenant_id, "event", {"type": "conversation.updated", **view.to_json()})
             return
         del self._conversations[view.conversation_id]
         self._publish(
@@ -257,14 +278,17 @@ class WatchHub:
 
     # --- the subscriber side ----------------------------------------------------------------
 
-    def subscribe(self, principal: Principal) -> Subscriber:
-        """A new watcher of `principal`'s tenant; its queue starts with the snapshot."""
-        subscriber = Subscriber(principal.tenant_id, principal.allows(Scope.ADMIN), self.max_queued)
-        snapshot = {
-            "type": "snapshot",
-            "conversations": [v.to_json() for v in self.conversations(principal.tenant_id)],
-            "stats": self._figures(subscriber),
-        }
+    def subscribe(self, principal: Principal, conversation_id: str | None = None) -> Subscriber:
+        """A new watcher of `principal`'s tenant (of one of its conversations only, when given);
+        its queue starts with the snapshot (without `stats` for one conversation)."""
+        subscriber = Subscriber(
+            principal.tenant_id, principal.allows(Scope.ADMIN), self.max_queued, conversation_id
+        )
+        views = self.conversations(principal.tenant_id)
+        views = [v for v in views if subscriber.follows(v.tenant_id, v.conversation_id)]
+        snapshot: dict[str, Any] = {"type": "snapshot", "conversations": [v.to_json() for v in views]}
+        if conversation_id is None:
+            snapshot["stats"] = self._figures(subscriber)
         subscriber.offer("snapshot", _dumps(snapshot))
         self._subscribers.add(subscriber)
         if self._ticker is None or self._ticker.done():
@@ -296,7 +320,7 @@ class WatchHub:
     def _publish(self, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
         text: str | None = None
         for subscriber in self._subscribers:
-            if subscriber.tenant_id == tenant_id:
+            if subscriber.follows(tenant_id, message["conversation_id"]):
                 text = text or _dumps(message)
                 subscriber.offer(kind, text)
 
@@ -317,6 +341,8 @@ class WatchHub:
         tenants: dict[str, dict[str, Any]] = {}
         texts: dict[tuple[str, bool], str] = {}
         for subscriber in list(self._subscribers):
+            if subscriber.conversation_id is not None:
+                continue  # it follows one conversation: no figures
             key = (subscriber.tenant_id, subscriber.server_figures)
             if key not in texts:
                 if subscriber.tenant_id not in tenants:

@@ -92,6 +92,65 @@ const Palabre = (() => {
     list.append(li);
   }
 
+  /**
+   * Who said an utterance (a `final`, a stored utterance, a watch event): its speaker's name
+   * (`names`: label → name, or the utterance's `speaker_name`), else its speaker label, else its
+   * track (a participant's name); null when unknown.
+   */
+  function speakerOf(u, names) {
+    return (names && names.get(u.speaker)) || u.speaker_name || u.speaker || u.track || null;
+  }
+
+  /** A stable colour per speaker: a hue from the name's hash. */
+  function colourOf(name) {
+    let hash = 0;
+    for (const char of String(name)) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+    return `hsl(${hash % 360} 60% 38%)`;
+  }
+
+  /** A speaker's name in their colour (an empty span when unknown). */
+  function who(name) {
+    return el("span", { class: "who", style: name ? `--who: ${colourOf(name)}` : null, title: name }, name || "");
+  }
+
+  /**
+   * Follow /v1/watch (of one conversation when `conversationId` is given), reconnecting with
+   * backoff: `onMessage(message)` for each message, `onState("live" | "reconnecting" |
+   * "refused", close)` on changes. Returns a function that stops following.
+   */
+  function watch(conversationId, onMessage, onState) {
+    let ws = null;
+    let retries = 0;
+    let timer = null;
+    let stopped = false;
+    const connect = () => {
+      const url = new URL(wsUrl("/v1/watch"));
+      if (conversationId) url.searchParams.set("conversation_id", conversationId);
+      const socket = new WebSocket(url);
+      ws = socket;
+      socket.onmessage = (message) => {
+        const data = JSON.parse(message.data);
+        if (data.type === "snapshot") {
+          retries = 0;
+          onState("live");
+        }
+        onMessage(data);
+      };
+      socket.onclose = (close) => {
+        if (socket !== ws || stopped) return;
+        if (close.code === 1008) return onState("refused", close);
+        onState("reconnecting", close, backoff(retries));
+        timer = setTimeout(connect, backoff(retries++));
+      };
+    };
+    connect();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+      if (ws) ws.close();
+    };
+  }
+
   /** Reconnection delays: 1, 2, 4, 8, then 10 s. */
   function backoff(attempt) {
     return Math.min(1000 * 2 ** attempt, 10000);
@@ -128,5 +187,8 @@ const Palabre = (() => {
     return box;
   }
 
-  return { query, token, wsUrl, httpUrl, getJson, clock, el, banner, status, backoff, seqOf, insertUtterance, summaryList };
+  return {
+    query, token, wsUrl, httpUrl, getJson, clock, el, banner, status, backoff, seqOf, insertUtterance, summaryList,
+    speakerOf, colourOf, who, watch,
+  };
 })();

@@ -1,8 +1,10 @@
 // The dashboard: running conversations and server figures from the /v1/watch channel.
 //
-// The watch socket sends a `snapshot`, then conversation.started/ended, speech_started/stopped,
-// partial, final, summary (each with conversation_id) and `stats` every 2 s. Selecting a
-// conversation loads its stored utterances over HTTP, then follows it live from the same channel.
+// The watch socket sends a `snapshot`, then conversation.started/updated/ended, speech_started/stopped,
+// partial, final, summary (each with conversation_id) and `stats` every 2 s. Each conversation
+// lists its participants (the tracks of its live sessions, and the speakers of its finals).
+// Selecting a conversation loads its stored utterances and speakers over HTTP, then follows it
+// live from the same channel.
 "use strict";
 
 (() => {
@@ -16,14 +18,13 @@
     detailTitle: $("detail-title"),
     detailBody: $("detail-body"),
     transcript: $("d-transcript"),
+    speakers: $("d-speakers"),
     summary: $("d-summary"),
   };
 
   const RECENT = 8;
 
   const state = {
-    ws: null,
-    retries: 0,
     conversations: new Map(), // conversation_id → view (as in the snapshot) + {ended, row}
     selected: null,
     utterances: new Map(), // utterance_id → <li> of the selected conversation
@@ -31,27 +32,14 @@
 
   // --- the watch channel ------------------------------------------------------------------------
 
-  function connect() {
-    const ws = new WebSocket(Palabre.wsUrl("/v1/watch"));
-    state.ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-    };
-    ws.onmessage = (message) => onMessage(JSON.parse(message.data));
-    ws.onclose = (close) => {
-      if (ws !== state.ws) return;
-      if (close.code === 1008) {
-        Palabre.status(ui.status, "error", "refused");
-        Palabre.banner(ui.banner, "error", "The server refused the watch channel: this page needs a token with the read scope (?token=…).");
-        return;
-      }
-      const delay = Palabre.backoff(state.retries++);
+  function onWatchState(kind, close, delay) {
+    if (kind === "refused") {
+      Palabre.status(ui.status, "error", "refused");
+      Palabre.banner(ui.banner, "error", "The server refused the watch channel: this page needs a token with the read scope (?token=…).");
+    } else if (kind === "reconnecting") {
       Palabre.status(ui.status, "reconnecting", "reconnecting…");
-      const why = opened ? "Lost the connection to the server." : "The server cannot be reached.";
-      Palabre.banner(ui.banner, "warn", `${why} Retrying in ${Math.round(delay / 1000)} s.`);
-      setTimeout(connect, delay);
-    };
+      Palabre.banner(ui.banner, "warn", `Lost the connection to the server. Retrying in ${Math.round(delay / 1000)} s.`);
+    }
   }
 
   function onMessage(message) {
@@ -61,6 +49,7 @@
       case "stats":
         return renderFigures(message);
       case "conversation.started":
+      case "conversation.updated":
         return upsertConversation(message);
       case "conversation.ended":
         return onEnded(message);
@@ -70,7 +59,6 @@
   }
 
   function onSnapshot(message) {
-    state.retries = 0;
     Palabre.status(ui.status, "live", "live");
     Palabre.banner(ui.banner, null);
     for (const view of state.conversations.values()) {
@@ -95,6 +83,7 @@
           last_final: "",
           final_latency_ms: null,
           transports: [],
+          participants: [],
           ended: true,
           history: true,
         };
@@ -112,6 +101,7 @@
     const known = state.conversations.get(data.conversation_id);
     const view = Object.assign(known || {}, data, { ended: false, history: false });
     delete view.type;
+    view.speakers = new Set([...(view.speakers || []), ...(data.participants || [])]);
     state.conversations.set(view.conversation_id, view);
     renderRow(view);
     return view;
@@ -137,6 +127,7 @@
         break;
       case "final":
         view.speaking = false;
+        if (event.text && Palabre.speakerOf(event)) view.speakers.add(Palabre.speakerOf(event));
         if (event.text) {
           view.utterances += 1;
           view.last_final = event.text;
@@ -170,6 +161,7 @@
       el("td", {}, el("span", { class: `dot ${state_}` }), el("span", { class: "state" }, state_)),
       el("td", { class: "mono" }, view.conversation_id, view.language ? el("span", { class: "muted small" }, ` · ${view.language}`) : null),
       el("td", {}, (view.transports || []).join(", ") || "–"),
+      el("td", { class: "participants-cell" }, ...[...(view.speakers || [])].map((name) => Palabre.who(name))),
       el("td", { class: "num" }, view.utterances),
       el("td", { class: "last-final", title: view.last_final || "" }, view.last_final || el("span", { class: "muted" }, "–")),
       el("td", { class: "num" }, view.final_latency_ms === null || view.final_latency_ms === undefined ? "–" : `${Math.round(view.final_latency_ms)} ms`),
@@ -191,9 +183,11 @@
     state.utterances.clear();
     ui.transcript.replaceChildren();
     ui.summary.replaceChildren(el("p", { class: "empty" }, "No summary yet."));
+    ui.speakers.replaceChildren();
     try {
       const body = await Palabre.getJson(`/v1/conversations/${encodeURIComponent(conversationId)}`);
       if (state.selected !== conversationId) return;
+      renderSpeakers(body.speakers || []);
       for (const u of body.utterances) {
         if (!state.utterances.has(u.utterance_id)) showFinal(u);
       }
@@ -206,7 +200,7 @@
 
   function followEvent(event) {
     if (event.type === "partial" || event.type === "speech_started") {
-      const li = utteranceItem(event.utterance_id, event.start);
+      const li = utteranceItem(event.utterance_id, event.start, event.track);
       if (li.classList.contains("final")) return;
       li.querySelector(".text").textContent = event.text || "…";
     } else if (event.type === "final") {
@@ -220,10 +214,23 @@
     }
   }
 
-  function utteranceItem(id, start) {
+  /** Who spoke in the selected conversation, with their talk time. */
+  function renderSpeakers(speakers) {
+    ui.speakers.replaceChildren(
+      ...speakers.map((s) => el("li", {}, Palabre.who(s.name || s.label), ` ${clock(s.talk_time_s)} · ${s.utterances}`)),
+    );
+  }
+
+  function utteranceItem(id, start, speaker) {
     let li = state.utterances.get(id);
     if (!li) {
-      li = el("li", { class: "utterance partial", dataset: { utteranceId: id } }, el("span", { class: "time" }, clock(start)), el("span", { class: "text" }));
+      li = el(
+        "li",
+        { class: "utterance partial", dataset: { utteranceId: id } },
+        el("span", { class: "time" }, clock(start)),
+        Palabre.who(speaker),
+        el("span", { class: "text" }),
+      );
       state.utterances.set(id, li);
       Palabre.insertUtterance(ui.transcript, li);
     }
@@ -231,7 +238,8 @@
   }
 
   function showFinal(u) {
-    const li = utteranceItem(u.utterance_id, u.start);
+    const li = utteranceItem(u.utterance_id, u.start, Palabre.speakerOf(u));
+    li.querySelector(".who").replaceWith(Palabre.who(Palabre.speakerOf(u)));
     li.classList.remove("partial");
     li.classList.add("final");
     li.querySelector(".text").textContent = u.text;
@@ -262,5 +270,5 @@
     $("f-pending").textContent = `busy · ${asr.pending} queued`;
   }
 
-  connect();
+  Palabre.watch(null, onMessage, onWatchState);
 })();

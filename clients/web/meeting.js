@@ -3,6 +3,11 @@
 // One WebSocket to /v1/stream carries the control messages and the events. The audio goes over
 // WebRTC (`"transport":"webrtc"` + `webrtc.offer`) unless the page is opened with
 // ?transport=socket or WebRTC fails; then an AudioWorklet sends 48 kHz PCM16 frames on the socket.
+//
+// A meeting has several participants, each on their own page (the join link is the conversation's
+// URL): each streams on their own `track`, their name, with a `client_id` kept for the browser tab
+// (a reconnection, or a reload, resumes that participant's track only). The other participants'
+// partials and finals come from /v1/watch, followed for this conversation only.
 "use strict";
 
 (() => {
@@ -11,6 +16,12 @@
   const ui = {
     status: $("status"),
     banner: $("banner"),
+    name: $("name"),
+    room: $("room"),
+    join: $("join"),
+    joinLink: $("join-link"),
+    copy: $("copy"),
+    participants: $("participants"),
     language: $("language"),
     transport: $("transport"),
     mic: $("mic"),
@@ -37,6 +48,13 @@
     ws: null,
     ready: false,
     conversationId: Palabre.query.get("conversation"),
+    sessionId: null, // of this page's live session: its events also come back on the watch channel
+    clientId: clientId(),
+    // A reload of a page that was streaming into this conversation resumes its track.
+    resuming: Boolean(Palabre.query.get("conversation")) && sessionStorage.getItem("palabre.streamed") === Palabre.query.get("conversation"),
+    unwatch: null, // stops following the conversation on /v1/watch
+    names: new Map(), // speaker label → name (GET /v1/conversations/{id})
+    present: [], // the participants streaming now (their tracks), from the watch channel
     active: null, // what carries the audio now: "webrtc" | "socket" | null
     stream: null,
     ctx: null,
@@ -55,6 +73,20 @@
   };
 
   ui.transport.value = Palabre.query.get("transport") === "socket" ? "socket" : "webrtc";
+  ui.name.value = localStorage.getItem("palabre.name") || "";
+
+  // Who this browser tab is to the server: made once, kept across reloads of the tab (not shared
+  // with other tabs), so that resuming never takes over another participant's session.
+  function clientId() {
+    let id = sessionStorage.getItem("palabre.client_id");
+    if (!id) {
+      id = crypto.randomUUID ? crypto.randomUUID() : `c${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+      sessionStorage.setItem("palabre.client_id", id);
+    }
+    return id;
+  }
+
+  const myName = () => ui.name.value.trim();
   ui.language.value = pageLanguage(Palabre.query.get("language"), navigator.languages || [navigator.language]);
 
   // The language asked for: ?language= when the page offers it, else the first of the browser's
@@ -94,6 +126,12 @@
   // --- start and stop ---------------------------------------------------------------------------
 
   async function start() {
+    if (!myName()) {
+      showBanner("info", "Enter your name first: the others see your words under it.");
+      ui.name.focus();
+      return;
+    }
+    localStorage.setItem("palabre.name", myName());
     showBanner(null);
     ui.mic.disabled = true;
     setStatus("connecting", "opening microphone…");
@@ -114,7 +152,7 @@
     ui.mic.textContent = "Stop";
     ui.mic.classList.add("recording");
     ui.mic.disabled = false;
-    ui.language.disabled = ui.transport.disabled = true;
+    ui.language.disabled = ui.transport.disabled = ui.name.disabled = ui.room.disabled = true;
     try {
       state.ctx = new AudioContext({ sampleRate: SAMPLE_RATE });
       await state.ctx.resume();
@@ -152,7 +190,7 @@
   function finished() {
     state.stopping = false;
     state.ready = false;
-    ui.language.disabled = ui.transport.disabled = false;
+    ui.language.disabled = ui.transport.disabled = ui.name.disabled = ui.room.disabled = false;
     for (const li of state.utterances.values()) {
       if (!li.classList.contains("final")) li.remove();
     }
@@ -187,16 +225,17 @@
   }
 
   function startMessage() {
-    const message = { type: "start", language: ui.language.value };
+    const message = { type: "start", language: ui.language.value, track: myName(), client_id: state.clientId };
+    if (ui.room.checked) message.diarize = true;
     if (wantsWebRtc()) {
       message.transport = "webrtc"; // 48 kHz mono PCM16: also what the socket fallback sends
     } else {
       Object.assign(message, { transport: "socket", sample_rate: SAMPLE_RATE, encoding: "pcm_s16le", channels: 1 });
     }
     if (state.conversationId) message.conversation_id = state.conversationId;
-    // Reconnecting: the server lets the session that lost us store its last finals, then
-    // replays those we did not receive (the utterance cut by the drop, usually).
-    if (state.conversationId && state.retries > 0) message.resume_after = state.lastSeq;
+    // Reconnecting (or reloaded): the server lets the session that lost us store its last finals,
+    // then replays those of our track we did not receive (the utterance cut by the drop, usually).
+    if (state.conversationId && (state.retries > 0 || state.resuming)) message.resume_after = state.lastSeq;
     return message;
   }
 
@@ -232,16 +271,18 @@
       case "webrtc.answer":
         return onAnswerSdp(event);
       case "speech_started":
-        return upsertUtterance(event.utterance_id, event.start, "", "");
+        return upsertUtterance(event.utterance_id, myName(), event.start, "", "");
       case "partial":
-        return upsertUtterance(event.utterance_id, event.start, event.stable, event.unstable);
+        return upsertUtterance(event.utterance_id, myName(), event.start, event.stable, event.unstable);
       case "speech_stopped": {
         const li = state.utterances.get(event.utterance_id);
         if (li) li.classList.add("settling");
         return;
       }
       case "final":
-        return onFinal(event);
+        return onFinal(event, true);
+      case "speakers":
+        return onSpeakersMerged(event);
       case "summary":
         return renderSummary(event);
       case "answer.delta":
@@ -261,11 +302,15 @@
     state.ready = true;
     const resumed = state.retries > 0;
     state.retries = 0;
+    state.resuming = false;
+    state.sessionId = event.session_id;
     state.conversationId = event.conversation_id;
+    sessionStorage.setItem("palabre.streamed", event.conversation_id);
     ui.conversation.textContent = `conversation ${event.conversation_id}`;
     const url = new URL(location.href);
     url.searchParams.set("conversation", event.conversation_id);
     history.replaceState(null, "", url);
+    follow(event.conversation_id);
     if (resumed) showBanner("info", "Reconnected: the conversation continues.");
     if (ui.summaryMeta.textContent === "· final") ui.summaryMeta.textContent = "· until the last stop";
     if (wantsWebRtc()) startWebRtc();
@@ -294,7 +339,7 @@
 
   // --- transcript -------------------------------------------------------------------------------
 
-  function upsertUtterance(id, startSeconds, stable, unstable) {
+  function upsertUtterance(id, speaker, startSeconds, stable, unstable) {
     let li = state.utterances.get(id);
     if (li && li.classList.contains("final")) return li;
     if (!li) {
@@ -302,6 +347,7 @@
         "li",
         { class: "utterance partial", dataset: { utteranceId: id } },
         el("span", { class: "time" }, clock(startSeconds)),
+        Palabre.who(speaker),
         el("span", { class: "text" }),
       );
       state.utterances.set(id, li);
@@ -317,20 +363,34 @@
     return li;
   }
 
-  function onFinal(event) {
-    if (Number.isInteger(event.seq)) state.lastSeq = Math.max(state.lastSeq, event.seq);
+  /** A final: of this page's track (`own`: a reconnection resumes after its seq) or another's. */
+  function onFinal(event, own) {
+    if (own && Number.isInteger(event.seq)) state.lastSeq = Math.max(state.lastSeq, event.seq);
     const li = state.utterances.get(event.utterance_id);
     if (!event.text) {
       if (li) li.remove();
       state.utterances.delete(event.utterance_id);
       return;
     }
-    const node = li || upsertUtterance(event.utterance_id, event.start, "", "");
+    const speaker = Palabre.speakerOf(event, state.names);
+    const node = li || upsertUtterance(event.utterance_id, speaker, event.start, "", "");
     node.classList.remove("partial", "settling");
     node.classList.add("final");
+    node.dataset.speaker = event.speaker || "";
     node.querySelector(".time").textContent = clock(event.start);
+    node.querySelector(".who").replaceWith(Palabre.who(speaker));
     node.querySelector(".text").textContent = event.text;
     scrollTranscript();
+  }
+
+  /** Two speaker labels were one speaker: the merged label's finals show the kept one. */
+  function onSpeakersMerged(event) {
+    for (const [from, to] of Object.entries(event.merged || {})) {
+      for (const li of ui.transcript.querySelectorAll(`li[data-speaker="${CSS.escape(from)}"]`)) {
+        li.dataset.speaker = to;
+        li.querySelector(".who").replaceWith(Palabre.who(state.names.get(to) || to));
+      }
+    }
   }
 
   function scrollTranscript() {
@@ -342,9 +402,8 @@
     if (!state.conversationId) return;
     try {
       const body = await Palabre.getJson(`/v1/conversations/${encodeURIComponent(state.conversationId)}`);
-      for (const u of body.utterances) {
-        onFinal({ utterance_id: u.utterance_id, text: u.text, start: u.start });
-      }
+      for (const s of body.speakers || []) if (s.name) state.names.set(s.label, s.name);
+      for (const u of body.utterances) onFinal(u, state.resuming && u.track === myName());
       if (body.summary) {
         renderSummary({ items: body.summary.items, method: body.summary.method, final: false });
       }
@@ -352,6 +411,66 @@
     } catch (error) {
       if (!String(error.message).startsWith("404")) showBanner("warn", `Could not load the conversation: ${error.message}`);
     }
+  }
+
+  // --- the other participants -------------------------------------------------------------------
+
+  /** Follow the conversation on /v1/watch (once): the other participants' words and presence. */
+  function follow(conversationId) {
+    showJoinLink(conversationId);
+    if (state.unwatch) return;
+    state.unwatch = Palabre.watch(conversationId, onWatch, (kind) => {
+      if (kind === "refused") showBanner("warn", "The other participants' words need a token with the read scope.");
+    });
+  }
+
+  function onWatch(message) {
+    switch (message.type) {
+      case "snapshot":
+        return showParticipants(message.conversations[0]?.participants || []);
+      case "conversation.started":
+      case "conversation.updated":
+        return showParticipants(message.participants);
+      case "conversation.ended":
+        return showParticipants([]);
+    }
+    if (message.session_id === state.sessionId) return; // this page's own: they came on /v1/stream
+    switch (message.type) {
+      case "speech_started":
+      case "partial":
+        return upsertUtterance(message.utterance_id, message.track, message.start, message.stable || "", message.unstable || "");
+      case "speech_stopped":
+        return state.utterances.get(message.utterance_id)?.classList.add("settling");
+      case "final":
+        return onFinal(message, false);
+      case "summary":
+        return renderSummary(message);
+    }
+  }
+
+  function showParticipants(tracks) {
+    state.present = tracks;
+    const names = [...new Set([...(state.ready ? [myName()] : []), ...tracks])];
+    ui.participants.replaceChildren(...names.map((name) => el("li", {}, Palabre.who(name))));
+  }
+
+  function showJoinLink(conversationId) {
+    const url = new URL("/", location.href);
+    url.searchParams.set("conversation", conversationId);
+    ui.joinLink.value = url.toString();
+    ui.join.hidden = false;
+  }
+
+  async function copyJoinLink() {
+    ui.joinLink.select();
+    try {
+      await navigator.clipboard.writeText(ui.joinLink.value);
+      ui.copy.textContent = "Copied";
+    } catch (error) {
+      document.execCommand("copy"); // no clipboard API (plain http): the selected text
+      ui.copy.textContent = "Copied";
+    }
+    setTimeout(() => (ui.copy.textContent = "Copy"), 1500);
   }
 
   // --- summary ----------------------------------------------------------------------------------
@@ -420,7 +539,7 @@
     for (const node of ui.transcript.querySelectorAll(".highlight")) node.classList.remove("highlight");
     let li = state.utterances.get(id);
     if (!li && passage) {
-      onFinal({ utterance_id: id, text: passage.text, start: passage.start }); // cited from before this page
+      onFinal({ utterance_id: id, text: passage.text, start: passage.start, speaker: passage.speaker }); // cited from before this page
       li = state.utterances.get(id);
     }
     if (!li) return;
@@ -563,6 +682,7 @@
   // --- wiring -----------------------------------------------------------------------------------
 
   ui.mic.addEventListener("click", () => (state.running ? stop() : start()));
+  ui.copy.addEventListener("click", copyJoinLink);
   ui.askForm.addEventListener("submit", (event) => {
     event.preventDefault();
     const question = ui.question.value.trim();
@@ -572,4 +692,5 @@
     if (state.running) send({ type: "stop" });
   });
   loadHistory();
+  if (state.conversationId) follow(state.conversationId);
 })();

@@ -1,8 +1,9 @@
 """The watch channel: `/v1/watch`, a WebSocket that pushes live conversations to dashboards.
 
 The socket side only; `server/watch.py` decides what is sent (docs/protocol.md, "Watch"). The
-caller needs the `read` scope and sees its own tenant only. Messages from the client are read
-and ignored. A watcher too slow to keep up is closed with 1013 (try again later): it reconnects
+caller needs the `read` scope and sees its own tenant only; `?conversation_id=` narrows it to one
+conversation (the meeting page follows its other participants so). Messages from the client are
+read and ignored. A watcher too slow to keep up is closed with 1013 (try again later): it reconnects
 and starts again from a fresh snapshot.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import parse_qs
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -32,7 +34,8 @@ async def handle_watch(ws: ServerConnection, watch: WatchHub, auth: Authenticato
     if principal is None or not principal.allows(Scope.READ):
         await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
         return
-    subscriber = watch.subscribe(principal)
+    conversation_id = parse_qs(ws.request.path.partition("?")[2]).get("conversation_id", [None])[0]
+    subscriber = watch.subscribe(principal, conversation_id or None)
     reader = asyncio.create_task(_drain(ws), name="watch-reader")
     try:
         while True:

@@ -50,10 +50,9 @@ sync_api = require_module("playwright.sync_api")
 # --- fixtures ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fake_microphone(speech_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """en_meeting.wav between stretches of silence: the 16-bit PCM WAV Chromium's fake microphone loops."""
-    with wave.open(str(speech_dir / "en_meeting.wav"), "rb") as source:
+def microphone_file(speech: Path, folder: Path) -> Path:
+    """`speech` between stretches of silence: the 16-bit PCM WAV Chromium's fake microphone loops."""
+    with wave.open(str(speech), "rb") as source:
         params = source.getparams()
         frames = source.readframes(params.nframes)
     assert params.sampwidth == 2, "Chromium wants 16-bit PCM"
@@ -62,7 +61,7 @@ def fake_microphone(speech_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     def silence(seconds: float) -> bytes:
         return b"\0" * (int(seconds * params.framerate) * frame_bytes)
 
-    path = tmp_path_factory.mktemp("microphone") / "meeting.wav"
+    path = folder / speech.name
     with wave.open(str(path), "wb") as out:
         out.setparams(params)
         out.writeframes(silence(LEAD_SILENCE_S) + frames + silence(TAIL_SILENCE_S))
@@ -70,25 +69,44 @@ def fake_microphone(speech_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def browser(fake_microphone: Path) -> Iterator[Any]:
-    """One headless Chromium for the module, its microphone faked from `fake_microphone`."""
+def fake_microphone(speech_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The meeting's microphone: en_meeting.wav (one voice, five statements)."""
+    return microphone_file(speech_dir / "en_meeting.wav", tmp_path_factory.mktemp("microphone"))
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Callable[[Path], Any]]:
+    """Launch headless Chromium with a given fake microphone file (one browser per file: the
+    microphone is a command-line flag); every one is closed after the module."""
     chromium_path = require_chromium()  # ./dev setup installs Debian's chromium
-    args = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_microphone}",
-        "--autoplay-policy=no-user-gesture-required",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path, args=args)
-        yield chromium
-        chromium.close()
+        launched: list[Any] = []
+
+        def launch(microphone: Path) -> Any:
+            args = [
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={microphone}",
+                "--autoplay-policy=no-user-gesture-required",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ]
+            launched.append(playwright.chromium.launch(executable_path=chromium_path, args=args))
+            return launched[-1]
+
+        yield launch
+        for browser in launched:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: Callable[[Path], Any], fake_microphone: Path) -> Any:
+    """One headless Chromium for the module, its microphone faked from `fake_microphone`."""
+    return chromium(fake_microphone)
 
 
 @pytest.fixture
@@ -131,9 +149,10 @@ def conversation_of(page: Any) -> str:
     return parse_qs(urlparse(page.url).query)["conversation"][0]
 
 
-def open_meeting(context: Any, server: PalabreServer, query: str = "") -> Any:
+def open_meeting(context: Any, server: PalabreServer, query: str = "", name: str = "Alice") -> Any:
     page = context.new_page()
     page.goto(f"{server.http}/{query}")
+    page.fill("#name", name)
     page.click("#mic")
     return page
 
@@ -218,6 +237,7 @@ def test_microphone_denied_is_explained(context: Any, server: PalabreServer) -> 
     )
     page = context.new_page()
     page.goto(server.http + "/")
+    page.fill("#name", "Alice")
     page.click("#mic")
     page.locator("#banner.error").wait_for()
     assert "Microphone access was denied" in page.inner_text("#banner")
@@ -238,6 +258,7 @@ def test_a_lost_server_is_shown_and_the_page_reconnects(context: Any, server: Pa
     page = context.new_page()
     page.route_web_socket(re.compile(r".*/v1/stream.*"), stream_socket)
     page.goto(server.http + "/")
+    page.fill("#name", "Alice")
     page.click("#mic")
     page.locator("#banner.warn").wait_for()
     assert "Reconnecting in 1 s" in page.inner_text("#banner")
@@ -279,6 +300,7 @@ def test_a_connection_lost_mid_meeting_resumes_the_conversation(context: Any, se
     page = context.new_page()
     page.route_web_socket(re.compile(r".*/v1/stream.*"), stream_socket)
     page.goto(server.http + "/")
+    page.fill("#name", "Alice")
     page.click("#mic")
     page.locator("#banner.warn").wait_for(timeout=FINALS_TIMEOUT_MS)
     page.wait_for_function("document.querySelector('#banner').textContent.includes('Reconnected')",
@@ -350,3 +372,188 @@ def test_the_meeting_language_defaults_to_the_browsers(browser: Any, server: Pal
             assert page.input_value("#language") == expected, (locale, query)
         finally:
             ctx.close()
+
+
+# --- meetings of several participants ----------------------------------------------------------------
+
+ALICE_WORDS = ("parrot", "turtle", "elephant", "rabbit", "horse", "purple", "yellow", "orange", "green")
+"""Words of en_speaker_a.wav (colours and animals, voice en-us)."""
+BOB_WORDS = ("trains", "paris", "berlin", "flights", "london", "madrid", "buses", "chicago", "toronto")
+"""Words of en_speaker_b.wav (numbers and cities, voice en-us+f3)."""
+
+
+def said_by(page: Any, name: str) -> list[str]:
+    """The finals the page shows under `name`."""
+    texts: list[str] = page.locator("#transcript li.final").evaluate_all(
+        f"lis => lis.filter(li => li.querySelector('.who').textContent === {name!r})"
+        ".map(li => li.querySelector('.text').textContent)"
+    )
+    return texts
+
+
+def wait_said(page: Any, name: str, words: tuple[str, ...], more_than: int = 0) -> list[str]:
+    """Wait until the page shows more than `more_than` finals under `name`, one with a word of
+    `words`; returns them."""
+    pattern = "|".join(words)
+    page.wait_for_function(
+        f"""(() => {{
+            const mine = [...document.querySelectorAll('#transcript li.final')]
+              .filter(li => li.querySelector('.who').textContent === {name!r});
+            return mine.length > {more_than}
+              && mine.some(li => /{pattern}/i.test(li.querySelector('.text').textContent));
+        }})()""",
+        timeout=FINALS_TIMEOUT_MS,
+    )
+    return said_by(page, name)
+
+
+def participants(page: Any) -> list[str]:
+    names: list[str] = page.locator("#participants .who").all_inner_texts()
+    return names
+
+
+def messages_sent(page: Any, kind: str) -> list[dict[str, Any]]:
+    """Collects the JSON messages of type `kind` the page sends on /v1/stream (from now on)."""
+    sent: list[dict[str, Any]] = []
+
+    def on_socket(ws: Any) -> None:
+        if "/v1/stream" in ws.url:
+            ws.on("framesent", lambda frame: sent.append(json.loads(frame))
+                  if isinstance(frame, str) and f'"type":"{kind}"' in frame else None)
+
+    page.on("websocket", on_socket)
+    return sent
+
+
+def events_received(page: Any, needle: str) -> list[str]:
+    """Collects the text frames the page receives on /v1/stream that contain `needle`."""
+    received: list[str] = []
+
+    def on_socket(ws: Any) -> None:
+        if "/v1/stream" in ws.url:
+            ws.on("framereceived", lambda frame: received.append(frame)
+                  if isinstance(frame, str) and needle in frame else None)
+
+    page.on("websocket", on_socket)
+    return received
+
+
+@pytest.fixture
+def two_voices(
+    chromium: Callable[[Path], Any], speech_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, Any]]:
+    """Two participants' browser profiles, each in its own Chromium with its own microphone: Alice's
+    en_speaker_a.wav, Bob's en_speaker_b.wav (two espeak-ng voices)."""
+    folder = tmp_path_factory.mktemp("voices")
+    contexts = [
+        chromium(microphone_file(speech_dir / name, folder)).new_context(viewport=VIEWPORT)
+        for name in ("en_speaker_a.wav", "en_speaker_b.wav")
+    ]
+    errors: list[str] = []
+    for ctx in contexts:
+        ctx.on("weberror", lambda error: errors.append(str(error.error)))
+    yield contexts[0], contexts[1]
+    for ctx in contexts:
+        ctx.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_two_participants_see_each_other_and_a_reload_affects_only_its_own(
+    two_voices: tuple[Any, Any], server: PalabreServer
+) -> None:
+    """Alice starts a meeting, Bob joins by its link: each page shows both names and the other's
+    words under the other's name, live. Bob reloads his page and starts again: he resumes his own
+    track (same client id, `resume_after`) and Alice's session is untouched (no second `ready`, no
+    `superseded`); her later words still reach both pages."""
+    alice_ctx, bob_ctx = two_voices
+    alice = alice_ctx.new_page()
+    alice_readies = events_received(alice, '"type":"ready"')
+    alice_errors = events_received(alice, '"type":"error"')
+    alice.goto(server.http + "/")
+    alice.fill("#name", "Alice")
+    alice.click("#mic")
+    alice.locator("#join").wait_for(timeout=30_000)  # shown at `ready`
+    link = alice.input_value("#join-link")
+    conversation = parse_qs(urlparse(link).query)["conversation"][0]
+    assert link == f"{server.http}/?conversation={conversation}"
+
+    bob = bob_ctx.new_page()
+    bob_starts = messages_sent(bob, "start")
+    bob.goto(link)
+    bob.fill("#name", "Bob")
+    bob.click("#mic")
+
+    for page in (alice, bob):
+        page.wait_for_function(
+            "['Alice', 'Bob'].every(n => [...document.querySelectorAll('#participants .who')]"
+            ".some(e => e.textContent === n))",
+            timeout=FINALS_TIMEOUT_MS,
+        )
+    bob.wait_for_function(  # the other participant's partials show live too, under her name
+        "[...document.querySelectorAll('#transcript li.partial .who')].some(e => e.textContent === 'Alice')",
+        timeout=FINALS_TIMEOUT_MS,
+    )
+    alice_said = wait_said(bob, "Alice", ALICE_WORDS)
+    bob_said = wait_said(alice, "Bob", BOB_WORDS)
+    wait_said(alice, "Alice", ALICE_WORDS)
+    assert not any(word in " ".join(alice_said).lower() for word in BOB_WORDS), alice_said
+    assert not any(word in " ".join(bob_said).lower() for word in ALICE_WORDS), bob_said
+    seqs = alice.locator("#transcript li.final").evaluate_all("lis => lis.map(li => li.dataset.utteranceId)")
+    assert [int(s.split(":")[1]) for s in seqs] == sorted(int(s.split(":")[1]) for s in seqs)
+    chips = alice.locator("#participants .who")
+    colours = {chips.nth(i).inner_text(): chips.nth(i).get_attribute("style") for i in range(chips.count())}
+    assert colours["Alice"] != colours["Bob"], colours
+
+    dashboard = alice_ctx.new_page()
+    dashboard.goto(f"{server.http}/dashboard")
+    row = dashboard.locator(f'#conversations tbody tr[data-conversation-id="{conversation}"]')
+    row.wait_for()
+    assert {"Alice", "Bob"} <= set(row.locator(".who").all_inner_texts())
+    dashboard.close()
+
+    # Bob reloads his page (a lost tab, a crashed renderer) and starts again.
+    alice_finals = len(said_by(alice, "Alice"))
+    bob.reload()
+    assert bob.input_value("#name") == "Bob"
+    bob.click("#mic")
+    bob.wait_for_function("document.querySelector('#status').textContent.startsWith('live')", timeout=30_000)
+    first, again = bob_starts[0], bob_starts[-1]
+    assert len(bob_starts) == 2, bob_starts
+    assert again["track"] == first["track"] == "Bob"
+    assert again["client_id"] == first["client_id"] and again["conversation_id"] == conversation
+    assert "resume_after" in again and "resume_after" not in first
+
+    wait_said(alice, "Alice", ALICE_WORDS, more_than=alice_finals)  # her session goes on
+    wait_said(bob, "Alice", ALICE_WORDS, more_than=len(alice_said))  # and reaches Bob's new page
+    wait_said(alice, "Bob", BOB_WORDS, more_than=len(bob_said))
+    assert len(alice_readies) == 1, alice_readies  # Alice never reconnected
+    assert not [e for e in alice_errors if "superseded" in e], alice_errors
+    assert status(alice) == "live · WebRTC" and alice.locator("#banner").is_hidden()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    alice.screenshot(path=str(SCREENSHOTS / "meeting-participants.png"))
+    for page in (alice, bob):
+        stop_meeting(page)
+
+
+def test_a_room_microphone_tells_its_voices_apart(context: Any, server: PalabreServer) -> None:
+    """The "Room microphone" switch asks for `diarize`: finals show a speaker label, not the track."""
+    page = context.new_page()
+    starts = messages_sent(page, "start")
+    page.goto(server.http + "/")
+    page.fill("#name", "Room 4")
+    page.check("#room")
+    page.click("#mic")
+    wait_finals(page, 2)
+    stop_meeting(page)
+    assert starts[0]["diarize"] is True and starts[0]["track"] == "Room 4"
+    labels = set(page.locator("#transcript li.final .who").all_inner_texts())
+    assert labels and all(re.fullmatch(r"S\d+", label) for label in labels), labels
+
+
+def test_the_page_asks_for_the_participants_name(context: Any, server: PalabreServer) -> None:
+    page = context.new_page()
+    page.goto(server.http + "/")
+    page.click("#mic")
+    assert "Enter your name" in page.inner_text("#banner")
+    assert status(page) == "idle" and page.inner_text("#mic") == "Start microphone"
+    assert page.evaluate("document.activeElement.id") == "name"

@@ -191,16 +191,71 @@ async def test_two_sessions_make_one_conversation_and_one_summary() -> None:
     emit(hub, outbound, summary)  # the hub ignores those copies
     emit(hub, inbound, Closed(0))
     messages = await drain(watcher)
-    assert [m["type"] for m in messages] == ["conversation.started", "summary"]
-    assert messages[1]["conversation_id"] == "call" and "session_id" not in messages[1]
-    assert messages[1]["items"] == [{"text": "Hi.", "utterance_ids": ["call:0"], "section": None}]
+    assert [m["type"] for m in messages] == [
+        "conversation.started", "conversation.updated", "summary", "conversation.updated"
+    ]
+    assert [m["sessions"] for m in messages if m["type"] != "summary"] == [1, 2, 1]
+    assert messages[2]["conversation_id"] == "call" and "session_id" not in messages[2]
+    assert messages[2]["items"] == [{"text": "Hi.", "utterance_ids": ["call:0"], "section": None}]
     view = hub.conversations("tenant-a")[0].to_json()
-    assert view["sessions"] == 1 and view["summary"] == messages[1]["items"]
+    assert view["sessions"] == 1 and view["summary"] == messages[2]["items"]
     emit(hub, outbound, Closed(0))
     assert [m["type"] for m in await drain(watcher)] == ["conversation.ended"]
     hub.summarized(summary)  # a conversation no longer live: nobody watches it
     assert await drain(watcher) == []
     hub.unsubscribe(watcher)
+
+
+async def test_participants_joining_and_leaving_are_announced() -> None:
+    """A meeting: Alice opens it, Bob joins, Alice reconnects (a new session on her track), Bob
+    leaves; each change of the live sessions is a `conversation.updated` with the participants."""
+    hub = WatchHub(server_stats)
+    watcher = hub.subscribe(READER_A)
+    await drain(watcher)
+    alice, bob, alice_again = (session("s1", "m", track="Alice"), session("s2", "m", track="Bob"),
+                               session("s3", "m", track="Alice"))
+    emit(hub, alice, ready(alice))
+    emit(hub, bob, ready(bob))
+    emit(hub, alice_again, ready(alice_again))
+    emit(hub, alice, Closed(0))
+    emit(hub, bob, Closed(0))
+    messages = await drain(watcher)
+    assert [(m["type"], m["participants"], m["sessions"]) for m in messages] == [
+        ("conversation.started", ["Alice"], 1),
+        ("conversation.updated", ["Alice", "Bob"], 2),
+        ("conversation.updated", ["Alice", "Bob"], 3),
+        ("conversation.updated", ["Alice", "Bob"], 2),
+        ("conversation.updated", ["Alice"], 1),
+    ]
+    hub.unsubscribe(watcher)
+
+
+async def test_a_watcher_of_one_conversation_gets_only_its_messages() -> None:
+    """What the meeting page opens: `subscribe(principal, conversation_id)` gets the snapshot of
+    that conversation, its events (from every participant's session), and no figures."""
+    hub = WatchHub(server_stats, stats_interval_s=0.01)
+    other = session("s0", "other", track="Carol")
+    emit(hub, other, ready(other))
+    alice, bob = session("s1", "meeting", track="Alice"), session("s2", "meeting", track="Bob")
+    emit(hub, alice, ready(alice))
+    follower = hub.subscribe(READER_A, "meeting")
+    everything = hub.subscribe(READER_A)
+    emit(hub, bob, ready(bob), Partial("meeting:1", "twelve fli", "twelve", " fli", 0.5, 1.0))
+    emit(hub, other, final("other", 0, "Not for the meeting."))
+    emit(hub, bob, final("meeting", 1, "Twelve flights."))
+    hub.summarized(Summary("other", "extractive", [SummaryItem("No.", ["other:0"])], 0))
+    await asyncio.sleep(0.05)  # figures ticked meanwhile
+    snapshot, *messages = await drain(follower)
+    assert [c["conversation_id"] for c in snapshot["conversations"]] == ["meeting"]
+    assert "stats" not in snapshot
+    assert [(m["type"], m.get("track")) for m in messages] == [
+        ("conversation.updated", None), ("partial", "Bob"), ("final", "Bob")
+    ]
+    assert messages[0]["participants"] == ["Alice", "Bob"]
+    assert {m["type"] for m in await drain(everything)} >= {"final", "summary", "stats"}
+    hub.unsubscribe(follower)
+    hub.unsubscribe(everything)
+    await hub.close()
 
 
 async def test_watchers_see_only_their_tenant() -> None:
