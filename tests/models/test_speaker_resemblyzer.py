@@ -6,7 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+from models.onnx_lstm import lstm_model
 from models.registry import load_speaker
 from models.speaker_resemblyzer import (
     HOP,
@@ -92,3 +94,15 @@ def test_a_long_utterance_capped_keeps_the_voice(encoder: ResemblyzerEncoder, sp
     assert float(capped_a @ other_a) > float(capped_b @ other_a) + 0.1
     with pytest.raises(ValueError, match="max_windows"):
         ResemblyzerEncoder(max_windows=0)
+
+
+def test_the_onnxruntime_lstm_is_torch_s_lstm(encoder: ResemblyzerEncoder) -> None:
+    assert encoder.session is not None  # on CPU the LSTM runs on onnxruntime
+    mels = torch.rand(3, WINDOW_FRAMES, 40) * 5
+    with torch.inference_mode():
+        _, (hidden, _) = encoder.network.lstm(mels)
+    ours = encoder.session.run(None, {"mels": mels.transpose(0, 1).contiguous().numpy()})[0]
+    assert ours.shape == (1, 3, 256)
+    assert np.allclose(ours[0], hidden[-1].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="one-direction"):
+        lstm_model(torch.nn.LSTM(4, 8, bidirectional=True))
