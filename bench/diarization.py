@@ -13,11 +13,14 @@ through the speaker encoder (`models.registry.load_speaker`) and the online clus
 
 Accuracy is utterance-level: the share of utterances whose label is their speaker's under the
 best one-to-one mapping of labels to speakers (labels as given at the time, merges not applied).
-Cost is the encoder's wall time per utterance called alone (median) and the process's CPU time
-for it (on a shared machine, wall time includes waiting for a core), and the wall time per
-utterance in one batch of the whole sequence (the server's micro-batcher batches when it can).
+Cost per utterance, over `--rounds` passes of each sequence: the encoder called with one
+utterance (a batch of one: wall time mean and p95, and the process's CPU time, which a busy
+machine does not inflate as it does wall time), and called once with the whole sequence (the
+server's micro-batcher batches when it can: wall time of the call over its utterances, mean and
+p95 over the rounds). The last line sums up every sequence.
 
     python -m bench.diarization [--audio-dir ../shared/audio] [--threshold 0.7] [--threads 1]
+        [--max-windows 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import shlex
 import shutil
 import statistics
@@ -40,6 +44,7 @@ import numpy as np
 import soxr
 
 from bench.common import DEFAULT_AUDIO_DIR, SAMPLE_RATE, Samples
+from bench.streams import percentile
 from models.registry import load_speaker
 from palabre_client import load_audio
 from stream.diarization import DEFAULT_MERGE_THRESHOLD, DEFAULT_THRESHOLD, Diarizer
@@ -114,6 +119,29 @@ def best_mapping_accuracy(truth: list[str], labels: list[str | None]) -> float:
 
 
 @dataclass
+class Cost:
+    """What embedding cost, per utterance, in ms."""
+
+    alone: list[float]
+    """Wall time of each call with one utterance."""
+    cpu_alone: float
+    """The process's CPU time per call with one utterance (what a busy machine cannot inflate)."""
+    batched: list[float]
+    """Wall time of each call with the whole sequence, over its utterances."""
+
+    def __add__(self, other: Cost) -> Cost:
+        count = len(self.alone) + len(other.alone)
+        cpu = (self.cpu_alone * len(self.alone) + other.cpu_alone * len(other.alone)) / max(1, count)
+        return Cost(self.alone + other.alone, cpu, self.batched + other.batched)
+
+    def row(self) -> str:
+        """mean and p95 alone, CPU alone, mean and p95 batched."""
+        return (f"{statistics.mean(self.alone):>6.1f} {percentile(self.alone, 0.95) or 0:>6.1f} "
+                f"{self.cpu_alone:>6.1f} {statistics.mean(self.batched):>7.1f} "
+                f"{percentile(self.batched, 0.95) or 0:>6.1f}")
+
+
+@dataclass
 class Result:
     name: str
     utterances: int
@@ -121,34 +149,39 @@ class Result:
     labels: int
     accuracy: float
     merges: int
-    ms_alone: float
-    """Median wall time of one utterance embedded alone."""
-    cpu_ms_alone: float
-    """CPU time of the process per utterance embedded alone (what a busy machine cannot inflate)."""
-    ms_batched: float
+    cost: Cost
 
 
-def run(name: str, seq: list[Utterance], encoder: SpeakerEncoder, threshold: float, merge: float) -> Result:
-    """Embed and label one sequence; time the encoder."""
+def measure(seq: list[Utterance], encoder: SpeakerEncoder, rounds: int) -> Cost:
+    """Time the encoder on `seq`: each utterance alone, then the whole sequence in one call."""
     encoder.embed([seq[0].samples])  # warm-up
-    timings = []
-    vectors = []
+    alone = []
     cpu_started = time.process_time()
-    for utt in seq:
+    for _ in range(rounds):
+        for utt in seq:
+            started = time.perf_counter()
+            encoder.embed([utt.samples])
+            alone.append(1000 * (time.perf_counter() - started))
+    cpu = 1000 * (time.process_time() - cpu_started) / len(alone)
+    batched = []
+    for _ in range(rounds):
         started = time.perf_counter()
-        vectors.append(encoder.embed([utt.samples])[0])
-        timings.append(time.perf_counter() - started)
-    cpu = (time.process_time() - cpu_started) / len(seq)
-    started = time.perf_counter()
-    encoder.embed([u.samples for u in seq])
-    batched = (time.perf_counter() - started) / len(seq)
+        encoder.embed([u.samples for u in seq])
+        batched.append(1000 * (time.perf_counter() - started) / len(seq))
+    return Cost(alone, cpu, batched)
+
+
+def run(name: str, seq: list[Utterance], encoder: SpeakerEncoder, threshold: float, merge: float,
+        rounds: int) -> Result:
+    """Embed and label one sequence; time the encoder."""
+    vectors = encoder.embed([u.samples for u in seq])
     diarizer = Diarizer(threshold, merge)
     assignments = [diarizer.assign(v) for v in vectors]
     labels = [a.label for a in assignments]
     truth = [u.speaker for u in seq]
     return Result(name, len(seq), len(set(truth)), len({lab for lab in labels if lab}),
                   best_mapping_accuracy(truth, labels), sum(len(a.merged) for a in assignments),
-                  1000 * statistics.median(timings), 1000 * cpu, 1000 * batched)
+                  measure(seq, encoder, rounds))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,22 +191,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--merge-threshold", type=float, default=DEFAULT_MERGE_THRESHOLD)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="1.6 s windows per utterance, for encoders that have such a cap "
+                             "(default: the encoder's)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes of each sequence")
     args = parser.parse_args(argv)
     encoder = load_speaker(args.speaker_model, device="cpu", threads=args.threads)
+    if args.max_windows is not None:
+        encoder.max_windows = args.max_windows  # type: ignore[attr-defined]
     sequences = {"sb": sb_sequence(args.audio_dir), "stereo": stereo_sequence(args.audio_dir),
                  "espeak2": espeak_sequence(2), "espeak3": espeak_sequence(3)}
     print("$ python -m bench.diarization " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(f"encoder {encoder.name} on {encoder.device}, {args.threads} thread(s); "
-          f"threshold {args.threshold}, merge {args.merge_threshold}")
-    print(f"{'sequence':<9} {'utts':>4} {'true':>4} {'labels':>6} {'accuracy':>8} {'merges':>6} "
-          f"{'ms/utt alone':>12} {'cpu ms':>6} {'ms/utt batched':>14}")
+    print(f"encoder {encoder.name} on {encoder.device}, {args.threads} thread(s), "
+          f"max windows {getattr(encoder, 'max_windows', '-')}; threshold {args.threshold}, "
+          f"merge {args.merge_threshold}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'':<35} {'ms/utterance, 1 per call':>20} {'batched':>14}")
+    print(f"{'sequence':<9} {'utts':>4} {'true':>4} {'labels':>6} {'accuracy':>8} "
+          f"{'mean':>6} {'p95':>6} {'cpu':>6} {'mean':>7} {'p95':>6}")
+    total: Cost | None = None
     for name, seq in sequences.items():
         if not seq:
             print(f"{name:<9} skipped (no audio)")
             continue
-        r = run(name, seq, encoder, args.threshold, args.merge_threshold)
+        r = run(name, seq, encoder, args.threshold, args.merge_threshold, args.rounds)
+        total = r.cost if total is None else total + r.cost
         print(f"{r.name:<9} {r.utterances:>4} {r.speakers:>4} {r.labels:>6} {r.accuracy:>8.1%} "
-              f"{r.merges:>6} {r.ms_alone:>12.1f} {r.cpu_ms_alone:>6.1f} {r.ms_batched:>14.1f}")
+              f"{r.cost.row()}" + (f"  ({r.merges} merges)" if r.merges else ""))
+    if total is not None:
+        print(f"{'all':<35} {total.row()}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ index    —            ``faiss`` (index_faiss; CPU, plus a GPU copy with faiss-
 llm      ``llm``      ``llamacpp`` (llm_llamacpp; CPU or CUDA): ``gemma3-270m``, a ``.gguf`` file;
                       ``exllamav2`` (llm_exllamav2; CUDA only): an EXL2 model directory
 ner      ``entities`` ``spacy`` (ner_spacy; CPU)
-speaker  —            ``resemblyzer`` (speaker_resemblyzer; CPU or CUDA, torch): the d-vector
-                      encoder shipped in the ``resemblyzer`` wheel
+speaker  —            ``resemblyzer`` (speaker_resemblyzer; CPU: onnxruntime, or CUDA: torch): the
+                      d-vector encoder shipped in the ``resemblyzer`` wheel
 ======== ============ =====================================================================
 
 A new engine is one module implementing a Protocol of `stream.interfaces` plus one entry in its

@@ -8,9 +8,16 @@ frames itself (numpy; the same power mel spectrogram as librosa's defaults: 25 m
 already, so the package's silence trimming is left out; quiet speech is raised to −30 dBFS as
 the package does.
 
-An utterance is cut into 1.6 s windows (1.3 per second, like `VoiceEncoder.embed_utterance`);
-the windows of every utterance of a batch run through the LSTM together, and an utterance's
-embedding is the normalised mean of its windows'.
+An utterance is cut into 1.6 s windows (1.3 per second, like `VoiceEncoder.embed_utterance`),
+at most `max_windows` of them spread evenly from its start to its end (the LSTM costs about
+15 ms of CPU per window; two windows keep the margins of `bench.diarization`); the windows of
+every utterance of a batch run through the LSTM together, and an utterance's embedding is the
+normalised mean of its windows'.
+
+On CPU the LSTM runs on onnxruntime (`models.onnx_lstm`: 60 % of torch's CPU time for two
+windows), on CUDA on torch. The mel front end runs on torch's CPU threads (the filterbank
+product in numpy went to OpenBLAS's own threads, which waited for cores held by torch's: 8 ms
+instead of 0.1 ms).
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import numpy.typing as npt
 import torch
 
 from models.errors import ModelNotFound
+from models.onnx_lstm import lstm_session
 from stream.interfaces import SAMPLE_RATE, Audio, SpeakerVector
 
-__all__ = ["MIN_SAMPLES", "ResemblyzerEncoder", "default_weights_path", "mel_frames"]
+__all__ = [
+    "MAX_WINDOWS", "MIN_SAMPLES", "ResemblyzerEncoder", "default_weights_path", "mel_frames", "window_starts",
+]
 
 N_FFT = 400
 """25 ms window at 16 kHz."""
@@ -41,6 +51,9 @@ MIN_COVERAGE = 0.75
 """The last window is kept when at least this part of it is speech."""
 MIN_SAMPLES = SAMPLE_RATE // 2
 """Shorter speech gives no usable embedding (0.5 s)."""
+MAX_WINDOWS = 2
+"""Windows per utterance by default: 3.2 s of speech, the first and last windows of a longer one
+and any others spread evenly between them."""
 TARGET_DBFS = -30.0
 DIM = 256
 
@@ -88,24 +101,28 @@ def _mel_filters() -> npt.NDArray[np.float32]:
     return filters.astype(np.float32)
 
 
-_FILTERS = _mel_filters()
-_WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
+_FILTERS = torch.from_numpy(np.ascontiguousarray(_mel_filters().T))
+"""(n_fft/2+1, n_mels): power spectrum frames @ _FILTERS = mel frames."""
+_WINDOW = torch.hann_window(N_FFT, periodic=True)
+
+
+def _mel(audio: Audio) -> torch.Tensor:
+    """(frames, 40) power mel spectrogram (see `mel_frames`) as a CPU tensor."""
+    spectrum = torch.stft(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), N_FFT, HOP,
+                          window=_WINDOW, center=True, pad_mode="constant", return_complex=True)
+    return (spectrum.real.square() + spectrum.imag.square()).T @ _FILTERS
 
 
 def mel_frames(audio: Audio) -> npt.NDArray[np.float32]:
     """(frames, 40) power mel spectrogram of 16 kHz audio, one frame per 10 ms (librosa's
     `melspectrogram` with its defaults and n_fft=400, hop=160, n_mels=40)."""
-    padded = np.pad(audio.astype(np.float32), N_FFT // 2)
-    count = 1 + (len(padded) - N_FFT) // HOP
-    frames = np.lib.stride_tricks.as_strided(
-        padded, (count, N_FFT), (padded.strides[0] * HOP, padded.strides[0]), writeable=False
-    )
-    power = np.abs(np.fft.rfft(frames * _WINDOW, axis=1)) ** 2
-    return (power.astype(np.float32) @ _FILTERS.T).astype(np.float32)
+    with torch.inference_mode():
+        return _mel(audio).numpy()
 
 
-def _windows(samples: int) -> list[int]:
-    """Start frames of the 1.6 s windows covering `samples` (as `VoiceEncoder.compute_partial_slices`)."""
+def window_starts(samples: int, most: int = MAX_WINDOWS) -> list[int]:
+    """Start frames of the 1.6 s windows covering `samples` (as `VoiceEncoder.compute_partial_slices`),
+    at most `most` of them: the first, the last and the others spread evenly between."""
     n_frames = int(np.ceil((samples + 1) / HOP))
     step = int(np.round((SAMPLE_RATE / WINDOW_RATE) / HOP))
     starts = list(range(0, max(1, n_frames - WINDOW_FRAMES + step + 1), step))
@@ -113,6 +130,9 @@ def _windows(samples: int) -> list[int]:
     coverage = (samples - last) / (WINDOW_FRAMES * HOP)
     if coverage < MIN_COVERAGE and len(starts) > 1:
         starts.pop()
+    if len(starts) > most:
+        end = max(0, n_frames - WINDOW_FRAMES)
+        starts = [round(i * end / (most - 1)) for i in range(most)] if most > 1 else [end // 2]
     return starts
 
 
@@ -135,7 +155,11 @@ class _Network(torch.nn.Module):
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(mels)
-        raw = torch.relu(self.linear(hidden[-1]))
+        return self.head(hidden[-1])
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(batch, 256) unit-norm embeddings from the LSTM's last hidden state."""
+        raw = torch.relu(self.linear(hidden))
         return raw / torch.norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
 
 
@@ -147,45 +171,61 @@ class ResemblyzerEncoder:
     min_samples = MIN_SAMPLES
 
     def __init__(self, weights: str | Path | None = None, *, device: str = "cpu",
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, max_windows: int = MAX_WINDOWS) -> None:
         """Load the weights (default: the installed package's) on `device` (``cpu``, ``cuda``).
 
         `threads` is torch's CPU thread count for `embed`, set in each thread that calls it
         (OpenMP's count is per thread: a worker thread left at the default of one thread per core
         ran 10x slower on a busy 2-core machine); None leaves torch's setting alone.
+        `max_windows` caps the 1.6 s windows the LSTM sees per utterance (its cost is linear in them).
         """
+        if max_windows < 1:
+            raise ValueError(f"max_windows must be at least 1, not {max_windows}")
         self.threads = threads
+        self.max_windows = max_windows
         path = Path(weights) if weights is not None else default_weights_path()
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         self.network = _Network()
         self.network.load_state_dict(checkpoint["model_state"], strict=False)
         self.network.eval().to(device)
         self.device = device
+        self.session = lstm_session(self.network.lstm, threads) if device == "cpu" else None
         self.embed([np.zeros(MIN_SAMPLES, np.float32) + np.float32(1e-3)])  # warm up torch's kernels
 
     def embed(self, audios: Sequence[Audio]) -> list[SpeakerVector | None]:
         """One unit-norm vector per utterance, None for one shorter than `min_samples` or silent."""
-        windows: list[npt.NDArray[np.float32]] = []
-        owners: list[int] = []
-        for i, audio in enumerate(audios):
-            if len(audio) < MIN_SAMPLES or not np.any(audio):
-                continue
-            starts = _windows(len(audio))
-            needed = (starts[-1] + WINDOW_FRAMES) * HOP
-            padded = np.pad(_louder(audio), (0, max(0, needed - len(audio))))
-            mel = mel_frames(padded)
-            for start in starts:
-                windows.append(mel[start:start + WINDOW_FRAMES])
-                owners.append(i)
-        out: list[SpeakerVector | None] = [None] * len(audios)
-        if not windows:
-            return out
-        if self.threads is not None and self.device == "cpu" and torch.get_num_threads() != self.threads:
+        if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+        out: list[SpeakerVector | None] = [None] * len(audios)
         with torch.inference_mode():
-            vectors = self.network(torch.from_numpy(np.stack(windows)).to(self.device)).cpu().numpy()
+            windows, owners = self._mel_windows(audios)
+            if not windows:
+                return out
+            vectors = self.network.head(self._hidden(torch.stack(windows))).cpu().numpy()
         index = np.array(owners)
         for i in set(owners):
             mean = vectors[index == i].mean(axis=0)
             out[i] = (mean / np.linalg.norm(mean)).astype(np.float32)
         return out
+
+    def _hidden(self, mels: torch.Tensor) -> torch.Tensor:
+        """The LSTM's last hidden state (batch, 256) for mel windows (batch, 160, 40)."""
+        if self.session is None:
+            _, (hidden, _) = self.network.lstm(mels.to(self.device))
+            return hidden[-1]
+        time_major = mels.transpose(0, 1).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {"mels": time_major})[0][0])
+
+    def _mel_windows(self, audios: Sequence[Audio]) -> tuple[list[torch.Tensor], list[int]]:
+        """The (160, 40) mel windows of every embeddable utterance, and the index of each one's owner."""
+        windows: list[torch.Tensor] = []
+        owners: list[int] = []
+        for i, audio in enumerate(audios):
+            if len(audio) < MIN_SAMPLES or not np.any(audio):
+                continue
+            starts = window_starts(len(audio), self.max_windows)
+            needed = (starts[-1] + WINDOW_FRAMES) * HOP
+            mel = _mel(np.pad(_louder(audio), (0, max(0, needed - len(audio)))))
+            windows.extend(mel[start:start + WINDOW_FRAMES] for start in starts)
+            owners.extend([i] * len(starts))
+        return windows, owners
