@@ -74,6 +74,8 @@ class Start:
     language: str | None = None
     """An ISO 639-1 code, or None for automatic detection ("auto" on the wire)."""
     channels: int = 1
+    """Interleaved channels in each audio frame; more than one: one track per channel
+    (`stream.channels`), each with its own utterances, instead of a mix."""
     conversation_id: str | None = None
     partials: bool = True
     track: str | None = None
@@ -97,6 +99,9 @@ class Start:
     (`stream.redaction.REDACTION_KINDS`), on top of the tenant's own."""
     word_timestamps: bool = False
     """Put each final's `words` (times of its words) on it; partials never carry them."""
+    channel_tracks: tuple[str, ...] = ()
+    """The track of each channel when `channels` > 1 (one name per channel); none: `<track>1`,
+    `<track>2`, … (`ch1`, `ch2`, … without a `track`)."""
 
 
 @dataclass(frozen=True, slots=True)
