@@ -180,6 +180,9 @@ class LiveConversation:
     sessions: int = 0
     diarizer: Diarizer = field(default_factory=Diarizer)
     """The speakers of its diarized sessions (all tracks of the conversation share it)."""
+    speaker_names: dict[str, str] = field(default_factory=dict)
+    """{speaker (a label or a track): the name people gave it}, for the `speaker_name` of finals;
+    read from the store when it goes live, told of each naming since (`LiveConversations.named`)."""
 
     def offset_now(self) -> float:
         """Conversation time at this instant, for a session that joins now."""
@@ -225,15 +228,22 @@ class LiveConversations:
             return live, live.offset_now()
         next_seq = await store.next_seq(conversation_id)
         offset = 0.0
+        names: dict[str, str] = {}
         if next_seq > 0:  # a resumed conversation continues where its stored transcript ends
             last = await store.utterances(tenant_id, conversation_id, after_seq=next_seq - 2)
             offset = max((u.end for u in last), default=0.0)
+            names = await store.speaker_names(tenant_id, conversation_id)
         live = self._live.get(conversation_id)  # another session may have joined meanwhile
         if live is not None:
             live.sessions += 1
             return live, live.offset_now()
         live = LiveConversation(
-            conversation_id, itertools.count(next_seq), offset, time.monotonic(), sessions=1
+            conversation_id,
+            itertools.count(next_seq),
+            offset,
+            time.monotonic(),
+            sessions=1,
+            speaker_names=names,
         )
         self._live[conversation_id] = live
         return live, offset
@@ -248,6 +258,12 @@ class LiveConversations:
             del self._live[conversation_id]
             return True
         return False
+
+    def named(self, conversation_id: str, speaker: str, name: str) -> None:
+        """A speaker of the conversation was named (stored): its later finals carry the name."""
+        live = self._live.get(conversation_id)
+        if live is not None:
+            live.speaker_names[speaker] = name
 
     def sessions_of(self, conversation_id: str) -> int:
         live = self._live.get(conversation_id)
@@ -401,7 +417,8 @@ class LiveSession:
         self.start = start
         if start.resume_after is not None:
             rows = await svc.store.utterances(self.tenant_id, conversation.id, after_seq=start.resume_after)
-            self.replayed = [_replayed_final(row) for row in rows if row.track in self.tracks]
+            names = live.speaker_names
+            self.replayed = [_replayed_final(row, names) for row in rows if row.track in self.tracks]
         ready = Ready(
             conversation_id=conversation.id,
             session_id=self.session_id,
@@ -615,7 +632,8 @@ class LiveSession:
         if final.replayed or self.erased:
             return [final]
         speaker, merge = await self._speaker_of(final)
-        final = replace(final, speaker=speaker)
+        names = self._live.speaker_names if self._live is not None else {}
+        final = replace(final, speaker=speaker, speaker_name=names.get(speaker) if speaker else None)
         if not final.text:
             return [final]
         try:
@@ -671,8 +689,9 @@ class LiveSession:
         return assignment.label, merge
 
 
-def _replayed_final(row: UtteranceRow) -> Final:
-    """A stored utterance as the `final` it was (sent again to a resuming client)."""
+def _replayed_final(row: UtteranceRow, names: dict[str, str]) -> Final:
+    """A stored utterance as the `final` it was (sent again to a resuming client), with the name
+    its speaker has now (`names`: {speaker: name})."""
     return Final(
         utterance_id=row.public_id,
         text=row.text,
@@ -682,6 +701,7 @@ def _replayed_final(row: UtteranceRow) -> Final:
         seq=row.seq,
         track=row.track,
         speaker=row.speaker,
+        speaker_name=names.get(row.speaker) if row.speaker else None,
         replayed=True,
         words=None if row.words is None else tuple(Word(**w) for w in row.words),
     )

@@ -224,6 +224,9 @@ class Final:
     speaker: str | None = None
     """Who spoke: with `start.diarize`, a label of the conversation ("S1", "S2", … in order of first
     appearance); without, the track's name. None when unknown."""
+    speaker_name: str | None = dataclasses.field(default=None, metadata={"omit_default": True})
+    """The name people gave `speaker` (`PUT /v1/conversations/{id}/speakers/{label}`), on the
+    finals committed after it was named; on the wire only then."""
     replayed: bool = dataclasses.field(default=False, metadata={"omit_default": True})
     """Stored earlier and sent again to a resuming client (`start.resume_after`); on the wire
     only when true."""
