@@ -26,15 +26,16 @@ DEFAULT_CHANNEL_PREFIX = "ch"
 
 
 def channel_tracks(track: str | None, names: tuple[str, ...], channels: int) -> tuple[str | None, ...]:
-    """The track of each channel: `names` when given (one per channel), else `<track>1`, `<track>2`,
-    … (`ch1`, `ch2`, … without a track). One channel is the session's own `track`."""
+    """The track of each channel: `names` when given (one per channel), else `<track>-ch1`,
+    `<track>-ch2`, … (`ch1`, `ch2`, … without a track: the names `palabre-client stream` gives the
+    channels of a file it streams one per session). One channel is the session's own `track`."""
     if names:
         if len(names) != channels:
             raise ValueError(f"channel_tracks names {len(names)} tracks for {channels} channels")
         return names
     if channels == 1:
         return (track,)
-    prefix = track if track is not None else DEFAULT_CHANNEL_PREFIX
+    prefix = DEFAULT_CHANNEL_PREFIX if track is None else f"{track}-{DEFAULT_CHANNEL_PREFIX}"
     return tuple(f"{prefix}{i}" for i in range(1, channels + 1))
 
 

@@ -100,8 +100,8 @@ class Start:
     word_timestamps: bool = False
     """Put each final's `words` (times of its words) on it; partials never carry them."""
     channel_tracks: tuple[str, ...] = ()
-    """The track of each channel when `channels` > 1 (one name per channel); none: `<track>1`,
-    `<track>2`, … (`ch1`, `ch2`, … without a `track`)."""
+    """The track of each channel when `channels` > 1 (one name per channel); none: `<track>-ch1`,
+    `<track>-ch2`, … (`ch1`, `ch2`, … without a `track`)."""
 
 
 @dataclass(frozen=True, slots=True)

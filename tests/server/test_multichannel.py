@@ -77,7 +77,7 @@ async def test_channel_tracks_name_the_tracks_and_a_track_prefixes_the_default(
     )
     assert [f.speaker for f in finals(named)] == ["Alice", "Bob"]
     _, prefixed = await run(services, Start(16000, channels=2, track="room"), [stereo_turns()])
-    assert [f.track for f in finals(prefixed)] == ["room1", "room2"]
+    assert [f.track for f in finals(prefixed)] == ["room-ch1", "room-ch2"]
 
 
 async def test_a_frame_of_partial_sample_frames_is_refused_and_the_stream_goes_on(

@@ -11,7 +11,7 @@ from stream.errors import ErrorCode, ProtocolError
 
 def test_channel_tracks_default_to_the_track_or_ch_numbered_from_one() -> None:
     assert channel_tracks(None, (), 2) == ("ch1", "ch2")
-    assert channel_tracks("room", (), 3) == ("room1", "room2", "room3")
+    assert channel_tracks("room", (), 3) == ("room-ch1", "room-ch2", "room-ch3")
     assert channel_tracks("Alice", (), 1) == ("Alice",)
     assert channel_tracks(None, (), 1) == (None,)
 
