@@ -7,15 +7,19 @@ the energy VAD hears a tone as speech, the recogniser hears "hello".
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from server.config import LimitsConfig
+from server.engines import speaker_service
 from server.live import LiveSession, SessionServices
 from server.sessions import SessionHub
 from stream.errors import ErrorCode, ProtocolError
 from stream.events import Closed, Final, ServerEvent, Start
+from tests.server.test_diarize import PitchEncoder
+from tests.server.test_diarize import tone as pitch_tone
 from tests.stream.fakes import silence, tone
 
 
@@ -128,3 +132,16 @@ async def test_a_resuming_multichannel_client_gets_the_finals_of_its_tracks(
     assert ready.resume_from == pytest.approx(max(r.end for r in rows))
     resumed.stop()
     await asyncio.wait_for(resumed.wait_closed(), 10)
+
+
+async def test_a_diarized_multichannel_session_labels_each_channel_voice(services: SessionServices) -> None:
+    speaker = speaker_service(PitchEncoder())
+    speaker.start()
+    try:
+        diarizing = replace(services, speaker=speaker)
+        left = np.concatenate([pitch_tone(400), silence(3.0)])
+        right = np.concatenate([silence(2.0), pitch_tone(650), silence(1.0)])
+        _, events = await run(diarizing, Start(16000, channels=2, diarize=True), [interleaved(left, right)])
+    finally:
+        await speaker.close()
+    assert [(f.track, f.speaker) for f in finals(events)] == [("ch1", "S1"), ("ch2", "S2")]
