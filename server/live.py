@@ -5,6 +5,10 @@ the same way: `open()` with the start parameters, `feed()` wire bytes, `stop()`,
 server events from its `Outbox`. Finals are committed to the store before they are sent.
 If the client goes away, the session still finishes its pending finals and stores them.
 
+A multichannel start (`start.channels` > 1) is one track per channel: each frame is split
+(`stream.channels`) and each channel has its own converter and core `Session` (its own VAD,
+utterances and finals, on its own track), all behind the one outbox: one `ready`, one `closed`.
+
 A diarized session (`start.diarize`) sends the audio of each final ASR request to the speaker
 service too, at the same time; the final's commit awaits that voice, labels it with the
 conversation's `Diarizer`, and stores and sends the final with its `speaker`.
