@@ -32,6 +32,11 @@ Measured per run (one server, one N):
 
 Capacity = the largest N with p95 ≤ 1.5 s, nothing lost, nobody refused.
 
+With `--diarize` (Palabre only) every session asks for `diarize`: each final also waits for its
+speaker embedding (resemblyzer, on its own micro-batcher lane) and takes a label; the run's
+`unlabelled` counts finals with text but no label, each session's `speakers` its labels. The
+JSON and plot go to capacity-diarize.json and docs/capacity-diarize.png unless `--out`/`--plot`.
+
 How a session ends: Palabre gets `stop` after the audio and is given `--drain` seconds to send its
 last finals and `closed`. WhisperLive has no such message (END_OF_AUDIO drops what it has not
 transcribed), so its session stays open after the audio until its completed segments cover every
@@ -50,7 +55,7 @@ measured on Palabre then on WhisperLive, so both see the same machine state.
     .venv/bin/python -m bench.capacity [--sizes 1,2,4,8,12,16] [--duration 40]
         [--servers palabre,whisperlive] [--model-dir DIR] [--audio-dir /work/shared/audio]
         [--palabre-model tiny.en|default]
-        [--scheduler batched|sequential] [--frame-ms 20] [--stagger 0.25] [--no-offline]
+        [--scheduler batched|sequential] [--frame-ms 20] [--stagger 0.25] [--no-offline] [--diarize]
         [--out bench/out/capacity.json] [--plot docs/capacity.png] [--replot]
 
 Prints a table and the command line; writes the JSON (after every run, so an interrupted sweep
@@ -209,6 +214,8 @@ class FinalRecord:
     """Event-loop time of arrival."""
     latency: float | None = None
     """Arrival − when the audio at `end` was sent; None when that audio was never sent."""
+    speaker: str | None = None
+    """Palabre: the final's `speaker` (a label "S1", "S2", … with `--diarize`)."""
 
 
 @dataclass
@@ -309,13 +316,15 @@ def analyse(plan: SessionPlan, result: SessionResult) -> SessionAnalysis:
 # --- Palabre -----------------------------------------------------------------------------------
 
 
-async def palabre_session(url: str, plan: SessionPlan, frame_ms: int, drain_s: float) -> SessionResult:
+async def palabre_session(
+    url: str, plan: SessionPlan, frame_ms: int, drain_s: float, diarize: bool = False
+) -> SessionResult:
     """Stream `plan` to Palabre's `/v1/stream` with the SDK; collect partials and finals as they come."""
     result = SessionResult("palabre", plan.index)
     loop = asyncio.get_running_loop()
     payloads = [to_pcm16(f) for f in frames_of(plan.samples, frame_ms)]
     try:
-        session = await StreamSession.open(url, language="en", open_timeout=60.0)
+        session = await StreamSession.open(url, language="en", diarize=diarize, open_timeout=60.0)
     except PalabreError as exc:
         result.refused, result.error = True, str(exc)
         return result
@@ -328,8 +337,15 @@ async def palabre_session(url: str, plan: SessionPlan, frame_ms: int, drain_s: f
                 result.last_partial = str(event.get("text", ""))
             elif kind == "final":
                 result.last_partial = ""
+                speaker = event.get("speaker")
                 result.finals.append(
-                    FinalRecord(str(event["text"]), float(event["start"]), float(event["end"]), loop.time())
+                    FinalRecord(
+                        str(event["text"]),
+                        float(event["start"]),
+                        float(event["end"]),
+                        loop.time(),
+                        speaker=speaker if isinstance(speaker, str) else None,
+                    )
                 )
             elif kind == "closed":
                 result.closed = True
@@ -352,9 +368,9 @@ async def palabre_session(url: str, plan: SessionPlan, frame_ms: int, drain_s: f
     return result
 
 
-async def palabre_warm_up(url: str, ref: Reference) -> None:
+async def palabre_warm_up(url: str, ref: Reference, diarize: bool = False) -> None:
     """One short untimed session, so the first measured one does not pay for cold caches."""
-    async with await StreamSession.open(url, language="en", open_timeout=60.0) as session:
+    async with await StreamSession.open(url, language="en", diarize=diarize, open_timeout=60.0) as session:
         await session.send_audio(to_pcm16(ref.samples[: 4 * SAMPLE_RATE]))
         await session.send_audio(to_pcm16(np.zeros(SAMPLE_RATE, dtype=np.float32)))
         await session.stop()
@@ -555,6 +571,8 @@ class RunFigures:
     errors: list[str]
     load_1m: float | None = None
     """The machine's 1-minute load average when the run began (other work competes for the CPU)."""
+    unlabelled: int = 0
+    """`--diarize`: finals with text that came without a speaker label."""
     server_stats: dict[str, Any] | None = None
     per_session: list[dict[str, Any]] = field(default_factory=list)
 
@@ -602,6 +620,7 @@ def summarise(
             "lost": a.lost,
             "partials": r.partials,
             "last_partial": r.last_partial,
+            "speakers": sorted({f.speaker for f in r.finals if f.speaker}),
             "placements": [asdict(x) for x in p.placements],
             "finals": [
                 {
@@ -638,6 +657,7 @@ def summarise(
         client_late_p95_ms=None if late_p95 is None else late_p95 * 1000,
         wall_s=usage.wall_s,
         errors=sorted({r.error for r in results if r.error}),
+        unlabelled=sum(1 for r in results for f in r.finals if f.text and not f.speaker),
         per_session=per_session,
     )
 
@@ -650,7 +670,7 @@ async def run_sessions(
     async def one(plan: SessionPlan) -> SessionResult:
         await asyncio.sleep(plan.index * args.stagger)
         if server == "palabre":
-            return await palabre_session(url, plan, args.frame_ms, args.drain)
+            return await palabre_session(url, plan, args.frame_ms, args.drain, args.diarize)
         return await whisperlive_session(url, plan, args.frame_ms, args.drain, args.quiet)
 
     return list(await asyncio.gather(*(one(p) for p in plans)))
@@ -829,10 +849,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds of rest between runs")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline faster-whisper WER")
+    parser.add_argument(
+        "--diarize", action="store_true", help="Palabre only: every session asks for diarize (speaker labels)"
+    )
     parser.add_argument("--whisperlive-venv", type=Path, default=REPO_ROOT / "bench" / ".venv-whisperlive")
     parser.add_argument("--whisperlive-torch", default="torch==2.13.0", help="pip requirement for its torch")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "capacity.json")
-    parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "capacity.png")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON (default: bench/out/capacity.json)")
+    parser.add_argument("--plot", type=Path, default=None, help="plot (default: docs/capacity.png)")
     parser.add_argument(
         "--replot", action="store_true", help="measure nothing: print and redraw the plot from --out"
     )
@@ -859,7 +882,7 @@ async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) ->
                 model = None if args.palabre_model == "default" else args.palabre_model
                 palabre, servers["palabre"] = start_palabre(Path(tmp), args.scheduler, model)
                 urls["palabre"] = palabre.url
-                await palabre_warm_up(urls["palabre"], refs[0])
+                await palabre_warm_up(urls["palabre"], refs[0], args.diarize)
             if "whisperlive" in args.servers:
                 python = ensure_whisperlive_venv(args.whisperlive_venv, args.whisperlive_torch)
                 servers["whisperlive"] = start_whisperlive(python, args.model_dir, log_dir, max(64, max_n))
@@ -899,7 +922,9 @@ def plot_title(report: dict[str, Any]) -> str:
     load = f"load avg {start.get('load_average', ['?'])[0]}"
     if end:
         load += f" → {end.get('load_average', ['?'])[0]}"
-    return f"{str(report.get('started', ''))[:10]}, {start.get('cpus')} CPUs, {load}; tiny.en int8, CPU"
+    diarize = "; diarize" if report.get("options", {}).get("diarize") else ""
+    day = str(report.get("started", ""))[:10]
+    return f"{day}, {start.get('cpus')} CPUs, {load}; tiny.en int8, CPU{diarize}"
 
 
 def print_summary(report: dict[str, Any], runs: Sequence[RunFigures]) -> None:
@@ -910,6 +935,8 @@ def print_summary(report: dict[str, Any], runs: Sequence[RunFigures]) -> None:
     for o in report.get("offline", []):
         beam, wer, rtf = o["beam_size"], o["wer"], o["rtf"]
         print(f"offline faster-whisper tiny.en int8 beam {beam}: WER {wer:.3f}, RTF {rtf:.3f}")
+    if report.get("options", {}).get("diarize"):
+        print("diarize: finals with text but no speaker label per run:", [r.unlabelled for r in runs])
     for server, n in report.get("capacity", {}).items():
         print(f"capacity {server}: {n} session(s) (p95 ≤ {TARGET_P95_S} s, nothing lost, nobody refused)")
     print("$", report["command"])
@@ -937,7 +964,13 @@ def replot(path: Path, plot_path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and the command; write the JSON and the plot."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.diarize and "whisperlive" in args.servers:
+        parser.error("--diarize measures Palabre only (WhisperLive does not diarize): add --servers palabre")
+    suffix = "-diarize" if args.diarize else ""
+    args.out = args.out or REPO_ROOT / "bench" / "out" / f"capacity{suffix}.json"
+    args.plot = args.plot or REPO_ROOT / "docs" / f"capacity{suffix}.png"
     if args.replot:
         return replot(args.out, args.plot)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped on the way out

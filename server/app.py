@@ -74,7 +74,9 @@ class App:
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
             "/v1/realtime": partial(handle_realtime, hub=self.hub, auth=self.auth, limits=limits),
-            "/v1/telephony/twilio": partial(handle_twilio, hub=self.hub, auth=self.auth, limits=limits),
+            "/v1/telephony/twilio": partial(
+                handle_twilio, hub=self.hub, auth=self.auth, limits=limits, diarize=config.telephony_diarize
+            ),
             "/v1/watch": partial(handle_watch, watch=self.watch, auth=self.auth),
         }
         """WebSocket endpoints by path: each a transport given the hub, never the app."""
@@ -221,11 +223,15 @@ async def run(config: ServerConfig) -> None:
         log.info("listening on ws://%s:%d", config.host, config.port)
         audiosocket = None
         if config.audiosocket_port is not None:
-            endpoint = AudioSocketEndpoint(app.hub, app.auth, config.audiosocket_token, config.limits)
+            endpoint = AudioSocketEndpoint(
+                app.hub, app.auth, config.audiosocket_token, config.limits, diarize=config.telephony_diarize
+            )
             audiosocket = await serve_audiosocket(endpoint, config.host, config.audiosocket_port)
         sip = None
         if config.sip_port is not None:
-            sip_endpoint = SipEndpoint(app.hub, app.auth, config.sip_token, config.limits)
+            sip_endpoint = SipEndpoint(
+                app.hub, app.auth, config.sip_token, config.limits, diarize=config.telephony_diarize
+            )
             sip = await serve_sip(
                 sip_endpoint, config.host, config.sip_port, port_range(config.sip_rtp_ports)
             )

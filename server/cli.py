@@ -177,6 +177,13 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sip-token", help="with --auth: the token (scope stream) SIP calls run under")
     parser.add_argument(
+        "--telephony-diarize",
+        action="store_const",
+        const=True,
+        help="tell the speakers of AudioSocket, SIP and Twilio calls apart by default "
+        "(a SIP X-Diarize header or a Twilio diarize parameter decides per call)",
+    )
+    parser.add_argument(
         "--ray",
         dest="ray_address",
         nargs="?",

@@ -134,6 +134,10 @@ class ServerConfig:
     """UDP ports (LOW-HIGH, on `host`) for the RTP audio of SIP calls: one even port per call."""
     sip_token: str | None = None
     """With `auth`: the token SIP calls run under (SIP calls carry no Palabre credentials)."""
+    telephony_diarize: bool = False
+    """Tell apart the speakers of telephony calls (both parties on one channel): the default of
+    AudioSocket and SIP calls and of each Twilio track; a Twilio `<Parameter name="diarize">` or a
+    SIP `X-Diarize` header decides per call."""
     ray_address: str | None = None
     """Run the model services as shared Ray actors (server/ray_services.py): a cluster address
     (`HEAD:6379`), "auto" (the running local cluster or RAY_ADDRESS) or "local" (start Ray in this
@@ -144,6 +148,8 @@ class ServerConfig:
     """With `ray_address`: the GPU fraction the embedding actor reserves (on a 24 GB card: 0.1)."""
 
     def __post_init__(self) -> None:
+        if self.telephony_diarize and self.speaker_model == "none":
+            raise ValueError("telephony_diarize (--telephony-diarize) needs a speaker_model, not 'none'")
         if self.ray_address is not None and self.model is None:
             raise ValueError(
                 "with ray_address (--ray) the ASR actor serves one model for every language: "

@@ -5,6 +5,10 @@ the same way: `open()` with the start parameters, `feed()` wire bytes, `stop()`,
 server events from its `Outbox`. Finals are committed to the store before they are sent.
 If the client goes away, the session still finishes its pending finals and stores them.
 
+A multichannel start (`start.channels` > 1) is one track per channel: each frame is split
+(`stream.channels`) and each channel has its own converter and core `Session` (its own VAD,
+utterances and finals, on its own track), all behind the one outbox: one `ready`, one `closed`.
+
 A diarized session (`start.diarize`) sends the audio of each final ASR request to the speaker
 service too, at the same time; the final's commit awaits that voice, labels it with the
 conversation's `Diarizer`, and stores and sends the final with its `speaker`.
@@ -32,6 +36,7 @@ from server.store import ConversationNotFound, StoreUnavailable, UtteranceRow
 from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
+from stream.channels import ChannelSplitter, channel_tracks
 from stream.diarization import Diarizer
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.events import (
@@ -184,6 +189,9 @@ class LiveConversation:
     sessions: int = 0
     diarizer: Diarizer = field(default_factory=Diarizer)
     """The speakers of its diarized sessions (all tracks of the conversation share it)."""
+    speaker_names: dict[str, str] = field(default_factory=dict)
+    """{speaker (a label or a track): the name people gave it}, for the `speaker_name` of finals;
+    read from the store when it goes live, told of each naming since (`LiveConversations.named`)."""
 
     def offset_now(self) -> float:
         """Conversation time at this instant, for a session that joins now."""
@@ -229,15 +237,22 @@ class LiveConversations:
             return live, live.offset_now()
         next_seq = await store.next_seq(conversation_id)
         offset = 0.0
+        names: dict[str, str] = {}
         if next_seq > 0:  # a resumed conversation continues where its stored transcript ends
             last = await store.utterances(tenant_id, conversation_id, after_seq=next_seq - 2)
             offset = max((u.end for u in last), default=0.0)
+            names = await store.speaker_names(tenant_id, conversation_id)
         live = self._live.get(conversation_id)  # another session may have joined meanwhile
         if live is not None:
             live.sessions += 1
             return live, live.offset_now()
         live = LiveConversation(
-            conversation_id, itertools.count(next_seq), offset, time.monotonic(), sessions=1
+            conversation_id,
+            itertools.count(next_seq),
+            offset,
+            time.monotonic(),
+            sessions=1,
+            speaker_names=names,
         )
         self._live[conversation_id] = live
         return live, offset
@@ -252,6 +267,12 @@ class LiveConversations:
             del self._live[conversation_id]
             return True
         return False
+
+    def named(self, conversation_id: str, speaker: str, name: str) -> None:
+        """A speaker of the conversation was named (stored): its later finals carry the name."""
+        live = self._live.get(conversation_id)
+        if live is not None:
+            live.speaker_names[speaker] = name
 
     def sessions_of(self, conversation_id: str) -> int:
         live = self._live.get(conversation_id)
@@ -311,8 +332,13 @@ class LiveSession:
         self.outbox = Outbox(send, max_events=max_events, on_overflow=on_overflow)
         self.start: Start | None = None
         """The start parameters, once open."""
-        self.session: Session | None = None
-        self._converter: AudioConverter | None = None
+        self.tracks: tuple[str | None, ...] = ()
+        """The tracks it streams, once open: its `start.track`, or one per channel (`start.channels`)."""
+        self.sessions: list[Session] = []
+        """The core session of each of its tracks, in channel order."""
+        self._converters: list[AudioConverter] = []
+        self._splitter: ChannelSplitter | None = None
+        """A multichannel start: splits each frame into one frame per channel."""
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._on_closed = on_closed
@@ -335,6 +361,11 @@ class LiveSession:
         """Diarized: the voice of each utterance awaiting its final, by seq (the latest final request)."""
         self.hold = FinalHold(hold or HoldLimits())
         """Its finals held while the store cannot be reached (server/final_hold.py)."""
+
+    @property
+    def session(self) -> Session | None:
+        """The core session of its first track (its only one unless `start.channels` > 1)."""
+        return self.sessions[0] if self.sessions else None
 
     @property
     def closed(self) -> bool:
@@ -378,7 +409,10 @@ class LiveSession:
             language = svc.asr.session_language(start.language)
         except UnsupportedLanguage as error:
             raise ProtocolError(ErrorCode.BAD_START, str(error)) from None
-        self._converter = AudioConverter(start.encoding, start.sample_rate, start.channels)
+        self.tracks = channel_tracks(start.track, start.channel_tracks, start.channels)
+        self._converters = [AudioConverter(start.encoding, start.sample_rate) for _ in self.tracks]
+        if start.channels > 1:
+            self._splitter = ChannelSplitter(start.encoding, start.channels)
         if start.conversation_id is not None and start.resume_after is not None:
             if not await svc.conversations.settle(start.conversation_id, RESUME_SETTLE_S):
                 log.warning(
@@ -398,68 +432,78 @@ class LiveSession:
             config = replace(config, partials=False)
         if turn_detection is not None and turn_detection != config.turn_detection:
             config = replace(config, turn_detection=turn_detection)
-        self.session = Session(
-            self.session_id,
-            conversation.id,
-            svc.vad.open_stream(),
-            language=language,
-            config=config,
-            seqs=live.seqs,
-            time_offset=time_offset,
-            track=start.track,
-            prompt=vocabulary_prompt(
-                start.vocabulary, await svc.store.vocabulary(self.tenant_id), svc.vocabulary
-            ),
-            word_timestamps=start.word_timestamps,
-        )
+        tenant_vocabulary = await svc.store.vocabulary(self.tenant_id)
+        prompt = vocabulary_prompt(start.vocabulary, tenant_vocabulary, svc.vocabulary)
+        self.sessions = [
+            Session(
+                self._track_session_id(channel),
+                conversation.id,
+                svc.vad.open_stream(),
+                language=language,
+                config=config,
+                seqs=live.seqs,
+                time_offset=time_offset,
+                track=track,
+                prompt=prompt,
+                word_timestamps=start.word_timestamps,
+            )
+            for channel, track in enumerate(self.tracks)
+        ]
         self._writer = asyncio.create_task(self._write(), name=f"outbox-{self.session_id}")
         self.start = start
         if start.resume_after is not None:
             rows = await svc.store.utterances(self.tenant_id, conversation.id, after_seq=start.resume_after)
-            self.replayed = [_replayed_final(row) for row in rows if row.track == start.track]
+            names = live.speaker_names
+            self.replayed = [_replayed_final(row, names) for row in rows if row.track in self.tracks]
         ready = Ready(
             conversation_id=conversation.id,
             session_id=self.session_id,
             sample_rate=start.sample_rate,
             model=svc.asr.model_for(language),
             time_offset=round(time_offset, 3),
-            resume_from=await svc.store.last_end(self.tenant_id, conversation.id, start.track),
+            resume_from=await self._resume_from(),
         )
         for observer in svc.observers:
             observer(self, ready)
         return ready
 
     def feed(self, data: bytes) -> None:
-        """Wire audio bytes in the announced encoding."""
+        """Wire audio bytes in the announced encoding (a multichannel frame: whole sample frames,
+        else `ProtocolError(BAD_AUDIO)` and nothing of it is used)."""
         if self.erased:
             raise ProtocolError(
                 ErrorCode.CONVERSATION_ERASED, "this conversation was erased", CloseCode.POLICY_VIOLATION
             )
-        if self.session is None or self._converter is None:
+        if not self.sessions:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio")
-        samples = self._converter.feed(data)
-        self.audio_seconds += len(samples) / SAMPLE_RATE
+        payloads = [data] if self._splitter is None else self._splitter.split(data)
+        received = 0
+        for session, converter, payload in zip(self.sessions, self._converters, payloads, strict=True):
+            samples = converter.feed(payload)
+            received = len(samples)
+            self._handle(session.feed(samples), session)
+        self.audio_seconds += received / SAMPLE_RATE  # seconds of the source, whatever its channels
         self.timing.audio_arrived(self.audio_seconds, time.monotonic())
-        self._handle(self.session.feed(samples))
 
     def stop(self) -> None:
         """End of audio: remaining finals follow, then `closed`."""
-        if self.session is None or self.session.stopped:
+        if not self.sessions or self.sessions[0].stopped:
             return
-        if self._converter is not None:
-            self._handle(self.session.feed(self._converter.flush()))
-        self._handle(self.session.stop())
+        for session, converter in zip(self.sessions, self._converters, strict=True):
+            self._handle(session.feed(converter.flush()), session)
+            self._handle(session.stop(), session)
         self._maybe_close()
 
     def commit(self) -> None:
-        """The client ends its turn: the open utterance is finalized now."""
-        if self.session is not None and not self.session.stopped:
-            self._handle(self.session.commit())
+        """The client ends its turn: the open utterances are finalized now."""
+        for session in self.sessions:
+            if not session.stopped:
+                self._handle(session.commit(), session)
 
     def clear(self) -> None:
-        """The client discards the audio of its open utterance."""
-        if self.session is not None:
-            self._handle(self.session.clear())
+        """The client discards the audio of its open utterances."""
+        for session in self.sessions:
+            self._handle(session.clear(), session)
 
     def detach(self) -> None:
         """The client went away: stop sending, but finish and store the pending finals.
@@ -504,7 +548,8 @@ class LiveSession:
 
     async def abort(self) -> None:
         """Drop everything (server shutdown)."""
-        self.services.asr.cancel(self.session_id)
+        for session in self.sessions:
+            self.services.asr.cancel(session.session_id)
         if self.services.speaker is not None:
             self.services.speaker.cancel(self.session_id)
         if self._writer is not None:
@@ -528,10 +573,26 @@ class LiveSession:
         for observer in self.services.observers:
             observer(self, event)
 
-    def _handle(self, out: Output) -> None:
+    def _track_session_id(self, channel: int) -> str:
+        """The id of a track's core session (and of its ASR requests): the session's own for one
+        channel, `<session id>.<channel>` (from 1) for each of several."""
+        return self.session_id if self._splitter is None else f"{self.session_id}.{channel + 1}"
+
+    async def _resume_from(self) -> float | None:
+        """Where the stored transcript of its tracks ends (the latest end among them: the channels
+        of one frame arrive together, so every track was received up to there), None: nothing."""
+        assert self._live is not None
+        store, ends = self.services.store, []
+        for track in self.tracks:
+            end = await store.last_end(self.tenant_id, self._live.id, track)
+            if end is not None:
+                ends.append(end)
+        return max(ends, default=None)
+
+    def _handle(self, out: Output, session: Session) -> None:
         for event in out.events:
-            if isinstance(event, SpeechStopped) and self.session is not None:
-                self.timing.speech_stopped(event.utterance_id, event.end - self.session.time_offset)
+            if isinstance(event, SpeechStopped):
+                self.timing.speech_stopped(event.utterance_id, event.end - session.time_offset)
             self.outbox.put(self._redacted(event))
         for request in out.requests:
             self.services.asr.submit(request, self._on_result)
@@ -570,8 +631,7 @@ class LiveSession:
     def _on_result(
         self, request: Request[AsrJob], output: AsrOutput | None, error: BaseException | None
     ) -> None:
-        session = self.session
-        assert session is not None
+        session = next(s for s in self.sessions if s.session_id == request.session_id)
         job = request.payload
         if error is not None:
             log.error("session %s: recognition failed: %s", self.session_id, error)
@@ -579,20 +639,19 @@ class LiveSession:
                 self.outbox.put(Error(ErrorCode.INTERNAL, f"recognition of utterance {job.seq} failed"))
                 output = AsrOutput(text="", language=job.input.language or "")  # "": no language
             else:
-                self._handle(session.on_dropped(job))
+                self._handle(session.on_dropped(job), session)
                 return
         if output is None:
-            self._handle(session.on_dropped(job))
+            self._handle(session.on_dropped(job), session)
             return
-        self._handle(session.on_result(job, output))
+        self._handle(session.on_result(job, output), session)
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        session = self.session
-        if session is not None and session.done and not self._close_queued:
+        if self.sessions and all(s.done for s in self.sessions) and not self._close_queued:
             self._close_queued = True
             self.outbox.put(self._closing_events)
-            self.outbox.put(Closed(utterances=session.utterances))
+            self.outbox.put(Closed(utterances=sum(s.utterances for s in self.sessions)))
 
     async def _closing_events(self) -> list[ServerEvent]:
         """At the end of the last session of a conversation: its final summary."""
@@ -609,7 +668,8 @@ class LiveSession:
         if final.replayed or self.erased:
             return [final]
         speaker, merge = await self._speaker_of(final)
-        final = replace(final, speaker=speaker)
+        names = self._live.speaker_names if self._live is not None else {}
+        final = replace(final, speaker=speaker, speaker_name=names.get(speaker) if speaker else None)
         if not final.text:
             return [final]
         try:
@@ -713,8 +773,9 @@ class LiveSession:
         return assignment.label, merge
 
 
-def _replayed_final(row: UtteranceRow) -> Final:
-    """A stored utterance as the `final` it was (sent again to a resuming client)."""
+def _replayed_final(row: UtteranceRow, names: dict[str, str]) -> Final:
+    """A stored utterance as the `final` it was (sent again to a resuming client), with the name
+    its speaker has now (`names`: {speaker: name})."""
     return Final(
         utterance_id=row.public_id,
         text=row.text,
@@ -724,6 +785,7 @@ def _replayed_final(row: UtteranceRow) -> Final:
         seq=row.seq,
         track=row.track,
         speaker=row.speaker,
+        speaker_name=names.get(row.speaker) if row.speaker else None,
         replayed=True,
         words=None if row.words is None else tuple(Word(**w) for w in row.words),
     )

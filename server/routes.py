@@ -155,6 +155,7 @@ def add_speaker_routes(router: Router, hub: SessionHub) -> None:
             return error_response(404, "conversation_not_found", "no such conversation")
         if not named:
             return error_response(404, "speaker_not_found", f"no speaker {label!r} in this conversation")
+        services.conversations.named(conversation_id, label, name)
         return json_response(200, {"speaker": {"label": label, "name": name}})
 
     router.add("/v1/conversations/{id}/speakers/{label}", name_speaker, scope=Scope.STREAM, method="PUT")

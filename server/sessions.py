@@ -75,12 +75,14 @@ class SessionHub:
     # --- sessions -------------------------------------------------------------------------
 
     def admit(self, tenant_id: str, count: int = 1) -> None:
-        """Raise `overloaded` unless `count` more sessions of the tenant fit (server/limits.py)."""
+        """Raise `overloaded` unless `count` more sessions of the tenant fit (server/limits.py).
+
+        Each track counts as a session: a multichannel session (`start.channels`) as many."""
         try:
             admit_sessions(
                 self.limits,
                 tenant_id,
-                (live.tenant_id for live in self._sessions.values()),
+                (live.tenant_id for live in self._sessions.values() for _ in live.tracks or (None,)),
                 count,
                 per_tenant=self.per_tenant_caps,
             )
@@ -103,7 +105,8 @@ class SessionHub:
         the store only). Raises `ProtocolError` (`unavailable` while loading, `overloaded`,
         `bad_start`) and then no session exists.
 
-        `admitted`: the caller already admitted it (a connection opening several at once).
+        `admitted`: the caller already admitted it (a connection opening several at once). A
+        multichannel `start` is admitted as one session per channel (each is a track).
         `on_overflow`: the client stopped reading (close it). `on_evicted`: the session was
         taken from its client, with the code to close its connection with (`superseded`: a
         resuming client took its conversation and track over; `conversation_erased`).
@@ -112,7 +115,7 @@ class SessionHub:
         if services is None:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "models are loading; try again shortly")
         if not admitted:
-            self.admit(tenant_id)
+            self.admit(tenant_id, start.channels)
         if start.resume_after is not None and start.conversation_id is not None:
             self.supersede(tenant_id, start.conversation_id, start.track, start.client_id)
         live = LiveSession(

@@ -2,7 +2,8 @@
 
 A speaker is what `utterances.speaker` holds: a diarization label ("S1", "S2", …) or a track's name.
 `PUT /v1/conversations/{id}/speakers/{label}?name=Alice` names it (server/routes.py); the store
-keeps the names per conversation (`speaker_names`). Finals keep sending the label; the places that
+keeps the names per conversation (`speaker_names`). Finals keep sending the label as `speaker`, and
+once it is named its name as `speaker_name` (the live conversation is told: server/live.py); the places that
 show utterances to people or to the LLM show the name where there is one: the `speakers` list and
 `speaker_name` of each utterance in GET /v1/conversations/{id} and /v1/search, answer citations and
 the answer prompt's "Alice: …" lines, and

@@ -77,8 +77,9 @@ class ConversationView:
     language: str | None = None
     sessions: dict[str, str] = field(default_factory=dict)
     """Live session id → its transport ("socket", "webrtc", or the endpoint's own)."""
-    tracks: dict[str, str] = field(default_factory=dict)
-    """Live session id → its `start.track` (a participant's name), for the sessions that have one."""
+    tracks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Live session id → its tracks (a participant's name; one per channel of a multichannel
+    session), for the sessions that have some."""
     speaking: set[str] = field(default_factory=set)
     """Utterance ids between `speech_started` and their final."""
     utterances: int = 0
@@ -96,7 +97,7 @@ class ConversationView:
             "language": self.language,
             "sessions": len(self.sessions),
             "transports": sorted(set(self.sessions.values())),
-            "participants": sorted(set(self.tracks.values())),
+            "participants": sorted({track for tracks in self.tracks.values() for track in tracks}),
             "speaking": bool(self.speaking),
             "utterances": self.utterances,
             "last_final": self.last_final,
@@ -200,8 +201,11 @@ class WatchHub:
         view = self._conversations.get(live.conversation_id)
         if view is None:
             return
+        track = live.start.track if live.start is not None else None
+        if isinstance(event, Final) and event.track is not None:  # a multichannel session's: its channel's
+            track = event.track
         extra: dict[str, Any] = {"conversation_id": view.conversation_id, "session_id": live.session_id,
-                                 "track": live.start.track if live.start is not None else None}
+                                 "track": track}
         kind: Kind = "event"
         if isinstance(event, SpeechStarted):
             view.speaking.add(event.utterance_id)
@@ -253,8 +257,9 @@ class WatchHub:
 
     @staticmethod
     def _add_participant(view: ConversationView, live: LiveSession) -> None:
-        if live.start is not None and live.start.track is not None:
-            view.tracks[live.session_id] = live.start.track
+        tracks = tuple(track for track in live.tracks if track is not None)
+        if tracks:
+            view.tracks[live.session_id] = tracks
 
     def _closed(self, live: LiveSession, view: ConversationView) -> None:
         if self._sessions.pop(live.session_id, None) is not None:

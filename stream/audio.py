@@ -10,7 +10,9 @@ binary frame in order:
 
 Frames need not hold whole samples: the bytes of a split sample (or of a split multi-channel
 sample frame) are kept and completed by the next `feed`. Interleaved channels are down-mixed to
-mono by their mean. Rates other than 16 kHz go through a streaming soxr resampler.
+mono by their mean (a live session does not mix them: it splits them into one track per channel
+with `stream.channels` and converts each channel on its own). Rates other than 16 kHz go through
+a streaming soxr resampler.
 
 The G.711 tables are built from the ITU-T G.711 decoding rules (as in the reference `g711.c`):
 μ-law codes decode to ±(((mantissa << 3) + 0x84) << exponent) - 0x84 of the complemented code,

@@ -74,6 +74,8 @@ class Start:
     language: str | None = None
     """An ISO 639-1 code, or None for automatic detection ("auto" on the wire)."""
     channels: int = 1
+    """Interleaved channels in each audio frame; more than one: one track per channel
+    (`stream.channels`), each with its own utterances, instead of a mix."""
     conversation_id: str | None = None
     partials: bool = True
     track: str | None = None
@@ -97,6 +99,9 @@ class Start:
     (`stream.redaction.REDACTION_KINDS`), on top of the tenant's own."""
     word_timestamps: bool = False
     """Put each final's `words` (times of its words) on it; partials never carry them."""
+    channel_tracks: tuple[str, ...] = ()
+    """The track of each channel when `channels` > 1 (one name per channel); none: `<track>-ch1`,
+    `<track>-ch2`, … (`ch1`, `ch2`, … without a `track`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +224,9 @@ class Final:
     speaker: str | None = None
     """Who spoke: with `start.diarize`, a label of the conversation ("S1", "S2", … in order of first
     appearance); without, the track's name. None when unknown."""
+    speaker_name: str | None = dataclasses.field(default=None, metadata={"omit_default": True})
+    """The name people gave `speaker` (`PUT /v1/conversations/{id}/speakers/{label}`), on the
+    finals committed after it was named; on the wire only then."""
     replayed: bool = dataclasses.field(default=False, metadata={"omit_default": True})
     """Stored earlier and sent again to a resuming client (`start.resume_after`); on the wire
     only when true."""

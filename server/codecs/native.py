@@ -120,6 +120,7 @@ def parse_start(obj: JsonObject) -> Start:
         client_id=_client_id(obj.get("client_id")),
         redact=_redact(obj.get("redact")),
         word_timestamps=_flag(obj, "word_timestamps", False),
+        channel_tracks=_channel_tracks(obj.get("channel_tracks"), channels),
     )
 
 
@@ -268,6 +269,20 @@ def _client_id(value: object) -> str | None:
     if not isinstance(value, str) or not CLIENT_ID_RE.fullmatch(value):
         _bad_start(f"client_id must be 1-64 letters, digits, '-' or '_', not {show(value)}")
     return value
+
+
+def _channel_tracks(value: object, channels: int) -> tuple[str, ...]:
+    """The distinct track names of `channel_tracks`, one per channel (needs `channels` > 1)."""
+    if value is None:
+        return ()
+    if channels < 2:
+        _bad_start("channel_tracks needs channels > 1 (one channel is named by track)")
+    if not isinstance(value, list) or len(value) != channels:
+        _bad_start(f"channel_tracks must list one track per channel ({channels}), not {show(value)}")
+    names = tuple(_track(name) or _bad_start("channel_tracks must not hold null") for name in value)
+    if len(set(names)) != len(names):
+        _bad_start(f"channel_tracks must be distinct, not {show(value)}")
+    return names
 
 
 def _track(value: object) -> str | None:

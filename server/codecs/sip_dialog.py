@@ -16,7 +16,9 @@ The rules of one call (RFC 3261, UDP):
   one (timer H) the call is ended with a BYE.
 - The conversation is named by an `X-Conversation-Id` header when it holds a valid id, else by
   the Call-ID, its characters outside `[A-Za-z0-9_.-]` made `-`, else by the user part of the
-  request URI (`conversation_id_for`).
+  request URI (`conversation_id_for`). An `X-Diarize: true` (or `false`) header decides whether
+  the speakers of the call are told apart (`diarize_for`; absent: the server's default); another
+  value refuses the INVITE with 400.
 - BYE → 200 OK and `EndCall`. CANCEL before the answer → 200 OK, 487 Request Terminated for the
   INVITE, and `EndCall`. A re-INVITE → 200 OK with the current SDP (a new version when it
   changed), the caller's new RTP address noted; one without the call's codec → 488, and the call
@@ -59,6 +61,7 @@ __all__ = [
     "SipDialogs",
     "Timers",
     "conversation_id_for",
+    "diarize_for",
     "refusal_status",
 ]
 
@@ -75,6 +78,7 @@ MAX_CACHED_RESPONSES = 4096
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 SERVER = "Palabre"
 CONVERSATION_HEADER = "X-Conversation-Id"
+DIARIZE_HEADER = "X-Diarize"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 RequestKey = tuple[str, str, int, str]
@@ -123,6 +127,8 @@ class Dialog:
     offer: sdp.SessionDescription
     chosen: sdp.Negotiated
     sdp_session: int
+    diarize: bool | None = None
+    """The INVITE's `X-Diarize`: tell the call's speakers apart; None: the server's default."""
     state: State = "answering"
     """answered: a 200 OK waits for its ACK; confirmed: it came."""
     invite_cseq: int = 0
@@ -184,6 +190,20 @@ def conversation_id_for(request: Request) -> str:
         if safe:
             return safe
     return secrets.token_hex(16)
+
+
+def diarize_for(request: Request) -> bool | None:
+    """The `X-Diarize` header of an INVITE: True or False ("true"/"false", any case), None when
+    absent (the server's default); `ProtocolError(BAD_START)` for another value."""
+    value = request.headers.get(DIARIZE_HEADER)
+    if value is None:
+        return None
+    flag = value.strip().lower()
+    if flag not in ("true", "false"):
+        raise ProtocolError(
+            ErrorCode.BAD_START, f"{DIARIZE_HEADER} must be true or false, not {value[:40]!r}"
+        )
+    return flag == "true"
 
 
 def refusal_status(error: ProtocolError) -> int:
@@ -318,14 +338,17 @@ class SipDialogs:
                 raise ProtocolError(
                     ErrorCode.BAD_OFFER, "an INVITE without SDP (late offer) is not supported"
                 )
+            diarize = diarize_for(request)
             offer = sdp.parse(request.body)
             chosen = sdp.negotiate(offer)
         except ProtocolError as error:
             log.info("sip call %s from %s refused: %s", request.call_id, addr, error)
-            return [trying, self._respond(request, addr, 488, now, warning=error.message)]
+            status = 400 if error.code is ErrorCode.BAD_START else 488
+            return [trying, self._respond(request, addr, status, now, warning=error.message)]
         dialog = Dialog(
             call_id=request.call_id,
             conversation_id=conversation_id_for(request),
+            diarize=diarize,
             invite=request,
             peer=addr,
             local_tag=secrets.token_hex(8),

@@ -8,7 +8,7 @@ https://www.twilio.com/docs/voice/media-streams/websocket-messages
     {"event":"connected","protocol":"Call","version":"1.0.0"}
     {"event":"start","sequenceNumber":"1","streamSid":"MZ…","start":{"streamSid":"MZ…",
      "accountSid":"AC…","callSid":"CA…","tracks":["inbound","outbound"],
-     "customParameters":{"conversation_id":"call-42"},
+     "customParameters":{"conversation_id":"call-42","diarize":"true"},
      "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}
     {"event":"media","sequenceNumber":"2","streamSid":"MZ…","media":{"track":"inbound",
      "chunk":"1","timestamp":"5","payload":"<base64 μ-law>"}}
@@ -67,6 +67,9 @@ class StreamStart:
     """The `<Parameter>`s of the TwiML `<Stream>` (string values only)."""
     conversation_id: str
     language: str | None
+    diarize: bool | None = None
+    """`customParameters.diarize` ("true"/"false"): tell the speakers of each track apart (several
+    people on one leg: a speakerphone, a conference bridge); None: the server's default."""
     encoding: str = MEDIA_ENCODING
     sample_rate: int = SAMPLE_RATE
     channels: int = 1
@@ -134,8 +137,9 @@ def parse_message(text: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Twil
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown event {show(event)}")
 
 
-def session_start(start: StreamStart, track: str) -> Start:
-    """The `Start` of the Palabre session that transcribes one track of the stream.
+def session_start(start: StreamStart, track: str, diarize: bool = False) -> Start:
+    """The `Start` of the Palabre session that transcribes one track of the stream; `diarize` is
+    the server's default for calls (`telephony_diarize`), which `customParameters.diarize` overrides.
 
     Partials are off: nobody reads them on a telephony stream, finals go to the store.
     """
@@ -147,6 +151,7 @@ def session_start(start: StreamStart, track: str) -> Start:
         conversation_id=start.conversation_id,
         partials=False,
         track=track,
+        diarize=diarize if start.diarize is None else start.diarize,
     )
 
 
@@ -185,6 +190,9 @@ def _parse_start(start: JsonObject) -> StreamStart:
             _fail(
                 code, f"customParameters.language must be a 2-3 letter code or 'auto', not {show(language)}"
             )
+    diarize = custom.get("diarize")
+    if diarize is not None and diarize.lower() not in ("true", "false"):
+        _fail(code, f"customParameters.diarize must be 'true' or 'false', not {show(diarize)}")
     media_format = start.get("mediaFormat")
     if media_format is not None:
         wanted = {"encoding": MEDIA_ENCODING, "sampleRate": SAMPLE_RATE, "channels": 1}
@@ -200,6 +208,7 @@ def _parse_start(start: JsonObject) -> StreamStart:
         custom_parameters=custom,
         conversation_id=conversation_id,
         language=language,
+        diarize=None if diarize is None else diarize.lower() == "true",
     )
 
 

@@ -43,12 +43,23 @@ TRACK = "caller"
 class AudioSocketEndpoint:
     """What every AudioSocket call shares: the hub, the token its calls run under, the limits."""
 
-    def __init__(self, hub: SessionHub, auth: Authenticator, token: str | None, limits: LimitsConfig) -> None:
+    def __init__(
+        self,
+        hub: SessionHub,
+        auth: Authenticator,
+        token: str | None,
+        limits: LimitsConfig,
+        *,
+        diarize: bool = False,
+    ) -> None:
         self.hub = hub
         self.auth = auth
         self.token = token
         """The configured `audiosocket_token` (None under open access)."""
         self.limits = limits
+        self.diarize = diarize
+        """Tell the speakers of each call apart (`telephony_diarize`: AudioSocket carries no
+        per-call settings)."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one AudioSocket call until hangup, an error, idleness or the end of the stream."""
@@ -113,6 +124,7 @@ class AudioSocketEndpoint:
             conversation_id=conversation_id,
             partials=False,
             track=TRACK,
+            diarize=self.diarize,
         )
         # Nothing goes back to Asterisk: results go to the store.
         return await self.hub.open(principal.tenant_id, start, None)

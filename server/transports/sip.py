@@ -100,6 +100,8 @@ class SipEndpoint:
     token: str | None
     """The configured `sip_token` (None under open access)."""
     limits: LimitsConfig
+    diarize: bool = False
+    """Tell the speakers of a call apart unless its INVITE says otherwise (`X-Diarize`)."""
 
 
 class SipServer(asyncio.DatagramProtocol):
@@ -247,6 +249,7 @@ class SipServer(asyncio.DatagramProtocol):
             conversation_id=call.dialog.conversation_id,
             partials=False,
             track=TRACK,
+            diarize=endpoint.diarize if call.dialog.diarize is None else call.dialog.diarize,
         )
         # Nothing goes back to the caller: results go to the store.
         return await endpoint.hub.open(principal.tenant_id, start, None, admitted=True)

@@ -43,9 +43,10 @@ MAX_BAD_MESSAGES = 20
 
 
 async def handle_twilio(
-    ws: ServerConnection, hub: SessionHub, auth: Authenticator, limits: LimitsConfig
+    ws: ServerConnection, hub: SessionHub, auth: Authenticator, limits: LimitsConfig, diarize: bool = False
 ) -> None:
-    """Serve one Twilio Media Stream until `stop` or until Twilio closes the socket."""
+    """Serve one Twilio Media Stream until `stop` or until Twilio closes the socket; `diarize`: the
+    server's default for its tracks (`telephony_diarize`), which `customParameters.diarize` overrides."""
     rates = ConnectionLimits(limits, time.monotonic())
     sessions: dict[str, LiveSession] = {}
     started: StreamStart | None = None
@@ -70,7 +71,7 @@ async def handle_twilio(
                     if started is not None:
                         raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start on this stream")
                     started = msg
-                    await _open_sessions(hub, auth, msg, sessions)
+                    await _open_sessions(hub, auth, msg, sessions, diarize)
                     for live in sessions.values():
                         if live.start is not None:
                             rates.started(live.start)
@@ -120,7 +121,7 @@ async def handle_twilio(
 
 
 async def _open_sessions(
-    hub: SessionHub, auth: Authenticator, start: StreamStart, sessions: dict[str, LiveSession]
+    hub: SessionHub, auth: Authenticator, start: StreamStart, sessions: dict[str, LiveSession], diarize: bool
 ) -> None:
     """Open one session per track of the stream into `sessions` (those opened stay there on error)."""
     principal = authenticate_token(auth, start.custom_parameters.get("token"))
@@ -134,7 +135,7 @@ async def _open_sessions(
     for track in start.tracks:
         # Nobody reads events on this socket: results go to the store.
         sessions[track] = await hub.open(
-            principal.tenant_id, session_start(start, track), None, admitted=True
+            principal.tenant_id, session_start(start, track, diarize), None, admitted=True
         )
 
 

@@ -18,9 +18,11 @@ from bench.capacity import (
     SessionResult,
     analyse,
     covered,
+    main,
     plan_session,
+    summarise,
 )
-from bench.common import SAMPLE_RATE, Pacing, Reference, WordErrors, normalise, send_paced
+from bench.common import SAMPLE_RATE, Pacing, Reference, Usage, WordErrors, normalise, send_paced
 
 
 def reference(name: str, text: str, seconds: float) -> Reference:
@@ -133,3 +135,23 @@ def test_send_paced_keeps_real_time_and_records_each_frame() -> None:
     assert pacing.sent_at(0.0) == pacing.sent[0]
     assert pacing.sent_at(0.015) == pacing.sent[1]
     assert pacing.sent_at(99.0) == pacing.sent[-1]
+
+
+def test_diarize_measures_palabre_only_and_writes_its_own_report(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--diarize", "--servers", "palabre,whisperlive"])
+    assert refused.value.code == 2
+    assert "--diarize measures Palabre only" in capsys.readouterr().err
+
+
+def test_unlabelled_counts_finals_with_text_but_no_speaker() -> None:
+    plan = plan_session(0, REFS, 20.0)
+    result = SessionResult("palabre", 0, closed=True)
+    result.finals = [
+        FinalRecord("the child", 1.0, 2.0, 0.0, speaker="S1"),
+        FinalRecord("what joy", 3.0, 4.0, 0.0),
+        FinalRecord("", 5.0, 5.5, 0.0),
+    ]
+    figures = summarise("palabre", [plan], [result], Usage(1.0, 0.5, 0, 0))
+    assert figures.unlabelled == 1
+    assert figures.per_session[0]["speakers"] == ["S1"]

@@ -323,7 +323,9 @@ def test_printer_shows_the_speaker_of_a_final() -> None:
     printer = EventPrinter(out, io.StringIO(), json_lines=False, tty=False)
     printer({"type": "final", "text": "hello.", "start": 1.0, "end": 2.0, "speaker": "S2"})
     printer({"type": "final", "text": "bye.", "start": 2.0, "end": 3.0, "speaker": None})
-    assert out.getvalue() == "[1.00-2.00] S2: hello.\n[2.00-3.00] bye.\n"
+    named = {"type": "final", "text": "yes.", "start": 3.0, "end": 4.0, "speaker": "S2", "speaker_name": "Al"}
+    printer(named)
+    assert out.getvalue() == "[1.00-2.00] S2: hello.\n[2.00-3.00] bye.\n[3.00-4.00] Al: yes.\n"
 
 
 def test_cli_takes_url_and_token_from_environment(

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import socket
 import time
 import uuid
@@ -129,7 +130,9 @@ def words(rows: list[UtteranceRow], track: str) -> set[str]:
     return set("".join(c if c.isalnum() else " " for c in text).split())
 
 
-async def twilio_call(server: Any, audio: dict[str, list[str]], conversation_id: str) -> None:
+async def twilio_call(
+    server: Any, audio: dict[str, list[str]], conversation_id: str, parameters: dict[str, str] | None = None
+) -> None:
     """One Media Streams call on /v1/telephony/twilio: `start`, each track's base64 μ-law payloads
     interleaved as 20 ms `media` messages at SPEED times real time, `stop`; the server closes (1000)."""
     call_sid = "CA" + uuid.uuid4().hex
@@ -151,7 +154,11 @@ async def twilio_call(server: Any, audio: dict[str, list[str]], conversation_id:
                     "accountSid": "AC" + "0" * 32,
                     "callSid": call_sid,
                     "tracks": list(audio),
-                    "customParameters": {"conversation_id": conversation_id, "caller": "+15550100"},
+                    "customParameters": {
+                        "conversation_id": conversation_id,
+                        "caller": "+15550100",
+                        **(parameters or {}),
+                    },
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 },
             )
@@ -199,6 +206,25 @@ async def test_twilio_media_stream(
         assert expected <= words(rows, track), (track, [(r.track, r.text) for r in rows])
     assert not TRAINS[2] & words(rows, "inbound")
     assert not HAMMER[2] & words(rows, "outbound")
+
+
+async def test_twilio_diarize_parameter_labels_the_speakers_of_one_leg(
+    palabre_server: Any, server_args: tuple[str, ...], speech_dir: Path, speech_manifest: dict[str, Any]
+) -> None:
+    """Two people on the caller's leg (a speakerphone): with `<Parameter name="diarize"
+    value="true"/>` each stored utterance's speaker is a label of the conversation, not "inbound"."""
+    server = palabre_server(*server_args)
+    gap = bytes(2 * RATE)  # 1 s of silence
+    pcm = b"".join(
+        pcm16_8k(speech_dir, speech_manifest, name, index) + gap for name, index, _ in (HAMMER, TRAINS)
+    )
+    conversation_id = f"twilio-diarize-{uuid.uuid4().hex[:12]}"
+    await twilio_call(server, {"inbound": mulaw_payloads(pcm)}, conversation_id, {"diarize": "true"})
+
+    rows = [row for row in await asyncio.to_thread(stored, server, conversation_id) if row.text.strip()]
+    print([(row.speaker, row.text) for row in rows])
+    assert rows and {row.track for row in rows} == {"inbound"}
+    assert all(row.speaker is not None and re.fullmatch(r"S\d+", row.speaker) for row in rows), rows
 
 
 TELEPHONE_WER_MARGIN = 0.10

@@ -51,6 +51,11 @@ def test_start_example_from_the_docs() -> None:
     assert parse_client_text(text) == Start(sample_rate=16000, encoding="pcm_s16le", language="en")
 
 
+def test_start_channel_tracks_name_each_channel() -> None:
+    message = parse_client_text(start(channels=2, channel_tracks=["Alice", "Bob"]))
+    assert message == Start(16000, channels=2, channel_tracks=("Alice", "Bob"))
+
+
 def test_start_defaults() -> None:
     assert parse_client_text('{"type":"start","sample_rate":8000}') == Start(
         sample_rate=8000,
@@ -138,6 +143,13 @@ def test_start_sample_rates(wire: object, rate: int) -> None:
         {"channels": True},
         {"channels": 1.5},
         {"channels": "2"},
+        {"channel_tracks": ["Alice"]},  # channels 1
+        {"channels": 2, "channel_tracks": ["Alice"]},
+        {"channels": 2, "channel_tracks": ["Alice", "Alice"]},
+        {"channels": 2, "channel_tracks": ["Alice", None]},
+        {"channels": 2, "channel_tracks": ["Alice", ""]},
+        {"channels": 2, "channel_tracks": "Alice,Bob"},
+        {"channels": 2, "channel_tracks": ["Alice", "x" * 65]},
         {"conversation_id": ""},
         {"conversation_id": "a" * 129},
         {"conversation_id": "has space"},

@@ -122,6 +122,17 @@ def test_session_start_per_track() -> None:
     )
 
 
+def test_session_start_diarizes_as_the_diarize_parameter_says_else_the_server_default() -> None:
+    def diarized(params: dict[str, str], default: bool) -> bool:
+        start = parse_message(start_with(customParameters=params))
+        assert isinstance(start, StreamStart)
+        return session_start(start, "inbound", default).diarize
+
+    assert diarized({}, False) is False and diarized({}, True) is True
+    assert diarized({"diarize": "true"}, False) is True
+    assert diarized({"diarize": "False"}, True) is False
+
+
 def test_media() -> None:
     media = parse_message(MEDIA)
     assert isinstance(media, Media)
@@ -189,6 +200,7 @@ def test_refused_messages(text: str | bytes, code: ErrorCode) -> None:
         {"customParameters": {"conversation_id": "-leading-dash"}},
         {"customParameters": {"conversation_id": "x" * 129}},
         {"customParameters": {"language": "english"}},
+        {"customParameters": {"diarize": "yes"}},
         {"mediaFormat": {"encoding": "audio/x-alaw", "sampleRate": 8000, "channels": 1}},
         {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1}},
         {"mediaFormat": "mulaw"},

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from server.auth import Principal, Scope
 from server.config import LimitsConfig
@@ -13,6 +16,8 @@ from server.live import SessionServices
 from server.routes import add_memory_routes, speakers_json
 from server.sessions import SessionHub
 from server.store import UtteranceRow
+from stream.events import Final, ServerEvent, Start, event_to_dict
+from tests.stream.fakes import pcm16, silence, tone
 
 
 def row(seq: int, speaker: str | None, start: float, end: float) -> UtteranceRow:
@@ -69,3 +74,38 @@ async def test_naming_a_speaker_shows_in_the_conversation(services: SessionServi
     matched = router.match("/v1/conversations/c/speakers/S1", "PUT")
     assert matched is not None and matched[1].required_scope is Scope.STREAM  # admin implies it
     assert not Principal("default", frozenset({Scope.READ})).allows(Scope.STREAM)  # read is not enough
+
+
+async def test_finals_after_a_naming_carry_the_speaker_name(services: SessionServices) -> None:
+    hub = SessionHub(LimitsConfig(), per_tenant_caps=True)
+    hub.serve(services)
+    router = Router()
+    add_memory_routes(router, hub)
+    sent: list[ServerEvent] = []
+
+    async def send(event: ServerEvent) -> None:
+        sent.append(event)
+
+    async def final_count(n: int) -> None:
+        for _ in range(200):
+            if sum(isinstance(e, Final) for e in sent) >= n:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no final {n}")
+
+    live = await hub.open("default", Start(16000, conversation_id="m", track="room"), send)
+    live.feed(pcm16(np.concatenate([tone(1.0), silence(1.0)])))
+    await final_count(1)
+    assert (await call(router, "/v1/conversations/m/speakers/room?name=Bob", "PUT"))[0] == 200
+    live.feed(pcm16(np.concatenate([tone(1.0), silence(1.0)])))
+    live.stop()
+    await asyncio.wait_for(live.wait_closed(), 10)
+    finals = [e for e in sent if isinstance(e, Final)]
+    assert [(f.speaker, f.speaker_name) for f in finals] == [("room", None), ("room", "Bob")]
+    assert "speaker_name" not in event_to_dict(finals[0])  # on the wire once named only
+    assert event_to_dict(finals[1])["speaker_name"] == "Bob"
+    resuming = Start(16000, conversation_id="m", track="room", resume_after=-1)
+    resumed = await hub.open("default", resuming, None)
+    assert [f.speaker_name for f in resumed.replayed] == ["Bob", "Bob"]  # read back from the store
+    resumed.stop()
+    await asyncio.wait_for(resumed.wait_closed(), 10)

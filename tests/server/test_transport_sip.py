@@ -145,10 +145,10 @@ Factory = Callable[..., Awaitable[Setup]]
 async def setup() -> AsyncIterator[Factory]:
     made: list[Setup] = []
 
-    async def make(ports: int = 40, **kwargs: Any) -> Setup:
+    async def make(ports: int = 40, diarize: bool = False, **kwargs: Any) -> Setup:
         hub = FakeHub()
         low = free_udp_port() & ~1
-        endpoint = SipEndpoint(hub, OpenAccess("default"), None, ServerConfig().limits)  # type: ignore[arg-type]
+        endpoint = SipEndpoint(hub, OpenAccess("default"), None, ServerConfig().limits, diarize)  # type: ignore[arg-type]
         server = await serve_sip(endpoint, "127.0.0.1", 0, (low, low + ports), **kwargs)
         made.append(Setup(hub, server, await open_phone(), await open_phone()))
         return made[-1]
@@ -208,6 +208,38 @@ async def test_a_call(setup: Factory) -> None:
     assert serialize(await s.phone.response(200)) == serialize(bye_ok)
     s.send(fixture("bye").replace(b"z9hG4bK39ae", b"z9hG4bK0000"))  # a new BYE for a call that ended
     await s.phone.response(481)
+
+
+def with_header(header: str) -> bytes:
+    """The captured INVITE with one more header."""
+    call_id = b"Call-ID: " + CALL_ID.encode()
+    return fixture("invite").replace(call_id, call_id + b"\r\n" + header.encode())
+
+
+@pytest.mark.parametrize(
+    ("default", "header", "diarize"),
+    [
+        (False, None, False),
+        (True, None, True),
+        (False, "X-Diarize: true", True),
+        (True, "X-Diarize: FALSE", False),
+    ],
+)
+async def test_a_call_is_diarized_by_its_x_diarize_header_else_the_server_default(
+    setup: Factory, default: bool, header: str | None, diarize: bool
+) -> None:
+    s = await setup(diarize=default)
+    await answer(s, fixture("invite") if header is None else with_header(header))
+    assert s.hub.registered[0].start.diarize is diarize
+
+
+async def test_a_bad_x_diarize_header_refuses_the_call_with_400(setup: Factory) -> None:
+    s = await setup()
+    s.send(with_header("X-Diarize: maybe"))
+    await s.phone.response(100)
+    refused = await s.phone.response(400)
+    assert "X-Diarize must be true or false" in (refused.headers.get("Warning") or "")
+    assert not s.hub.registered
 
 
 async def test_the_200_is_repeated_until_the_ack(setup: Factory) -> None:

@@ -48,6 +48,15 @@ class FakeSession:
     timing: SessionTiming = field(default_factory=SessionTiming)
     outbox: FakeOutbox = field(default_factory=FakeOutbox)
 
+    @property
+    def tracks(self) -> tuple[str | None, ...]:
+        """Its tracks: its `start.track` (a multichannel session's start names one per channel)."""
+        if self.start is None:
+            return ()
+        if self.start.channel_tracks:
+            return self.start.channel_tracks
+        return (self.start.track,)
+
 
 def server_stats() -> dict[str, Any]:
     return {

@@ -147,7 +147,8 @@ class EventPrinter:
             self._line_open = True
         elif kind == "final" and str(event.get("text", "")).strip():
             self.finish()
-            speaker = f"{event['speaker']}: " if event.get("speaker") else ""
+            who = event.get("speaker_name") or event.get("speaker")  # its name, once it was named
+            speaker = f"{who}: " if who else ""
             self.out.write(f"[{event['start']:.2f}-{event['end']:.2f}] {speaker}{event['text']}\n")
             self.out.flush()
 
