@@ -28,7 +28,7 @@ from server.auth import (
     startup_refusal,
 )
 from server.config import ServerConfig, port_range
-from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.http import HttpRequest, HttpResponse, Router, error_response, json_response, send_streamed
 from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import SessionServices
 from server.loading import load_services
@@ -169,6 +169,12 @@ class App:
         except Exception:
             log.exception("%s %s failed", request.method, path)
             result = error_response(500, "internal", "internal error")
+        if result.stream is not None:
+            try:
+                await send_streamed(connection, result)
+            except Exception:
+                log.exception("%s %s failed while streaming its body", request.method, path)
+            return Response(result.status, "", Headers(), b"")  # not sent: the connection is closed
         return self._http_response(result)
 
     @staticmethod

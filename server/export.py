@@ -1,13 +1,18 @@
 """`GET /v1/conversations/{id}/transcript?format=vtt|srt|txt|md|json` (scope `read`).
 
-The store's rows become a `stream.transcript_formats.Transcript`, rendered by the pure formatters
-there; `json` is the conversation as `GET /v1/conversations/{id}` shows it (every field). Every
-export is audited (`export`, with its format).
+The response is streamed: the store's rows are read a page at a time (`EXPORT_PAGE`), made into
+`stream.transcript_formats.TranscriptUtterance`s, rendered by the pure writers there and written
+as they come (`server.http.send_streamed`, chunked transfer encoding), so an export's memory does
+not grow with the conversation. The Markdown minutes read the pages twice: once for the header's
+figures (duration, talk time), once for the transcript. `json` is the conversation as
+`GET /v1/conversations/{id}` shows it (every field, utterances in seq order). Every export is
+audited (`export`, with its format and the number of utterances) before its first byte is sent.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 
 from server.audit import AuditAction, record
@@ -15,31 +20,102 @@ from server.http import HttpRequest, HttpResponse, Router, error_response
 from server.routes import conversation_json, principal_of, utterance_json
 from server.sessions import SessionHub
 from server.store import ConversationRow, SummaryRow, UtteranceRow
+from server.store_interface import ConversationStore
 from stream.events import Word
-from stream.transcript_formats import FORMATS, MEDIA_TYPES, Transcript, TranscriptUtterance, render
+from stream.transcript_formats import (
+    FORMATS,
+    MEDIA_TYPES,
+    MarkdownWriter,
+    SrtWriter,
+    TalkTime,
+    TextWriter,
+    Transcript,
+    TranscriptFormat,
+    TranscriptUtterance,
+    TranscriptWriter,
+    WebVttWriter,
+)
 
-__all__ = ["add_export_route", "transcript_of"]
+__all__ = ["EXPORT_PAGE", "add_export_route", "export_chunks", "transcript_of"]
 
 EXPORT_FORMATS = (*FORMATS, "json")
 
+EXPORT_PAGE = 500
+"""Utterances read from the store, rendered and written at a time."""
+
+
+def transcript_utterance(u: UtteranceRow) -> TranscriptUtterance:
+    """What the formatters need of a stored utterance."""
+    words = None if u.words is None else [Word(**w) for w in u.words]
+    return TranscriptUtterance(u.public_id, u.seq, u.text, u.start, u.end, u.speaker, u.track, words)
+
 
 def transcript_of(
-    conversation: ConversationRow, utterances: list[UtteranceRow], summary: SummaryRow | None
+    conversation: ConversationRow, utterances: Sequence[UtteranceRow], summary: SummaryRow | None
 ) -> Transcript:
-    """What the formatters need of a stored conversation."""
+    """What the formatters need of a stored conversation (its utterances may be left empty and
+    given page by page to a `TranscriptWriter`)."""
     return Transcript(
         conversation_id=conversation.id,
         title=conversation.title,
         language=conversation.language,
         created_at=conversation.created_at,
-        utterances=[
-            TranscriptUtterance(u.public_id, u.seq, u.text, u.start, u.end, u.speaker, u.track,
-                                None if u.words is None else [Word(**w) for w in u.words])
-            for u in utterances
-        ],
+        utterances=[transcript_utterance(u) for u in utterances],
         summary=[str(item.get("text", "")) for item in summary.items] if summary is not None else (),
         summary_method=summary.method if summary is not None else None,
     )
+
+
+async def _pages_in_time_order(
+    store: ConversationStore, tenant: str, conversation_id: str, page_size: int
+) -> AsyncIterator[list[TranscriptUtterance]]:
+    after: tuple[float, int] | None = None
+    while page := await store.utterances_in_time_order(tenant, conversation_id, after, page_size):
+        yield [transcript_utterance(u) for u in page]
+        after = (page[-1].start, page[-1].seq)
+
+
+async def _writer(
+    store: ConversationStore, tenant: str, transcript: Transcript, fmt: TranscriptFormat, page_size: int
+) -> TranscriptWriter:
+    if fmt == "vtt":
+        return WebVttWriter()
+    if fmt == "srt":
+        return SrtWriter()
+    if fmt == "txt":
+        return TextWriter()
+    talk = TalkTime()
+    async for page in _pages_in_time_order(store, tenant, transcript.conversation_id, page_size):
+        talk.add(page)
+    return MarkdownWriter(transcript, talk)
+
+
+async def export_chunks(
+    store: ConversationStore,
+    row: ConversationRow,
+    summary: SummaryRow | None,
+    fmt: str,
+    page_size: int = EXPORT_PAGE,
+) -> AsyncIterator[bytes]:
+    """The export of a conversation in `fmt` (one of `EXPORT_FORMATS`), a page at a time."""
+    tenant = row.tenant_id
+    if fmt == "json":
+        head = {"conversation": conversation_json(row)}
+        yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "utterances": ['
+        after_seq, sep = -1, b""
+        while rows := await store.utterances(tenant, row.id, after_seq, page_size):
+            items = (json.dumps(utterance_json(u), ensure_ascii=False) for u in rows)
+            yield sep + ", ".join(items).encode()
+            after_seq, sep = rows[-1].seq, b", "
+        tail = json.dumps(asdict(summary) if summary is not None else None, ensure_ascii=False)
+        yield b'], "summary": ' + tail.encode() + b"}"
+        return
+    transcript = transcript_of(row, (), summary)
+    writer = await _writer(store, tenant, transcript, fmt, page_size)  # type: ignore[arg-type]
+    yield writer.head().encode()
+    async for page in _pages_in_time_order(store, tenant, row.id, page_size):
+        yield writer.page(page).encode()
+    yield writer.tail().encode()
 
 
 def add_export_route(router: Router, hub: SessionHub) -> None:
@@ -56,19 +132,9 @@ def add_export_route(router: Router, hub: SessionHub) -> None:
         row = await store.get_conversation(tenant, request.params[0])
         if row is None:
             return error_response(404, "conversation_not_found", "no such conversation")
-        utterances = await store.utterances(tenant, row.id)
         summary = await store.latest_summary(tenant, row.id)
-        if fmt == "json":
-            payload = {
-                "conversation": conversation_json(row),
-                "utterances": [utterance_json(u) for u in utterances],
-                "summary": asdict(summary) if summary is not None else None,
-            }
-            body = json.dumps(payload, ensure_ascii=False)
-        else:
-            body = render(transcript_of(row, utterances, summary), fmt)  # type: ignore[arg-type]
-        detail = {"format": fmt, "utterances": len(utterances)}
+        detail = {"format": fmt, "utterances": row.utterance_count}
         await record(store, principal_of(request), AuditAction.EXPORT, row.id, detail)
-        return HttpResponse(200, body.encode(), MEDIA_TYPES[fmt])
+        return HttpResponse(200, b"", MEDIA_TYPES[fmt], stream=export_chunks(store, row, summary, fmt))
 
     router.add("/v1/conversations/{id}/transcript", export)
