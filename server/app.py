@@ -27,7 +27,7 @@ from server.auth import (
     origin_allowed,
     startup_refusal,
 )
-from server.config import ServerConfig, port_range
+from server.config import ServerConfig, parse_retention_days, port_range
 from server.http import HttpRequest, HttpResponse, Router, error_response, json_response, send_streamed
 from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import SessionServices
@@ -69,7 +69,7 @@ class App:
         """Every live session: admission, open/close, resume and supersede, publish."""
         add_memory_routes(self.router, self.hub)
         add_lifecycle_routes(self.router, self.hub)
-        self.retention = RetentionJob(self.hub)
+        self.retention = RetentionJob(self.hub, configured=parse_retention_days(config.retention_days))
         limits = config.limits
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
