@@ -52,8 +52,9 @@ def main() -> None:
         label = "with words   " if words else "without words"
         p50, p95 = percentile(walls, 0.5), percentile(walls, 0.95)
         assert p50 is not None and p95 is not None
+        mean, per_final = statistics.mean(walls) * 1000, cpu / len(walls) * 1000
         print(f"{label}: engine time per final p50 {p50 * 1000:6.0f} ms, p95 {p95 * 1000:6.0f} ms, "
-              f"mean {statistics.mean(walls) * 1000:6.0f} ms; CPU {cpu / len(walls) * 1000:6.0f} ms per final, "
+              f"mean {mean:6.0f} ms; CPU {per_final:6.0f} ms per final, "
               f"{cpu / (seconds * args.repeats):.3f} CPU s per s of speech")
     with_walls, with_cpu = results[True]
     print(f"word timings add {(statistics.mean(with_walls) / statistics.mean(base_walls) - 1) * 100:+.0f}% "
