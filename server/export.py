@@ -7,25 +7,34 @@ not grow with the conversation. The Markdown minutes read the pages twice: once 
 figures (duration, talk time), once for the transcript. `json` is the conversation as
 `GET /v1/conversations/{id}` shows it (every field, utterances in seq order). Every export is
 audited (`export`, with its format and the number of utterances) before its first byte is sent.
+
+With a generative model configured (`llm`), the minutes also list the decisions and action items
+the model finds in the conversation's first `MINUTES_MAX_CHARS` characters, each kept only when
+grounded in the utterance it cites (`stream.minutes`); without a model the section is left out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from server.audit import AuditAction, record
 from server.http import HttpRequest, HttpResponse, Router, error_response
+from server.llm_queue import LlmQueue, Priority
 from server.routes import conversation_json, principal_of, utterance_json
 from server.sessions import SessionHub
 from server.store import ConversationRow, SummaryRow, UtteranceRow
 from server.store_interface import ConversationStore
 from stream.events import Word
+from stream.minutes import MINUTES_MAX_CHARS, MinutesLine, MinutesNotes, build_minutes_request, minutes_items
 from stream.transcript_formats import (
     FORMATS,
     MEDIA_TYPES,
     MarkdownWriter,
+    MinutesItem,
     SrtWriter,
     TalkTime,
     TextWriter,
@@ -42,6 +51,12 @@ EXPORT_FORMATS = (*FORMATS, "json")
 
 EXPORT_PAGE = 500
 """Utterances read from the store, rendered and written at a time."""
+
+MINUTES_TIMEOUT_S = 5.0
+"""The longest the minutes wait for the model's decisions and action items (an export must be
+sent within the HTTP layer's 10 s, `server.http.send_streamed`); past it the section is left out."""
+
+log = logging.getLogger(__name__)
 
 
 def transcript_utterance(u: UtteranceRow) -> TranscriptUtterance:
@@ -76,7 +91,12 @@ async def _pages_in_time_order(
 
 
 async def _writer(
-    store: ConversationStore, tenant: str, transcript: Transcript, fmt: TranscriptFormat, page_size: int
+    store: ConversationStore,
+    tenant: str,
+    transcript: Transcript,
+    fmt: TranscriptFormat,
+    page_size: int,
+    llm: LlmQueue | None,
 ) -> TranscriptWriter:
     if fmt == "vtt":
         return WebVttWriter()
@@ -84,10 +104,37 @@ async def _writer(
         return SrtWriter()
     if fmt == "txt":
         return TextWriter()
-    talk = TalkTime()
+    talk, lines, chars = TalkTime(), [], 0
     async for page in _pages_in_time_order(store, tenant, transcript.conversation_id, page_size):
         talk.add(page)
-    return MarkdownWriter(transcript, talk)
+        for u in page:
+            if chars <= MINUTES_MAX_CHARS:
+                lines.append(MinutesLine(u.utterance_id, u.who, u.text))
+                chars += len(u.text) + 16
+    notes = await _minutes_notes(llm, lines) if llm is not None and lines else None
+    if notes is None:
+        return MarkdownWriter(transcript, talk)
+    decisions = [MinutesItem(text, uid) for text, uid in notes.decisions]
+    actions = [MinutesItem(text, uid) for text, uid in notes.actions]
+    return MarkdownWriter(transcript, talk, decisions, actions)
+
+
+async def _minutes_notes(llm: LlmQueue, lines: list[MinutesLine]) -> MinutesNotes | None:
+    """The grounded decisions and action items the model finds in `lines` (None: no answer in
+    `MINUTES_TIMEOUT_S`). A chat model is given the same few-shot text as one user message."""
+    request = build_minutes_request(lines)
+    if llm.engine.chat:
+        request = replace(request, prompt=None, messages=(("user", request.prompt or ""),))
+
+    async def generate() -> str:
+        return "".join([piece async for piece in llm.generate(request, Priority.SUMMARY)])
+
+    try:
+        continuation = await asyncio.wait_for(generate(), MINUTES_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("minutes: the model gave no decisions in %.0f s; section left out", MINUTES_TIMEOUT_S)
+        return None
+    return minutes_items(continuation, lines)
 
 
 async def export_chunks(
@@ -96,8 +143,10 @@ async def export_chunks(
     summary: SummaryRow | None,
     fmt: str,
     page_size: int = EXPORT_PAGE,
+    llm: LlmQueue | None = None,
 ) -> AsyncIterator[bytes]:
-    """The export of a conversation in `fmt` (one of `EXPORT_FORMATS`), a page at a time."""
+    """The export of a conversation in `fmt` (one of `EXPORT_FORMATS`), a page at a time; the
+    Markdown minutes have decisions and action items when `llm` is given."""
     tenant = row.tenant_id
     if fmt == "json":
         head = {"conversation": conversation_json(row)}
@@ -111,7 +160,7 @@ async def export_chunks(
         yield b'], "summary": ' + tail.encode() + b"}"
         return
     transcript = transcript_of(row, (), summary)
-    writer = await _writer(store, tenant, transcript, fmt, page_size)  # type: ignore[arg-type]
+    writer = await _writer(store, tenant, transcript, fmt, page_size, llm)  # type: ignore[arg-type]
     yield writer.head().encode()
     async for page in _pages_in_time_order(store, tenant, row.id, page_size):
         yield writer.page(page).encode()
@@ -135,6 +184,8 @@ def add_export_route(router: Router, hub: SessionHub) -> None:
         summary = await store.latest_summary(tenant, row.id)
         detail = {"format": fmt, "utterances": row.utterance_count}
         await record(store, principal_of(request), AuditAction.EXPORT, row.id, detail)
-        return HttpResponse(200, b"", MEDIA_TYPES[fmt], stream=export_chunks(store, row, summary, fmt))
+        llm = services.knowledge.llm if services.knowledge is not None else None
+        chunks = export_chunks(store, row, summary, fmt, llm=llm)
+        return HttpResponse(200, b"", MEDIA_TYPES[fmt], stream=chunks)
 
     router.add("/v1/conversations/{id}/transcript", export)

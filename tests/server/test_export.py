@@ -19,8 +19,10 @@ from server.app import App
 from server.config import ServerConfig
 from server.export import export_chunks, transcript_of
 from server.live import SessionServices
+from server.llm_queue import LlmQueue
 from server.store import UTTERANCE_COLUMNS, Store, utterance_id
 from stream.transcript_formats import render
+from tests.server.memory_fakes import ScriptedLlm
 
 LONG = 20_000
 
@@ -97,3 +99,31 @@ async def test_an_empty_conversation_exports(services: SessionServices, fmt: str
     assert row is not None
     body = b"".join([c async for c in export_chunks(services.store, row, None, fmt)])
     assert body == b"WEBVTT\n" if fmt == "vtt" else json.loads(body)["utterances"] == []
+
+
+async def test_the_minutes_list_the_grounded_decisions_and_actions_of_the_model(
+    services: SessionServices,
+) -> None:
+    store = services.store
+    await store.open_conversation("default", "m", "en")
+    said = ["We decided to hire two engineers next quarter.", "I will send the budget to finance on Monday."]
+    for seq, text in enumerate(said):
+        await store.add_utterance("default", "m", seq, text, seq * 5.0, seq * 5.0 + 4, "en", track="alice")
+    row = await store.get_conversation("default", "m")
+    assert row is not None
+    reply = ("- Hire two engineers next quarter [1]\n- Move to Paris [1]\n"
+             "Action items:\n- Send the budget to finance on Monday [2]\n")
+    engine = ScriptedLlm(lambda _request: reply, chat=False)
+    llm = LlmQueue(engine)
+    llm.start()
+    try:
+        md = b"".join([c async for c in export_chunks(store, row, None, "md", llm=llm)]).decode()
+    finally:
+        await llm.close()
+    [request] = engine.requests
+    assert request.prompt is not None and request.prompt.endswith("Decisions:\n")
+    assert "## Decisions\n\n- Hire two engineers next quarter (m:0)\n" in md
+    assert "## Action items\n\n- Send the budget to finance on Monday (m:1)\n" in md
+    assert "Paris" not in md
+    without = b"".join([c async for c in export_chunks(store, row, None, "md")]).decode()
+    assert "## Decisions" not in without and "## Action items" not in without
