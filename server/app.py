@@ -28,7 +28,15 @@ from server.auth import (
     startup_refusal,
 )
 from server.config import ServerConfig, parse_retention_days, port_range
-from server.http import HttpRequest, HttpResponse, Router, error_response, json_response, send_streamed
+from server.http import (
+    OPEN_TIMEOUT_S,
+    HttpRequest,
+    HttpResponse,
+    Router,
+    error_response,
+    json_response,
+    send_streamed,
+)
 from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import SessionServices
 from server.loading import load_services
@@ -220,6 +228,7 @@ async def run(config: ServerConfig) -> None:
         config.host,
         config.port,
         process_request=app.process_request,
+        open_timeout=OPEN_TIMEOUT_S,
         max_size=max(config.limits.max_frame_bytes, config.limits.max_text_bytes) + 1024,
         ping_interval=20,
         ping_timeout=20,

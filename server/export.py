@@ -52,9 +52,9 @@ EXPORT_FORMATS = (*FORMATS, "json")
 EXPORT_PAGE = 500
 """Utterances read from the store, rendered and written at a time."""
 
-MINUTES_TIMEOUT_S = 5.0
+MINUTES_TIMEOUT_S = 30.0
 """The longest the minutes wait for the model's decisions and action items (an export must be
-sent within the HTTP layer's 10 s, `server.http.send_streamed`); past it the section is left out."""
+sent within `server.http.OPEN_TIMEOUT_S`); past it the section is left out."""
 
 log = logging.getLogger(__name__)
 

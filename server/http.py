@@ -23,6 +23,12 @@ class HttpResponse:
     """A body written as it is made (`send_streamed`), in place of `body`."""
 
 
+OPEN_TIMEOUT_S = 60.0
+"""websockets' `open_timeout`: a connection's request must arrive, and a plain HTTP response (a
+streamed export included, `send_streamed`) be sent, within this; the same as nginx's default
+`client_header_timeout`. (websockets' own default, 10 s, is short for a long export.)"""
+
+
 async def send_streamed(connection: ServerConnection, response: HttpResponse) -> None:
     """Write `response` with its `stream` as the body, chunk by chunk, then close the connection.
 
@@ -34,8 +40,8 @@ async def send_streamed(connection: ServerConnection, response: HttpResponse) ->
     websockets then has nothing left to send. An error while the body is made leaves it without
     its last (empty) chunk, which an HTTP client reports as an incomplete body.
 
-    The whole of it runs within websockets' opening-handshake timeout (`open_timeout`, 10 s):
-    a body that takes longer to make and send is cut (incomplete, as above).
+    The whole of it runs within websockets' opening-handshake timeout (`OPEN_TIMEOUT_S`): a
+    body that takes longer to make and send is cut (incomplete, as above).
     """
     assert response.stream is not None
     transport = connection.transport

@@ -1,13 +1,16 @@
 """Decisions and action items of the Markdown minutes, from a generative model (pure: no I/O).
 
 The bundled model (Gemma 3 270M) is a base model: it continues text rather than following
-instructions, so `build_minutes_request` writes a few-shot completion prompt — two short example
-meetings, each with numbered lines then `Decisions:` and `Action items:` lists whose items cite the
+instructions, so `build_minutes_request` writes a few-shot completion prompt — a short example
+meeting with numbered lines then `Decisions:` and `Action items:` lists whose items cite the
 line they come from as `[n]` — followed by the conversation's numbered lines and `Decisions:`.
-`minutes_items` reads the model's continuation back and keeps only grounded items: each must cite
-a line that was shown, and most of its words must be words of that line. A small model invents
-freely; what it invents is dropped, so the minutes may list fewer items than were said, never
-items nobody said.
+`minutes_items` reads the model's continuation back and keeps only grounded items: most of an
+item's words must be words of the line it cites or, when that line does not hold them (a small
+model often cites the wrong number), of the shown line that holds most of them; the item is then
+attributed to that line. A small model invents freely; what it invents is dropped, so the minutes
+may list fewer items than were said, never items nobody said. A person an item names (a speaker,
+or a capitalised word inside a sentence of the transcript) must be named in its line too, or be
+its speaker speaking of themselves ("I will…").
 """
 
 from __future__ import annotations
@@ -36,14 +39,6 @@ Decisions:
 Action items:
 - Bob will update the roadmap by Friday [2]
 - Carol to call the printer about the brochures [3]
-
-Meeting:
-[1] Dan: We keep the current supplier for another year.
-[2] Eve: Fine. I'll send the signed contract tomorrow.
-Decisions:
-- Keep the current supplier for another year [1]
-Action items:
-- Eve will send the signed contract tomorrow [2]
 
 """
 
@@ -78,7 +73,7 @@ def _shown(lines: Sequence[MinutesLine], max_chars: int) -> list[str]:
 
 
 def build_minutes_request(
-    lines: Sequence[MinutesLine], *, max_chars: int = MINUTES_MAX_CHARS, max_tokens: int = 160
+    lines: Sequence[MinutesLine], *, max_chars: int = MINUTES_MAX_CHARS, max_tokens: int = 120
 ) -> LlmRequest:
     """A completion prompt asking a base model for the decisions and action items of `lines`."""
     shown = _shown(lines, max_chars)
@@ -90,10 +85,43 @@ _ITEM = re.compile(r"^\s*[-*]\s*(?P<text>.+?)\s*\[(?P<n>\d+)\]\s*\.?\s*$")
 _WORD = re.compile(r"\w{3,}")
 
 
-def _grounded(item: str, line: str) -> bool:
+def _share(item: str, line: str) -> float:
+    """The share of the item's words (3 letters or more) that are words of `line`."""
     words = [w.lower() for w in _WORD.findall(item)]
     said = {w.lower() for w in _WORD.findall(line)}
-    return bool(words) and sum(w in said for w in words) >= GROUNDED_SHARE * len(words)
+    return sum(w in said for w in words) / len(words) if words else 0.0
+
+
+def _names(lines: Sequence[MinutesLine]) -> set[str]:
+    """The people the shown lines name (lower-cased): the speakers, and capitalised words that do
+    not start a sentence."""
+    names = {line.who.lower() for line in lines if line.who}
+    for line in lines:
+        for before, word in re.findall(r"(\S?)\s+([A-Z][a-z]\w+)", line.text):
+            if before not in ".!?":
+                names.add(word.lower())
+    return names
+
+
+def _grounded(item: str, line: MinutesLine, names: set[str]) -> bool:
+    """Most of the item's words are the line's, and every person it names is named in the line
+    (its speaker counts when it speaks of itself, "I will…"; a small model puts the example's or
+    the speaker's name on someone else's task)."""
+    said = {w.lower() for w in _WORD.findall(line.text)}
+    if line.who and re.search(r"\bI\b|\bI'", line.text):  # "I will…": the speaker is named
+        said.add(line.who.lower())
+    named = {w.lower() for w in _WORD.findall(item) if w.lower() in names}
+    return _share(item, line.text) >= GROUNDED_SHARE and named <= said
+
+
+def _source(item: str, cited: int, lines: Sequence[MinutesLine]) -> MinutesLine | None:
+    """The line (of `lines`, the ones shown) that grounds `item`: the cited one (1-based) when it
+    does, else the one holding most of its words when that one does; None when none does."""
+    names = _names(lines)
+    if 1 <= cited <= len(lines) and _grounded(item, lines[cited - 1], names):
+        return lines[cited - 1]
+    best = max(lines, key=lambda line: _share(item, line.text), default=None)
+    return best if best is not None and _grounded(item, best, names) else None
 
 
 def minutes_items(
@@ -101,7 +129,7 @@ def minutes_items(
 ) -> MinutesNotes:
     """The grounded decisions and action items in what the model wrote after the prompt of
     `build_minutes_request(lines)` (which ends with `Decisions:`)."""
-    shown = len(_shown(lines, max_chars))
+    shown = lines[: len(_shown(lines, max_chars))]
     notes = MinutesNotes([], [])
     target = notes.decisions
     seen: set[tuple[str, str]] = set()
@@ -112,11 +140,12 @@ def minutes_items(
         match = _ITEM.match(raw)
         if match is None:
             continue
-        n, text = int(match["n"]), match["text"].strip()
-        if not 1 <= n <= shown or not _grounded(text, lines[n - 1].text):
+        text = match["text"].strip()
+        source = _source(text, int(match["n"]), shown)
+        if source is None:
             continue
-        key = (text.lower(), lines[n - 1].utterance_id)
+        key = (text.lower(), source.utterance_id)
         if key not in seen:
             seen.add(key)
-            target.append((text, lines[n - 1].utterance_id))
+            target.append((text, source.utterance_id))
     return notes

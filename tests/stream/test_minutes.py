@@ -17,7 +17,7 @@ def test_the_prompt_numbers_the_lines_after_the_examples_and_ends_at_decisions()
         "Meeting:\n[1] Alice: We decided to hire two engineers next quarter.\n"
         "[2] Bob: I will send the budget to finance on Monday.\n[3] Speaker: Thanks everyone.\nDecisions:\n"
     )
-    assert request.prompt.count("Meeting:") == 3 and "\nMeeting:" in request.stop
+    assert request.prompt.count("Meeting:") == 2 and "\nMeeting:" in request.stop
     long = build_minutes_request(LINES, max_chars=60).prompt
     assert long is not None and "[2]" not in long.split("Meeting:")[-1]
 
@@ -28,13 +28,16 @@ def test_only_grounded_items_citing_a_shown_line_are_kept() -> None:
         "- Buy a new office in Paris [1]\n"  # not what line 1 says
         "- Hire two engineers next quarter [1]\n"  # a repeat
         "- Launch the product [7]\n"  # no such line
+        "- Thanks everyone [1]\n"  # the wrong line cited: attributed to the line that says it
         "no citation here\n"
         "Action items:\n"
         "- Bob will send the budget to finance on Monday [2].\n"
         "* Finance to approve [2]\n"
+        "- Alice will send the budget to finance on Monday [2]\n"  # Bob said he will
     )
     notes = minutes_items(continuation, LINES)
-    assert notes.decisions == [("Hire two engineers next quarter", "c:0")]
+    assert notes.decisions == [("Hire two engineers next quarter", "c:0"), ("Thanks everyone", "c:2")]
     assert notes.actions == [("Bob will send the budget to finance on Monday", "c:1")]
     assert minutes_items("", LINES).decisions == []
-    assert minutes_items("- Hire two engineers [2]", LINES, max_chars=60).decisions == []
+    assert minutes_items("- Hire two engineers [2]", LINES).decisions == [("Hire two engineers", "c:0")]
+    assert minutes_items("- Send the budget [2]", LINES, max_chars=60).decisions == []  # line 2 not shown
