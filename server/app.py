@@ -27,8 +27,16 @@ from server.auth import (
     origin_allowed,
     startup_refusal,
 )
-from server.config import ServerConfig, port_range
-from server.http import HttpRequest, HttpResponse, Router, error_response, json_response
+from server.config import ServerConfig, parse_retention_days, port_range
+from server.http import (
+    OPEN_TIMEOUT_S,
+    HttpRequest,
+    HttpResponse,
+    Router,
+    error_response,
+    json_response,
+    send_streamed,
+)
 from server.lifecycle import RetentionJob, add_lifecycle_routes
 from server.live import SessionServices
 from server.loading import load_services
@@ -69,7 +77,7 @@ class App:
         """Every live session: admission, open/close, resume and supersede, publish."""
         add_memory_routes(self.router, self.hub)
         add_lifecycle_routes(self.router, self.hub)
-        self.retention = RetentionJob(self.hub)
+        self.retention = RetentionJob(self.hub, configured=parse_retention_days(config.retention_days))
         limits = config.limits
         self.websocket_routes: dict[str, WebSocketHandler] = {
             "/v1/stream": partial(handle_stream, hub=self.hub, auth=self.auth, limits=limits),
@@ -171,6 +179,12 @@ class App:
         except Exception:
             log.exception("%s %s failed", request.method, path)
             result = error_response(500, "internal", "internal error")
+        if result.stream is not None:
+            try:
+                await send_streamed(connection, result)
+            except Exception:
+                log.exception("%s %s failed while streaming its body", request.method, path)
+            return Response(result.status, "", Headers(), b"")  # not sent: the connection is closed
         return self._http_response(result)
 
     @staticmethod
@@ -216,6 +230,7 @@ async def run(config: ServerConfig) -> None:
         config.host,
         config.port,
         process_request=app.process_request,
+        open_timeout=OPEN_TIMEOUT_S,
         max_size=max(config.limits.max_frame_bytes, config.limits.max_text_bytes) + 1024,
         ping_interval=20,
         ping_timeout=20,

@@ -116,6 +116,10 @@ class ServerConfig:
     llm: str = "gemma3-270m"
     """An LLM name, a .gguf path, an ExLlamaV2 model directory, or "none"."""
     tenant: str = "default"
+    retention_days: tuple[str, ...] = ()
+    """TENANT=DAYS entries (`["acme=30", "globex=365"]`): keep each named tenant's conversations
+    DAYS days after their last utterance (0: for ever). A tenant's own setting in the store
+    (`palabre tenant set T --retention-days N`) takes precedence over its entry here."""
     log_level: str = "INFO"
     audiosocket_port: int | None = None
     """TCP port for Asterisk AudioSocket calls (on `host`); None: no AudioSocket listener."""
@@ -190,6 +194,20 @@ def parse_language_models(entries: tuple[str, ...]) -> dict[str, str]:
     if not models:
         raise ValueError("name at least one model, e.g. *=base")
     return models
+
+
+def parse_retention_days(entries: tuple[str, ...]) -> dict[str, int]:
+    """`("acme=30", "globex=0")` → `{"acme": 30}` (0: for ever, left out); ValueError naming the
+    bad entry unless each is TENANT=DAYS, DAYS a whole number of days, each tenant named once."""
+    days_of: dict[str, int] = {}
+    for entry in entries:
+        tenant, equals, days = (part.strip() for part in entry.rpartition("="))
+        if not (equals and tenant and days.isascii() and days.isdigit()):
+            raise ValueError(f"expected TENANT=DAYS (whole days, 0: for ever), e.g. acme=30, not {entry!r}")
+        if tenant in days_of:
+            raise ValueError(f"tenant {tenant!r} is named twice")
+        days_of[tenant] = int(days)
+    return {tenant: days for tenant, days in days_of.items() if days > 0}
 
 
 def port_range(text: str) -> tuple[int, int]:

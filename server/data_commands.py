@@ -52,7 +52,8 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tenant_set.add_argument(
         "--retention-days",
         type=int,
-        help="erase conversations this many days after their last utterance (0: keep for ever)",
+        help="erase conversations this many days after their last utterance (0: none of its own;"
+        " the configuration's retention_days then applies)",
     )
     tenant_set.add_argument(
         "--redact",

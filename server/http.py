@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from websockets.asyncio.server import ServerConnection
 
 from server.auth import Principal, Scope
 
@@ -16,6 +19,49 @@ class HttpResponse:
     status: int
     body: bytes
     content_type: str = "application/json"
+    stream: AsyncIterable[bytes] | None = None
+    """A body written as it is made (`send_streamed`), in place of `body`."""
+
+
+OPEN_TIMEOUT_S = 60.0
+"""websockets' `open_timeout`: a connection's request must arrive, and a plain HTTP response (a
+streamed export included, `send_streamed`) be sent, within this; the same as nginx's default
+`client_header_timeout`. (websockets' own default, 10 s, is short for a long export.)"""
+
+
+async def send_streamed(connection: ServerConnection, response: HttpResponse) -> None:
+    """Write `response` with its `stream` as the body, chunk by chunk, then close the connection.
+
+    websockets answers a plain HTTP request with one `Response` whose body is bytes, all in
+    memory. A streamed body is written here instead, straight onto the connection's transport with
+    chunked transfer encoding: each chunk is written, then the write waits while the transport's
+    buffer is above its high-water mark (`drain`), so memory stays bounded by a chunk and that
+    buffer whatever the body's length. The connection is closed afterwards (`Connection: close`);
+    websockets then has nothing left to send. An error while the body is made leaves it without
+    its last (empty) chunk, which an HTTP client reports as an incomplete body.
+
+    The whole of it runs within websockets' opening-handshake timeout (`OPEN_TIMEOUT_S`): a
+    body that takes longer to make and send is cut (incomplete, as above).
+    """
+    assert response.stream is not None
+    transport = connection.transport
+    head = (
+        f"HTTP/1.1 {response.status} {http.HTTPStatus(response.status).phrase}\r\n"
+        f"Content-Type: {response.content_type}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    transport.write(head.encode("ascii"))
+    try:
+        async for chunk in response.stream:
+            if transport.is_closing():
+                return
+            if chunk:
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                await connection.drain()
+        transport.write(b"0\r\n\r\n")
+    finally:
+        transport.close()
+        await connection.wait_closed()
 
 
 def json_response(status: int, payload: Any) -> HttpResponse:

@@ -13,7 +13,8 @@ the tenant's vector index replays to drop their vectors (server/memory/index.py)
 beside them notices at its next search (the erasure log) and, for a session still streaming into
 an erased conversation, at its next final (the store refuses it: `conversation_erased`).
 
-`RetentionJob` enforces each tenant's `retention_days` (`palabre tenant set T --retention-days N`):
+`RetentionJob` enforces each tenant's `retention_days` (`palabre tenant set T --retention-days N`,
+else the configuration's `retention_days` entry for it):
 at start and then every `every_s`, it erases the conversations whose last utterance is older,
 one conversation per store transaction with a yield between, so live sessions keep committing
 their finals during a large purge; a conversation streamed into now is left for the next pass.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -108,12 +109,25 @@ def add_lifecycle_routes(router: Router, hub: SessionHub) -> None:
 
 class RetentionJob:
     """Erases, at start and every `every_s` seconds, the conversations past their tenant's
-    `retention_days`, auditing each as `purge` by `retention`."""
+    `retention_days`, auditing each as `purge` by `retention`.
+
+    A tenant's days are its own in the store (`palabre tenant set T --retention-days N`) when it
+    has some, else `configured` (the configuration's `retention_days`): the store takes
+    precedence, so a tenant can be given other days than the file's without a restart; clearing
+    its own (`--retention-days 0`) brings the file's back.
+    """
 
     def __init__(
-        self, hub: SessionHub, *, every_s: float = 3600.0, clock: Callable[[], float] = time.time
+        self,
+        hub: SessionHub,
+        *,
+        configured: Mapping[str, int] | None = None,
+        every_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
+        self.configured = dict(configured or {})
+        """Tenant → retention days from the configuration file."""
         self.every_s = every_s
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -142,7 +156,7 @@ class RetentionJob:
         if services is None:
             return 0
         store, erased_count = services.store, 0
-        for tenant_id, days in (await store.retention()).items():
+        for tenant_id, days in {**self.configured, **await store.retention()}.items():
             cutoff = self._clock() - days * DAY_S
             skipped: set[str] = set()
             while True:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from models.registry import whisper_languages
-from server.config import ServerConfig, parse_language_models, port_range
+from server.config import ServerConfig, parse_language_models, parse_retention_days, port_range
 from server.gpu import GpuInfo
 from server.store_postgresql import is_postgresql, without_password
 from stream.vocabulary import check_vocabulary
@@ -263,6 +263,14 @@ def _are_language_models(entries: tuple[str, ...]) -> bool:
     return True
 
 
+def _are_retention_days(entries: tuple[str, ...]) -> bool:
+    try:
+        parse_retention_days(entries)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_vocabulary(terms: tuple[str, ...]) -> bool:
     try:
         check_vocabulary(list(terms))
@@ -290,6 +298,10 @@ CHECKS: dict[str, Check] = {
     "asr_auto_languages": (
         lambda v: all(code in whisper_languages() for code in v),
         'must be language codes Whisper knows, e.g. ["en", "fr"] (empty: any)',
+    ),
+    "retention_days": (
+        _are_retention_days,
+        'must be TENANT=DAYS entries (whole days, 0: for ever; each tenant once), e.g. ["acme=30"]',
     ),
     "vocabulary": (
         _is_vocabulary, "must be at most 100 printable terms of at most 100 characters, 1 KB in all"

@@ -999,15 +999,36 @@ class Store:
         ).fetchall()
         return [_conversation(row) for row in rows]
 
-    def utterances(self, tenant_id: str, conversation_id: str, after_seq: int = -1) -> list[UtteranceRow]:
-        """The conversation's utterances with seq above `after_seq`, in seq order.
+    def utterances(
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1, limit: int | None = None
+    ) -> list[UtteranceRow]:
+        """The conversation's utterances with seq above `after_seq`, in seq order (the first
+        `limit` of them when given: a page).
 
         Empty if the conversation does not exist or is not this tenant's.
         """
         rows = self._conn.execute(
             f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
-            " WHERE conversation_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq",
-            (conversation_id, tenant_id, after_seq),
+            " WHERE conversation_id = ? AND tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (conversation_id, tenant_id, after_seq, -1 if limit is None else limit),
+        ).fetchall()
+        return [_utterance(row) for row in rows]
+
+    def utterances_in_time_order(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        after: tuple[float, int] | None = None,
+        limit: int = 1000,
+    ) -> list[UtteranceRow]:
+        """A page of the conversation's utterances in time order (start, then seq): the first
+        `limit` after `after`, the (start, seq) of the previous page's last one."""
+        start, seq = after if after is not None else (float("-inf"), -1)
+        rows = self._conn.execute(
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
+            " WHERE conversation_id = ? AND tenant_id = ? AND (start, seq) > (?, ?)"
+            " ORDER BY start, seq LIMIT ?",
+            (conversation_id, tenant_id, start, seq, limit),
         ).fetchall()
         return [_utterance(row) for row in rows]
 
@@ -1304,6 +1325,7 @@ class AsyncStore:
     get_conversation = _OnStoreThread(Store.get_conversation)
     list_conversations = _OnStoreThread(Store.list_conversations)
     utterances = _OnStoreThread(Store.utterances)
+    utterances_in_time_order = _OnStoreThread(Store.utterances_in_time_order)
     utterances_by_ids = _OnStoreThread(Store.utterances_by_ids)
     latest_summary = _OnStoreThread(Store.latest_summary)
     name_speaker = _OnStoreThread(Store.name_speaker)

@@ -146,9 +146,20 @@ class ConversationStore(Protocol):
         """The tenant's conversations, most recently updated first."""
 
     async def utterances(
-        self, tenant_id: str, conversation_id: str, after_seq: int = -1
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1, limit: int | None = None
     ) -> list[UtteranceRow]:
-        """The conversation's utterances with seq above `after_seq`, in seq order."""
+        """The conversation's utterances with seq above `after_seq`, in seq order (the first
+        `limit` of them when given: a page)."""
+
+    async def utterances_in_time_order(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        after: tuple[float, int] | None = None,
+        limit: int = 1000,
+    ) -> list[UtteranceRow]:
+        """A page of the conversation's utterances in time order (start, then seq): the first
+        `limit` after `after`, the (start, seq) of the previous page's last one (the exports)."""
 
     async def utterances_by_ids(self, tenant_id: str, row_ids: Sequence[int]) -> list[UtteranceRow]:
         """The tenant's utterances with these row ids, in that order, each once."""

@@ -655,15 +655,38 @@ class PostgresStore:
 
     @_unavailable_when_lost
     async def utterances(
-        self, tenant_id: str, conversation_id: str, after_seq: int = -1
+        self, tenant_id: str, conversation_id: str, after_seq: int = -1, limit: int | None = None
     ) -> list[UtteranceRow]:
-        """The conversation's utterances with seq above `after_seq`, in seq order."""
+        """The conversation's utterances with seq above `after_seq`, in seq order (the first
+        `limit` of them when given)."""
         rows = await self._pool.fetch(
             f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
-            " WHERE conversation_id = $1 AND tenant_id = $2 AND seq > $3 ORDER BY seq",
+            " WHERE conversation_id = $1 AND tenant_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
             conversation_id,
             tenant_id,
             after_seq,
+            limit,
+        )
+        return [_utterance(row) for row in rows]
+
+    async def utterances_in_time_order(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        after: tuple[float, int] | None = None,
+        limit: int = 1000,
+    ) -> list[UtteranceRow]:
+        """A page of the conversation's utterances in time order (start, then seq)."""
+        start, seq = after if after is not None else (float("-inf"), -1)
+        rows = await self._pool.fetch(
+            f"SELECT {UTTERANCE_COLUMNS} FROM utterances"
+            " WHERE conversation_id = $1 AND tenant_id = $2 AND (start, seq) > ($3::float8, $4::bigint)"
+            " ORDER BY start, seq LIMIT $5",
+            conversation_id,
+            tenant_id,
+            start,
+            seq,
+            limit,
         )
         return [_utterance(row) for row in rows]
 

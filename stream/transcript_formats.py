@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from stream.events import Word
@@ -30,9 +30,16 @@ __all__ = [
     "CUE_MAX_SECONDS",
     "FORMATS",
     "MEDIA_TYPES",
+    "MarkdownWriter",
+    "MinutesItem",
+    "SrtWriter",
+    "TalkTime",
+    "TextWriter",
     "Transcript",
     "TranscriptFormat",
     "TranscriptUtterance",
+    "TranscriptWriter",
+    "WebVttWriter",
     "render",
     "timestamp",
 ]
@@ -132,65 +139,166 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class TranscriptWriter:
+    """Renders a transcript piece by piece, so that a long one is never whole in memory:
+    `head()`, then `page(utterances)` for each page of its utterances in time order (start, then
+    seq), then `tail()`. The pieces joined are what `render` returns."""
+
+    def head(self) -> str:
+        return ""
+
+    def page(self, utterances: Sequence[TranscriptUtterance]) -> str:
+        return ""
+
+    def tail(self) -> str:
+        return ""
+
+
+class WebVttWriter(TranscriptWriter):
+    """WebVTT: one cue per final (or per piece of a long one), the speaker as a voice span."""
+
+    def head(self) -> str:
+        return "WEBVTT\n"
+
+    def page(self, utterances: Sequence[TranscriptUtterance]) -> str:
+        parts = []
+        for u in utterances:
+            for cue in _cues(u):
+                text = _vtt_escape(cue.text)
+                if u.who:
+                    text = f"<v {_vtt_escape(_one_line(u.who))}>{text}"
+                parts.append(f"\n{cue.id}\n{_cue_times(cue, '.')}\n{text}\n")
+        return "".join(parts)
+
+
+class SrtWriter(TranscriptWriter):
+    """SubRip: cues numbered from 1 across pages, the speaker as a `Name: ` prefix."""
+
+    def __init__(self) -> None:
+        self._number = 0
+
+    def page(self, utterances: Sequence[TranscriptUtterance]) -> str:
+        parts = []
+        for u in utterances:
+            for cue in _cues(u):
+                self._number += 1
+                text = f"{_one_line(u.who)}: {cue.text}" if u.who else cue.text
+                gap = "\n" if self._number > 1 else ""
+                parts.append(f"{gap}{self._number}\n{_cue_times(cue, ',')}\n{text}\n")
+        return "".join(parts)
+
+
+class TextWriter(TranscriptWriter):
+    """Plain text: one line per final."""
+
+    def page(self, utterances: Sequence[TranscriptUtterance]) -> str:
+        lines = []
+        for u in utterances:
+            who = f"{_one_line(u.who)}: " if u.who else ""
+            lines.append(f"[{timestamp(u.start)[:8]}] {who}{_one_line(u.text)}\n")
+        return "".join(lines)
+
+
+@dataclass(slots=True)
+class TalkTime:
+    """What the minutes' header says of all the utterances (gathered page by page before the
+    transcript is written): how many, how long, and each participant's share."""
+
+    utterances: int = 0
+    duration: float = 0.0
+    """The latest end, in conversation seconds."""
+    by_participant: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Participant (speaker, else track, else "(unknown)") → (utterances, seconds talked)."""
+
+    def add(self, utterances: Sequence[TranscriptUtterance]) -> None:
+        for u in utterances:
+            who = u.who or "(unknown)"
+            count, seconds = self.by_participant.get(who, (0, 0.0))
+            self.by_participant[who] = (count + 1, seconds + max(u.end - u.start, 0.0))
+            self.utterances += 1
+            self.duration = max(self.duration, u.end)
+
+
+@dataclass(frozen=True, slots=True)
+class MinutesItem:
+    """A decision or an action item of the minutes, with the utterance it comes from."""
+
+    text: str
+    utterance_id: str
+
+
+class MarkdownWriter(TranscriptWriter):
+    """Minutes: title, date and duration, participants and talk time, summary, decisions and
+    action items (when given), then the transcript."""
+
+    def __init__(
+        self,
+        transcript: Transcript,
+        talk: TalkTime,
+        decisions: Sequence[MinutesItem] | None = None,
+        actions: Sequence[MinutesItem] | None = None,
+    ) -> None:
+        self._transcript = transcript
+        self._talk = talk
+        self._decisions = decisions
+        self._actions = actions
+
+    def head(self) -> str:
+        transcript, talk = self._transcript, self._talk
+        title = transcript.title or f"Conversation {transcript.conversation_id}"
+        out = [f"# {_one_line(title)}", ""]
+        if transcript.created_at is not None:
+            out.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(transcript.created_at))}")
+        out += [f"- Duration: {timestamp(talk.duration)[:8]}", f"- Utterances: {talk.utterances}"]
+        if transcript.language:
+            out.append(f"- Language: {transcript.language}")
+        out += ["", "## Participants", "", "| participant | utterances | talk time |", "|---|---|---|"]
+        for who, (count, seconds) in sorted(talk.by_participant.items(), key=lambda item: -item[1][1]):
+            out.append(f"| {_md_cell(who)} | {count} | {timestamp(seconds)[:8]} |")
+        if transcript.summary:
+            method = f" ({transcript.summary_method})" if transcript.summary_method else ""
+            out += ["", f"## Summary{method}", ""]
+            out += [f"- {_one_line(item)}" for item in transcript.summary]
+        for heading, items in (("Decisions", self._decisions), ("Action items", self._actions)):
+            if items is not None:
+                out += ["", f"## {heading}", ""]
+                out += [f"- {_one_line(i.text)} ({i.utterance_id})" for i in items] or ["- (none)"]
+        out += ["", "## Transcript", ""]
+        return "\n".join(out) + "\n"
+
+    def page(self, utterances: Sequence[TranscriptUtterance]) -> str:
+        lines = []
+        for u in utterances:
+            who = f" {_md_cell(u.who)}:" if u.who else ""
+            lines.append(f"**[{timestamp(u.start)[:8]}]{who}** {_one_line(u.text)}  \n")
+        return "".join(lines)
+
+
+def _whole(writer: TranscriptWriter, utterances: Sequence[TranscriptUtterance]) -> str:
+    return writer.head() + writer.page(utterances) + writer.tail()
+
+
 def to_webvtt(transcript: Transcript) -> str:
     """The transcript as a WebVTT file."""
-    parts = ["WEBVTT\n"]
-    for u in transcript.in_time_order():
-        for cue in _cues(u):
-            text = _vtt_escape(cue.text)
-            if u.who:
-                text = f"<v {_vtt_escape(_one_line(u.who))}>{text}"
-            parts.append(f"{cue.id}\n{_cue_times(cue, '.')}\n{text}\n")
-    return "\n".join(parts)
+    return _whole(WebVttWriter(), transcript.in_time_order())
 
 
 def to_srt(transcript: Transcript) -> str:
     """The transcript as a SubRip (SRT) file."""
-    cues = [(u, cue) for u in transcript.in_time_order() for cue in _cues(u)]
-    out = []
-    for number, (u, cue) in enumerate(cues, start=1):
-        text = f"{_one_line(u.who)}: {cue.text}" if u.who else cue.text
-        out.append(f"{number}\n{_cue_times(cue, ',')}\n{text}\n")
-    return "\n".join(out)
+    return _whole(SrtWriter(), transcript.in_time_order())
 
 
 def to_text(transcript: Transcript) -> str:
     """The transcript as plain text: one line per final."""
-    lines = []
-    for u in transcript.in_time_order():
-        who = f"{_one_line(u.who)}: " if u.who else ""
-        lines.append(f"[{timestamp(u.start)[:8]}] {who}{_one_line(u.text)}")
-    return "\n".join(lines) + ("\n" if lines else "")
+    return _whole(TextWriter(), transcript.in_time_order())
 
 
 def to_markdown(transcript: Transcript) -> str:
     """Minutes: title, date and duration, participants and talk time, summary, transcript."""
     utterances = transcript.in_time_order()
-    title = transcript.title or f"Conversation {transcript.conversation_id}"
-    out = [f"# {_one_line(title)}", ""]
-    if transcript.created_at is not None:
-        out.append(f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(transcript.created_at))}")
-    duration = max((u.end for u in utterances), default=0.0)
-    out += [f"- Duration: {timestamp(duration)[:8]}", f"- Utterances: {len(utterances)}"]
-    if transcript.language:
-        out.append(f"- Language: {transcript.language}")
-    talk: dict[str, list[float]] = {}
-    for u in utterances:
-        entry = talk.setdefault(u.who or "(unknown)", [0, 0.0])
-        entry[0] += 1
-        entry[1] += max(u.end - u.start, 0.0)
-    out += ["", "## Participants", "", "| participant | utterances | talk time |", "|---|---|---|"]
-    for who, (count, seconds) in sorted(talk.items(), key=lambda item: -item[1][1]):
-        out.append(f"| {_md_cell(who)} | {int(count)} | {timestamp(seconds)[:8]} |")
-    if transcript.summary:
-        method = f" ({transcript.summary_method})" if transcript.summary_method else ""
-        out += ["", f"## Summary{method}", ""]
-        out += [f"- {_one_line(item)}" for item in transcript.summary]
-    out += ["", "## Transcript", ""]
-    for u in utterances:
-        who = f" {_md_cell(u.who)}:" if u.who else ""
-        out.append(f"**[{timestamp(u.start)[:8]}]{who}** {_one_line(u.text)}  ")
-    return "\n".join(out) + "\n"
+    talk = TalkTime()
+    talk.add(utterances)
+    return _whole(MarkdownWriter(transcript, talk), utterances)
 
 
 def _md_cell(text: str) -> str:

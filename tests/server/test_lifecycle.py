@@ -36,3 +36,24 @@ async def test_retention_erases_what_is_older_than_each_tenants_days_but_not_liv
     assert await RetentionJob(hub, clock=time.time).run_once() == 0  # not old enough
     assert await erase_conversation(hub, "default", "d2") is not None
     assert evicted == [ErrorCode.CONVERSATION_ERASED]
+
+
+async def test_the_configured_retention_applies_unless_the_tenant_has_its_own_in_the_store(
+    services: SessionServices,
+) -> None:
+    hub = SessionHub(LimitsConfig(), per_tenant_caps=True)
+    hub.serve(services)
+    store = services.store
+    for tenant in ("filed", "own", "none"):
+        await store.open_conversation(tenant, f"{tenant}-1", "en")
+        await store.add_utterance(tenant, f"{tenant}-1", 0, "words", 0, 1, "en")
+    await store.set_retention("own", 60)  # `palabre tenant set own --retention-days 60`
+    job = RetentionJob(hub, configured={"filed": 30, "own": 30}, clock=lambda: time.time() + 31 * DAY_S)
+    assert await job.run_once() == 1
+    assert await store.get_conversation("filed", "filed-1") is None  # the file's 30 days
+    assert await store.get_conversation("own", "own-1") is not None  # its own 60 days win
+    assert await store.get_conversation("none", "none-1") is not None
+    [row] = await store.audit("filed")
+    assert (row.action, row.detail) == ("purge", {"utterances": 1, "retention_days": 30})
+    await store.set_retention("own", None)  # cleared: the file's days apply again
+    assert await job.run_once() == 1 and await store.get_conversation("own", "own-1") is None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from server import cli, gpu
-from server.config import GpuBudget, ServerConfig
+from server.config import GpuBudget, ServerConfig, parse_retention_days
 from server.gpu import GpuInfo
 from server.settings import (
     CHECKS,
@@ -420,3 +420,15 @@ def test_open_nvml_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", failing)
     assert gpu.open_nvml() is None
     assert gpu.read_gpus(None) == []
+
+
+def test_retention_days_per_tenant_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "palabre.toml"
+    path.write_text('retention_days = ["acme=30", "globex = 365", "keep=0"]\n')
+    config = load_config(path, env={})
+    assert parse_retention_days(config.retention_days) == {"acme": 30, "globex": 365}
+    assert load_config(None, env={"PALABRE_RETENTION_DAYS": "acme=7"}).retention_days == ("acme=7",)
+    for bad in ('["acme"]', '["acme=-1"]', '["acme=1.5"]', '["=3"]', '["acme=1", "acme=2"]'):
+        path.write_text(f"retention_days = {bad}\n")
+        with pytest.raises(ConfigError, match=r"retention_days.*TENANT=DAYS"):
+            load_config(path, env={})

@@ -101,6 +101,20 @@ async def test_utterances_seq_idempotency_and_reads(store: ConversationStore) ->
     assert [u.id async for u in store.all_utterances("t", page_size=3)] == ids
 
 
+async def test_utterances_page_by_seq_and_by_time(store: ConversationStore) -> None:
+    await store.open_conversation("t", "c", "en")
+    starts = [3.0, 1.0, 2.0, 1.0, 0.5]  # two tracks: seq order is not time order
+    for seq, start in enumerate(starts):
+        await store.add_utterance("t", "c", seq, f"u{seq}", start, start + 0.5, "en")
+    assert [u.seq for u in await store.utterances("t", "c", after_seq=0, limit=2)] == [1, 2]
+    pages, after = [], None
+    while page := await store.utterances_in_time_order("t", "c", after, limit=2):
+        pages.append([u.seq for u in page])
+        after = (page[-1].start, page[-1].seq)
+    assert pages == [[4, 1], [3, 2], [0]]
+    assert await store.utterances_in_time_order("other", "c") == []
+
+
 async def test_an_utterances_words_are_stored_and_read_back(store: ConversationStore) -> None:
     await store.open_conversation("t", "c", "en")
     words = [{"word": "Bonjour", "start": 0.5, "end": 0.9, "probability": 0.91},
