@@ -1010,21 +1010,29 @@ def replot(path: Path, plot_path: Path) -> int:
     return 0
 
 
+def settle_language(args: argparse.Namespace) -> None:
+    """Fill the options whose defaults depend on `--language`: servers (French: Palabre only, as
+    WhisperLive is set up with tiny.en), Palabre's model (French: the default server) and the
+    output files (French: capacity-fr.json, capacity-fr.png). Exits on WhisperLive with French."""
+    french = args.language != "en"
+    if args.servers is None:
+        args.servers = ["palabre"] if french else list(SERVERS)
+    if french and "whisperlive" in args.servers:
+        build_parser().error("--language fr measures Palabre only (--servers palabre)")
+    if args.palabre_model is None:
+        args.palabre_model = "default" if french else "tiny.en"
+    suffix = f"-{args.language}" if french else ""
+    args.out = args.out or REPO_ROOT / "bench" / "out" / f"capacity{suffix}.json"
+    args.plot = args.plot or REPO_ROOT / "docs" / f"capacity{suffix}.png"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and the command; write the JSON and the plot."""
     args = build_parser().parse_args(argv)
-    suffix = "" if args.language == "en" else f"-{args.language}"
-    args.out = args.out or REPO_ROOT / "bench" / "out" / f"capacity{suffix}.json"
-    args.plot = args.plot or REPO_ROOT / "docs" / f"capacity{suffix}.png"
+    settle_language(args)
     if args.replot:
         return replot(args.out, args.plot)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped on the way out
-    if args.servers is None:
-        args.servers = list(SERVERS) if args.language == "en" else ["palabre"]
-    if args.language != "en" and "whisperlive" in args.servers:
-        build_parser().error("--language fr measures Palabre only (--servers palabre)")
-    if args.palabre_model is None:
-        args.palabre_model = "tiny.en" if args.language == "en" else "default"
     args.model_dir = args.model_dir or default_model_dir(args.language)
     args.references = references(args.language, args.audio_dir, args.model_dir)
     command = command_line()

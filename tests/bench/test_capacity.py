@@ -17,8 +17,10 @@ from bench.capacity import (
     Placement,
     SessionResult,
     analyse,
+    build_parser,
     covered,
     plan_session,
+    settle_language,
 )
 from bench.common import SAMPLE_RATE, Pacing, Reference, WordErrors, normalise, send_paced
 
@@ -133,3 +135,20 @@ def test_send_paced_keeps_real_time_and_records_each_frame() -> None:
     assert pacing.sent_at(0.0) == pacing.sent[0]
     assert pacing.sent_at(0.015) == pacing.sent[1]
     assert pacing.sent_at(99.0) == pacing.sent[-1]
+
+
+def test_french_measures_the_default_server_alone_into_its_own_files() -> None:
+    args = build_parser().parse_args(["--language", "fr"])
+    settle_language(args)
+    assert (args.servers, args.palabre_model) == (["palabre"], "default")
+    assert (args.out.name, args.plot.name) == ("capacity-fr.json", "capacity-fr.png")
+    english = build_parser().parse_args([])
+    settle_language(english)
+    assert (english.servers, english.palabre_model, english.out.name) == (
+        ["palabre", "whisperlive"],
+        "tiny.en",
+        "capacity.json",
+    )
+    with pytest.raises(SystemExit):
+        settle_language(build_parser().parse_args(["--language", "fr", "--servers", "whisperlive"]))
+
