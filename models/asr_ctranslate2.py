@@ -75,6 +75,8 @@ LOG_PROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 REPEATED_NGRAM = 3
 """The last this-many words occurring earlier in the text marks a decoder loop."""
+LOOP_REPEATS = 4
+"""A phrase said this many times in a row at the end of a looped decode is cut (`without_looped_tail`)."""
 SILENCE_PEAK = 10 ** (-60 / 20)
 """Inputs whose peak stays below -60 dBFS are returned empty without decoding."""
 ALIGNMENT_STEP_S = 2 * HOP_SAMPLES / SAMPLE_RATE
@@ -185,6 +187,7 @@ class CTranslate2Whisper:
         for i, x in enumerate(inputs):
             d = decoded.get(i, _SILENCE)
             language, probability = languages.get(i, (x.language or ("" if self.multilingual else "en"), 1.0))
+            d = _without_loop(d)
             outputs.append(AsrOutput(text="" if d.is_silence else d.text, language=language,
                                      language_probability=probability, no_speech_probability=d.no_speech_prob,
                                      avg_logprob=d.avg_logprob, fallback=i in fallback,
@@ -333,6 +336,16 @@ def _shorten_leading_words(words: list[Word]) -> tuple[Word, ...]:
     return tuple(out)
 
 
+def _without_loop(decoded: _Decoded) -> _Decoded:
+    """`decoded` with the loop at the end of its text cut (`without_looped_tail`), its words too."""
+    if not decoded.looks_looped:
+        return decoded
+    text = without_looped_tail(decoded.text)
+    if text == decoded.text:
+        return decoded
+    return dataclasses.replace(decoded, text=text, words=_words_within(decoded.words, text))
+
+
 def _words_within(words: tuple[Word, ...] | None, text: str) -> tuple[Word, ...] | None:
     """The leading `words` whose concatenation fits in `text` (a decode cut to its first saying)."""
     if words is None:
@@ -384,6 +397,29 @@ def first_saying(text: str, min_words: int = 2) -> str | None:
                 end += 1  # keep the punctuation that ends the phrase
             return text[:end].strip()
     return None
+
+
+def without_looped_tail(text: str, min_repeats: int = LOOP_REPEATS) -> str:
+    """`text` cut after the first saying of a phrase it repeats at least `min_repeats` times in a
+    row at its end (case and punctuation ignored), else `text` itself.
+
+    "au bout de l'eau l'eau l'eau l'eau l'eau" → "au bout de l'eau": a decode that still loops in
+    the full window keeps what came before the loop. Three sayings ("no no no") are left alone.
+    """
+    matches = list(_WORD.finditer(text))
+    words = [m.group().lower() for m in matches]
+    for period in range(1, len(words) // min_repeats + 1):
+        repeats = 1
+        while (repeats + 1) * period <= len(words) and (
+            words[len(words) - (repeats + 1) * period : len(words) - repeats * period] == words[-period:]
+        ):
+            repeats += 1
+        if repeats >= min_repeats:
+            end = matches[len(words) - repeats * period + period - 1].end()
+            while end < len(text) and not text[end].isspace():
+                end += 1  # keep the punctuation that ends the phrase
+            return text[:end].strip()
+    return text
 
 
 def repeats_at_end(text: str, n: int = REPEATED_NGRAM) -> bool:

@@ -56,6 +56,7 @@ from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from stream.events import CONVERSATION_ID_RE, utterance_id
+from stream.language import fold
 from stream.redaction import check_redaction
 from stream.vocabulary import check_vocabulary
 
@@ -468,6 +469,8 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             # Deleted content is overwritten with zeros rather than left in free pages (erasure).
             conn.execute("PRAGMA secure_delete = ON")
+            # Entity names match case- and accent-insensitively ("elodie" finds "Élodie"), as words do.
+            conn.create_function("fold", 1, fold, deterministic=True)
             migrate(conn)
         except BaseException:
             conn.close()
@@ -670,16 +673,16 @@ class Store:
         label: str | None = None,
         conversation_id: str | None = None,
     ) -> list[int]:
-        """Row ids of the tenant's utterances with an entity matching `text` (case-insensitive) and/or
-        `label`."""
+        """Row ids of the tenant's utterances with an entity matching `text` (case- and
+        accent-insensitive, `stream.language.fold`) and/or `label`."""
         query = (
             "SELECT DISTINCT u.id FROM utterances u, json_each(u.entities) e"
             " WHERE u.tenant_id = ? AND u.entities IS NOT NULL"
         )
         args: list[Any] = [tenant_id]
         if text is not None:
-            query += " AND lower(json_extract(e.value, '$.text')) = lower(?)"
-            args.append(text)
+            query += " AND fold(json_extract(e.value, '$.text')) = ?"
+            args.append(fold(text))
         if label is not None:
             query += " AND json_extract(e.value, '$.label') = ?"
             args.append(label)

@@ -73,6 +73,12 @@ UtteranceNotified = Callable[[str, int], None]
 UTTERANCE_CHANNEL = "palabre_utterance"
 """The channel on which every inserted utterance is notified, at its commit: "<row id> <tenant id>"."""
 
+_ACCENTED = "àáâãäåāçćčèéêëēėęìíîïīñńòóôõöōùúûüūýÿžšÀÁÂÃÄÅĀÇĆČÈÉÊËĒĖĘÌÍÎÏĪÑŃÒÓÔÕÖŌÙÚÛÜŪÝŸŽŠ’"
+_UNACCENTED = "aaaaaaaccceeeeeeeiiiiinnoooooouuuuuyyzsaaaaaaaccceeeeeeeiiiiinnoooooouuuuuyyzs'"
+"""`palabre_fold`: the accented letters of Latin-script names (either case: `lower` leaves them
+alone under the C locale) and their plain lower-case letters, as `stream.language.fold` folds them."""
+_UNACCENTED_SQL = _UNACCENTED.replace("'", "''")
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
     (
@@ -216,6 +222,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE utterances ADD COLUMN words jsonb",),
     # 7: the names and terms a tenant's sessions give the recogniser (SQLite's step 11).
     ("ALTER TABLE tenants ADD COLUMN vocabulary jsonb NOT NULL DEFAULT '[]'",),
+    # 8: entity names matched case- and accent-insensitively, as SQLite's `fold` (no SQLite step).
+    (
+        f"""
+        CREATE FUNCTION palabre_fold(name text) RETURNS text
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT translate(lower(name), '{_ACCENTED}', '{_UNACCENTED_SQL}') $$
+        """,
+    ),
 )
 """The schema's history; step N (from 1) is `MIGRATIONS[N - 1]`, a sequence of SQL statements."""
 
@@ -530,7 +544,8 @@ class PostgresStore:
         label: str | None = None,
         conversation_id: str | None = None,
     ) -> list[int]:
-        """Row ids of the tenant's utterances with an entity matching `text` (any case) and/or `label`."""
+        """Row ids of the tenant's utterances with an entity matching `text` (any case, any accent:
+        `palabre_fold`) and/or `label`."""
         query = (
             "SELECT DISTINCT u.id FROM utterances u, jsonb_array_elements(u.entities) e"
             " WHERE u.tenant_id = $1 AND u.entities IS NOT NULL"
@@ -538,7 +553,7 @@ class PostgresStore:
         args: list[Any] = [tenant_id]
         if text is not None:
             args.append(text)
-            query += f" AND lower(e.value ->> 'text') = lower(${len(args)})"
+            query += f" AND palabre_fold(e.value ->> 'text') = palabre_fold(${len(args)})"
         if label is not None:
             args.append(label)
             query += f" AND e.value ->> 'label' = ${len(args)}"

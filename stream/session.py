@@ -249,12 +249,16 @@ class Session:
 
     def _take_final(self, seq: int, result: AsrOutput) -> list[ServerEvent]:
         begin, start, end = self._bounds.pop(seq)
+        text = result.text.strip()
+        # None: nothing heard to detect a language in (an `auto` session's empty final says no
+        # language, even when the recogniser ranked one for the noise it judged silent).
+        language = (result.language or None) if text or self.language is not None else None
         self._finals[seq] = Final(
             utterance_id=self.utterance_id(seq),
-            text=result.text.strip(),
+            text=text,
             start=self._seconds(start),
             end=self._seconds(end),
-            language=result.language or None,  # None: nothing heard to detect a language in
+            language=language,
             seq=seq,
             track=self.track,
             words=self._conversation_words(result.words, begin, start, end) if self.word_timestamps else None,

@@ -17,9 +17,11 @@ from bench.capacity import (
     Placement,
     SessionResult,
     analyse,
+    build_parser,
     covered,
     main,
     plan_session,
+    settle_language,
     summarise,
 )
 from bench.common import SAMPLE_RATE, Pacing, Reference, Usage, WordErrors, normalise, send_paced
@@ -155,3 +157,20 @@ def test_unlabelled_counts_finals_with_text_but_no_speaker() -> None:
     figures = summarise("palabre", [plan], [result], Usage(1.0, 0.5, 0, 0))
     assert figures.unlabelled == 1
     assert figures.per_session[0]["speakers"] == ["S1"]
+
+
+def test_french_measures_the_default_server_alone_into_its_own_files() -> None:
+    args = build_parser().parse_args(["--language", "fr"])
+    settle_language(args)
+    assert (args.servers, args.palabre_model) == (["palabre"], "default")
+    assert (args.out.name, args.plot.name) == ("capacity-fr.json", "capacity-fr.png")
+    english = build_parser().parse_args([])
+    settle_language(english)
+    assert (english.servers, english.palabre_model, english.out.name) == (
+        ["palabre", "whisperlive"],
+        "tiny.en",
+        "capacity.json",
+    )
+    with pytest.raises(SystemExit):
+        settle_language(build_parser().parse_args(["--language", "fr", "--servers", "whisperlive"]))
+

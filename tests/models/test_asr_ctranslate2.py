@@ -15,6 +15,7 @@ from models.asr_ctranslate2 import (
     first_saying,
     most_probable_language,
     repeats_at_end,
+    without_looped_tail,
 )
 from models.registry import load_asr
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
@@ -147,6 +148,15 @@ def test_repetition_detectors() -> None:
     assert compression_ratio("noi, " * 60) > 2.4
     assert compression_ratio("Please send me the quarterly report before the meeting on Friday.") < 2.4
     assert compression_ratio("") == 0.0
+
+
+def test_a_loop_at_the_end_of_a_decode_is_cut_after_its_first_saying() -> None:
+    looped = "Je vous en crois reconnard du dramelle au bout de l'eau" + " l'eau" * 50
+    assert without_looped_tail(looped) == "Je vous en crois reconnard du dramelle au bout de l'eau"
+    assert without_looped_tail("We agreed. " + "The budget is fine. " * 5) == "We agreed. The budget is fine."
+    assert without_looped_tail("no no no") == "no no no"  # three sayings may be real speech
+    assert without_looped_tail("We met on Monday. We met again on Tuesday.") == (
+        "We met on Monday. We met again on Tuesday.")
 
 
 def test_first_saying_cuts_a_phrase_repeated_over_and_over() -> None:

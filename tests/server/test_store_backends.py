@@ -169,6 +169,9 @@ async def test_entity_filter(store: ConversationStore) -> None:
     assert await store.utterance_row_ids_with_entity("t", text="paris", conversation_id="d") == [other]
     assert await store.utterance_row_ids_with_entity("t", label="PER") == [paris]
     assert await store.utterance_row_ids_with_entity("intruder", label="PER") == []
+    await store.set_entities("t", lyon, [{"text": "Élodie Noël", "label": "PER"}])
+    for asked in ("élodie noël", "ELODIE NOEL", "Elodie Noel"):  # any case, any accent
+        assert await store.utterance_row_ids_with_entity("t", text=asked) == [lyon], asked
 
 
 async def test_erase_a_conversation_and_log_its_vectors(store: ConversationStore) -> None:

@@ -212,6 +212,18 @@ def test_auto_finals_carry_the_detected_language_or_none_on_silence() -> None:
     ]
 
 
+def test_an_auto_final_judged_silent_has_no_language_even_when_one_was_ranked() -> None:
+    """Noise loud enough to decode: the recogniser ranks a language but hears no words (`null`)."""
+    s = Session("s1", "c1", EnergyVad(), language=None, config=SessionConfig(partials=False))  # type: ignore[arg-type]
+    _, requests = feed_in_frames(s, np.concatenate([tone(1.0), silence(1.0)]))
+    [final] = s.on_result(requests[0].payload, AsrOutput("  ", "fr", language_probability=0.4)).events
+    assert isinstance(final, Final) and (final.text, final.language) == ("", None)
+    fixed = Session("s2", "c1", EnergyVad(), language="fr", config=SessionConfig(partials=False))  # type: ignore[arg-type]
+    _, requests = feed_in_frames(fixed, np.concatenate([tone(1.0), silence(1.0)]))
+    [final] = fixed.on_result(requests[0].payload, AsrOutput("", "fr")).events
+    assert isinstance(final, Final) and final.language == "fr"  # the session's language, asked for
+
+
 def test_word_timestamps_are_asked_for_finals_only_and_come_in_conversation_seconds() -> None:
     s = Session("s1", "c1", EnergyVad(), language="en", time_offset=100.0,
                 config=SessionConfig(partial_interval_s=0.5), word_timestamps=True)
