@@ -15,10 +15,10 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from server.daemon_executor import DaemonExecutor
 from stream.interfaces import LlmEngine, LlmRequest
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class LlmQueue:
         self.engine = engine
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._order = itertools.count()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm")
+        self._executor = DaemonExecutor(1, "llm")  # a stop does not wait for a generation
         self._task: asyncio.Task[None] | None = None
         self.stats = LlmStats()
         self.on_generation = on_generation

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from models.registry import (
 )
 from server.asr_lanes import AsrLane, AsrLanes, LanguageRoutes
 from server.config import ServerConfig
+from server.daemon_executor import DaemonExecutor
 from server.engines import asr_service, load_asr_engine, speaker_service
 from server.engines import embed_service as build_embed_service
 from server.live import LiveConversations, SessionObserver, SessionServices
@@ -41,6 +42,18 @@ from stream.interfaces import Embedder, EntityRecognizer, LlmEngine
 __all__ = ["load_services", "warm_up_answers"]
 
 log = logging.getLogger("palabre")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _in_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """`fn(*args, **kwargs)` on a daemon thread: a stop during loading does not wait for it."""
+    executor = DaemonExecutor(1, "load")
+    try:
+        return await asyncio.wrap_future(executor.submit(fn, *args, **kwargs))
+    finally:
+        executor.shutdown(wait=False)
 
 
 class Publish(Protocol):
@@ -65,8 +78,8 @@ async def load_services(
     await store.ensure_tenant(cfg.tenant)
 
     asr = await _load_asr_lanes(cfg, metrics)
-    vad = await asyncio.to_thread(load_vad)
-    ner = await asyncio.to_thread(load_ner)  # entity tagging, and names for `start.redact`
+    vad = await _in_thread(load_vad)
+    ner = await _in_thread(load_ner)  # entity tagging, and names for `start.redact`
     knowledge = (
         await _load_knowledge(cfg, store, metrics, publish, summary_observers, ner if cfg.entities else None)
         if cfg.memory
@@ -74,7 +87,7 @@ async def load_services(
     )
     speaker = None
     if cfg.speaker_model != "none":  # the speaker encoder: `start.diarize`
-        encoder = await asyncio.to_thread(load_speaker, cfg.speaker_model, device=cfg.device)
+        encoder = await _in_thread(load_speaker, cfg.speaker_model, device=cfg.device)
         speaker = speaker_service(encoder, metrics.batch_recorder("speaker"))
         speaker.start()
     asr.start()
@@ -117,7 +130,7 @@ async def _load_asr_lanes(cfg: ServerConfig, metrics: Metrics) -> AsrLanes:
         lanes.append(AsrLane(next(iter(models.values())), info, remote))
     else:
         for model in dict.fromkeys(models.values()):
-            engine = await asyncio.to_thread(load_asr_engine, cfg, model)
+            engine = await _in_thread(load_asr_engine, cfg, model)
             lanes.append(AsrLane(model, engine, asr_service(engine, cfg, on_batch)))
     routes = LanguageRoutes(
         models, {lane.model: lane.engine.multilingual for lane in lanes}, frozenset(whisper_languages())
@@ -142,15 +155,15 @@ async def _load_knowledge(
 
         embed_service, embedder = await remote_service("embed", cfg, metrics.batch_recorder("embed"))
     else:
-        embedder = await asyncio.to_thread(load_embedder, cfg.embedder, device=cfg.device)
+        embedder = await _in_thread(load_embedder, cfg.embedder, device=cfg.device)
         embed_service = build_embed_service(embedder, metrics.batch_recorder("embed"))
     embed_service.start()
     llm_queue = None
     if cfg.llm != "none":
-        engine = await asyncio.to_thread(
+        engine = await _in_thread(
             load_llm, cfg.llm, device=cfg.device, n_threads=1, cache_dir=cfg.data_dir / "models"
         )
-        await asyncio.to_thread(warm_up_answers, engine)
+        await _in_thread(warm_up_answers, engine)
         llm_queue = LlmQueue(engine, on_generation=metrics.generation_done)
         llm_queue.start()
     knowledge = Knowledge(

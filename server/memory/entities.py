@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
+from server.daemon_executor import DaemonExecutor
 from server.memory.tasks import TaskSet
 from server.store import UtteranceRow
 from server.store_interface import ConversationStore
@@ -29,7 +29,7 @@ class EntityTagger:
     def __init__(self, store: ConversationStore, ner: EntityRecognizer) -> None:
         self.store = store
         self.ner = ner
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ner")
+        self._executor = DaemonExecutor(1, "ner")  # a stop does not wait for a pipeline loading
         self._tasks = TaskSet()
 
     def tag_later(self, row: UtteranceRow) -> None:
