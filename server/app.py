@@ -54,6 +54,7 @@ from server.transports.twilio import handle_twilio
 from server.transports.watch import handle_watch
 from server.transports.ws import handle_stream
 from server.watch import WatchHub
+from server.watch_relay import WatchRelay
 from stream.errors import CloseCode
 
 log = logging.getLogger("palabre")
@@ -71,6 +72,8 @@ class App:
         add_page_routes(self.router)
         self.watch = WatchHub(self.stats)
         """Live conversations and figures for `/v1/watch` (the dashboard)."""
+        self.watch_relay: WatchRelay | None = None
+        """Shares `watch` with the other front-ends of a PostgreSQL store (from `load`)."""
         self.metrics = Metrics(self)
         self.metrics.routes(self.router)
         self.hub = SessionHub(config.limits, per_tenant_caps=config.auth, on_refused=self.metrics.count_error)
@@ -102,6 +105,8 @@ class App:
             summary_observers=[self.watch.summarized],
         )
         self.hub.serve(services)
+        self.watch_relay = WatchRelay(self.watch, services.store)
+        self.watch_relay.start()
         self.retention.start()
 
     @property
@@ -114,6 +119,8 @@ class App:
 
     async def close(self) -> None:
         await self.retention.close()
+        if self.watch_relay is not None:
+            await self.watch_relay.close()
         await self.watch.close()
         await self.hub.close()
         services = self.hub.services

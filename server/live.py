@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -32,7 +31,7 @@ from server.engines import Voice, voice_request
 from server.final_hold import FinalHold, HoldLimits
 from server.memory import Knowledge
 from server.model_service import BatchService
-from server.store import ConversationNotFound, StoreUnavailable, UtteranceRow
+from server.store import ConversationNotFound, StoreUnavailable, UtteranceConflict, UtteranceRow
 from server.store_interface import ConversationStore
 from server.timing import SessionTiming
 from stream.audio import AudioConverter
@@ -176,12 +175,39 @@ async def write_events(
             return
 
 
+RENUMBER_TRIES = 8
+"""How many free seqs a final tries when other front-ends streaming its conversation keep taking them."""
+
+
+class SeqCounter:
+    """The seqs of a live conversation's utterances, shared by its sessions on this front-end.
+
+    Another front-end streaming the same conversation (a track on each) counts from the same
+    stored transcript: when a seq of ours turns out taken there (`LiveSession._store_final`), the
+    final is stored at the next free one and this counter continues above it (`skip_past`)."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+
+    def __iter__(self) -> SeqCounter:
+        return self
+
+    def __next__(self) -> int:
+        seq = self._next
+        self._next += 1
+        return seq
+
+    def skip_past(self, seq: int) -> None:
+        """Never give `seq` or a lower one again."""
+        self._next = max(self._next, seq + 1)
+
+
 @dataclass(slots=True)
 class LiveConversation:
     """A conversation with sessions streaming into it now (one per track)."""
 
     id: str
-    seqs: Iterator[int]
+    seqs: SeqCounter
     """Shared by its sessions, so two tracks never take the same seq."""
     base_offset: float
     """Seconds of the conversation before this live period (a resumed conversation continues)."""
@@ -248,7 +274,7 @@ class LiveConversations:
             return live, live.offset_now()
         live = LiveConversation(
             conversation_id,
-            itertools.count(next_seq),
+            SeqCounter(next_seq),
             offset,
             time.monotonic(),
             sessions=1,
@@ -677,6 +703,8 @@ class LiveSession:
         except ConversationNotFound:
             self._erased_elsewhere()
             return [final]
+        if row.seq != final.seq:
+            final = replace(final, seq=row.seq, utterance_id=row.public_id)
         if self.services.knowledge is not None:
             self.services.knowledge.utterance_stored(row)
         if merge is None:
@@ -692,21 +720,7 @@ class LiveSession:
         hold = self.hold
         while True:
             try:
-                row = await asyncio.wait_for(
-                    self.services.store.add_utterance(
-                        self.tenant_id,
-                        self.conversation_id,
-                        final.seq,
-                        final.text,
-                        final.start,
-                        final.end,
-                        final.language,
-                        track=final.track,
-                        speaker=final.speaker,
-                        words=None if final.words is None else [asdict(w) for w in final.words],
-                    ),
-                    hold.limits.attempt_s,
-                )
+                row = await asyncio.wait_for(self._insert_final(final), hold.limits.attempt_s)
             except (StoreUnavailable, TimeoutError) as error:
                 now = time.monotonic()
                 delay = hold.failed(now)
@@ -743,6 +757,35 @@ class LiveSession:
         if self._on_evicted is not None and self.outbox.attached:
             self._on_evicted(ErrorCode.UNAVAILABLE)
         self.detach()
+
+    async def _insert_final(self, final: Final) -> UtteranceRow:
+        """Store a final at its seq, or, when another front-end streaming the same conversation
+        stored another utterance there first, at the next free seq (this front-end's seqs then
+        continue above it). The same final stored again (a retried write) is its first row."""
+        store = self.services.store
+        seq = final.seq
+        for _ in range(RENUMBER_TRIES):
+            try:
+                row = await store.add_utterance(
+                    self.tenant_id,
+                    self.conversation_id,
+                    seq,
+                    final.text,
+                    final.start,
+                    final.end,
+                    final.language,
+                    track=final.track,
+                    speaker=final.speaker,
+                    words=None if final.words is None else [asdict(w) for w in final.words],
+                )
+            except UtteranceConflict:
+                row = None
+            if row is not None and row.track == final.track and row.start == final.start:
+                if self._live is not None:
+                    self._live.seqs.skip_past(row.seq)
+                return row
+            seq = await store.next_seq(self.conversation_id)
+        raise UtteranceConflict(f"no free seq for a final of conversation {self.conversation_id}")
 
     async def _speaker_of(self, final: Final) -> tuple[str | None, Speakers | None]:
         """The final's speaker: the track's name, or (diarized) the label of its voice, and the

@@ -1351,6 +1351,12 @@ class AsyncStore:
         """None: one process writes a SQLite file, and tells its memory of each final itself."""
         return None
 
+    def broadcast(
+        self, channel: str, on_message: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> None:
+        """None: a SQLite file has one front-end, nobody to share texts with."""
+        return None
+
     async def all_utterances(self, tenant_id: str, page_size: int = 1000) -> AsyncIterator[UtteranceRow]:
         """See `Store.all_utterances`; each page is one call on the store's thread."""
         after_id = 0

@@ -53,6 +53,20 @@ class ChangeFeed(Protocol):
         """Stop listening."""
 
 
+class Broadcast(Protocol):
+    """Texts shared by every front-end of a database (each sender hears its own texts too)."""
+
+    def start(self) -> None:
+        """Start listening in the background (reconnecting when the connection is lost)."""
+
+    async def close(self) -> None:
+        """Stop listening."""
+
+    async def send(self, text: str) -> None:
+        """Send `text` (at most `server.store_postgresql.NOTIFY_MAX_BYTES` bytes) to every
+        front-end listening now; nothing is kept for the others."""
+
+
 class ConversationStore(Protocol):
     """Tenants, conversations, their utterances, entities, summaries and answers, for asyncio code."""
 
@@ -241,6 +255,12 @@ class ConversationStore(Protocol):
         """A feed of the utterances other front-ends commit, or None when only this process
         writes the database (SQLite). `on_connected` is called after each (re)connection, when
         notifications may have been missed (the caller then catches up from the store)."""
+
+    def broadcast(
+        self, channel: str, on_message: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> Broadcast | None:
+        """Texts shared on `channel` by every front-end of the database (`on_message` hears each,
+        `on_connected` each (re)connection), or None when this process is the only front-end."""
 
 
 async def open_store(

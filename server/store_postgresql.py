@@ -20,6 +20,7 @@ Change feed. A trigger notifies `UTTERANCE_CHANNEL` of every inserted utterance 
 its transaction commits, to every listening front-end); `PostgresStore.utterance_feed` listens on a
 connection of its own and reconnects when it is lost. Notifications are not stored: one sent
 while a front-end was not listening is lost, so listeners also catch up from the table.
+`PostgresStore.broadcast` shares other texts between front-ends the same way (the watch relay).
 
 Times are seconds since the Unix epoch (double precision); JSON columns are `jsonb`.
 """
@@ -78,6 +79,9 @@ _UNACCENTED = "aaaaaaaccceeeeeeeiiiiinnoooooouuuuuyyzsaaaaaaaccceeeeeeeiiiiinnoo
 """`palabre_fold`: the accented letters of Latin-script names (either case: `lower` leaves them
 alone under the C locale) and their plain lower-case letters, as `stream.language.fold` folds them."""
 _UNACCENTED_SQL = _UNACCENTED.replace("'", "''")
+
+NOTIFY_MAX_BYTES = 7999
+"""The longest payload PostgreSQL's NOTIFY takes (in the default configuration), in bytes."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: tenants, conversations, utterances, summaries, answers, API tokens (SQLite's steps 1-4).
@@ -391,6 +395,12 @@ class PostgresStore:
     def utterance_feed(self, on_stored: UtteranceNotified, on_connected: Callable[[], None]) -> UtteranceFeed:
         """A feed of the utterances every front-end commits (call its `start`)."""
         return UtteranceFeed(self._dsn, on_stored, on_connected)
+
+    def broadcast(
+        self, channel: str, on_message: Callable[[str], None], on_connected: Callable[[], None]
+    ) -> Broadcast:
+        """Texts shared by the front-ends on `channel` (call its `start`)."""
+        return Broadcast(self._pool, self._dsn, channel, on_message, on_connected)
 
     def _written(self, name: str, started: float) -> None:
         if self.on_write is not None and name in WRITE_OPS:
@@ -1033,30 +1043,32 @@ class BlockingTokenLookup:
         self._thread.join(timeout=5)
 
 
-class UtteranceFeed:
-    """LISTEN on `UTTERANCE_CHANNEL` on a connection of its own, reconnecting while it runs.
+class ChannelListener:
+    """LISTEN on one channel on a connection of its own, reconnecting while it runs.
 
-    `on_stored(tenant_id, row_id)` is called for each notification; `on_connected()` after each
+    `on_payload(text)` is called for each notification; `on_connected()` after each
     (re)connection, when notifications sent while it was not listening may have been missed.
     """
 
     def __init__(
         self,
         dsn: str,
-        on_stored: UtteranceNotified,
+        channel: str,
+        on_payload: Callable[[str], None],
         on_connected: Callable[[], None],
         *,
         retry_s: float = 1.0,
     ) -> None:
         self._dsn = dsn
-        self._on_stored = on_stored
+        self.channel = channel
+        self._on_payload = on_payload
         self._on_connected = on_connected
         self.retry_s = retry_s
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start listening in the background."""
-        self._task = asyncio.get_running_loop().create_task(self._listen(), name="utterance-feed")
+        self._task = asyncio.get_running_loop().create_task(self._listen(), name=f"listen-{self.channel}")
 
     async def close(self) -> None:
         """Stop listening and close the connection."""
@@ -1077,22 +1089,53 @@ class UtteranceFeed:
                 continue
             try:
                 conn.add_termination_listener(lambda _conn, event=lost: event.set())
-                await conn.add_listener(UTTERANCE_CHANNEL, self._notified)
+                await conn.add_listener(self.channel, self._notified)
                 self._on_connected()
                 await lost.wait()
-                log.warning("change feed of %s lost; reconnecting", without_password(self._dsn))
+                log.warning("%s of %s lost; reconnecting", self.channel, without_password(self._dsn))
             except _UNREACHABLE as error:
-                log.warning("change feed: %s", _describe(self._dsn, error))
+                log.warning("%s: %s", self.channel, _describe(self._dsn, error))
             finally:
                 conn.terminate()
             await asyncio.sleep(self.retry_s)
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        row_id, _, tenant_id = str(payload).partition(" ")
         try:
-            self._on_stored(tenant_id, int(row_id))
+            self._on_payload(str(payload))
         except Exception:
-            log.exception("change feed: handling %r failed", payload)
+            log.exception("%s: handling %r failed", self.channel, payload)
+
+
+class UtteranceFeed(ChannelListener):
+    """The change feed: `on_stored(tenant_id, row_id)` for each utterance any front-end commits."""
+
+    def __init__(self, dsn: str, on_stored: UtteranceNotified, on_connected: Callable[[], None]) -> None:
+        def parse(payload: str) -> None:
+            row_id, _, tenant_id = payload.partition(" ")
+            on_stored(tenant_id, int(row_id))
+
+        super().__init__(dsn, UTTERANCE_CHANNEL, parse, on_connected)
+
+
+class Broadcast(ChannelListener):
+    """Texts sent to every front-end sharing the database (itself included) on one channel:
+    `send` notifies, the listener hands each text received to `on_message`. Nothing is stored:
+    a text sent while a front-end is not listening never reaches it."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        channel: str,
+        on_message: Callable[[str], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        super().__init__(dsn, channel, on_message, on_connected)
+        self._pool = pool
+
+    async def send(self, text: str) -> None:
+        """Notify every listener of `text` (at most `NOTIFY_MAX_BYTES` bytes encoded)."""
+        await self._pool.execute("SELECT pg_notify($1, $2)", self.channel, text)
 
 
 async def _ensure_tenant(conn: asyncpg.Connection, tenant_id: str, now: float) -> None:

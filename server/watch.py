@@ -21,6 +21,12 @@ A subscriber may follow one conversation only (`subscribe(principal, conversatio
 meeting page does to show the other participants): it then receives that conversation's messages
 and no `stats`.
 
+With a store shared by several front-ends (PostgreSQL), `server.watch_relay` shares each
+front-end's messages with the others (`relay`) and hands theirs to `relayed`: a watcher on any
+front-end sees the conversations of all, each message at most once. A conversation live on two
+front-ends at once is shown once (this front-end's view of it). The `stats` figures stay this
+front-end's, but for the count of conversations.
+
 Each subscriber has a bounded queue (`Subscriber`): when a slow watcher's queue is full its queued
 partials and figures are dropped first; a watcher still too slow is cut off (it reconnects and
 gets a fresh snapshot). Messages are serialized once and shared by every subscriber.
@@ -64,6 +70,20 @@ LAST_FINAL_CHARS = 200
 
 Kind = Literal["snapshot", "event", "partial", "stats"]
 """How a queued message may be dropped: partials and stats are expendable, the rest is not."""
+
+Relay = Callable[[str, Kind, dict[str, Any]], None]
+"""Told (tenant id, kind, message) of each message the hub publishes about its own sessions."""
+
+
+@dataclass(slots=True)
+class RemoteView:
+    """A conversation live on another front-end, as its relayed messages describe it."""
+
+    origin: str
+    """The front-end it is live on (`server.watch_relay.WatchRelay.origin`)."""
+    tenant_id: str
+    view: dict[str, Any]
+    """Its `ConversationView.to_json()`, kept up to date by the messages relayed since."""
 
 
 @dataclass(slots=True)
@@ -189,6 +209,10 @@ class WatchHub:
         self._batch_base: tuple[int, int] = (0, 0)
         """(batches, batched requests) of the ASR scheduler at the previous figures."""
         self._ticker: asyncio.Task[None] | None = None
+        self.relay: Relay | None = None
+        """Shares this front-end's messages with the others (set by `server.watch_relay`)."""
+        self._remote: dict[str, RemoteView] = {}
+        """Conversation id → its view, for the conversations live on other front-ends."""
 
     # --- the observer side ------------------------------------------------------------------
 
@@ -249,7 +273,9 @@ class WatchHub:
             view.sessions[live.session_id] = transport
             self._add_participant(view, live)
             self._conversations[view.conversation_id] = view
-            self._publish(view.tenant_id, "event", {"type": "conversation.started", **view.to_json()})
+            shown = view.conversation_id in self._remote  # watchers here already know it
+            self._publish(view.tenant_id, "event", {"type": "conversation.started", **view.to_json()},
+                          offer=not shown)
         else:
             view.sessions[live.session_id] = transport
             self._add_participant(view, live)
@@ -271,15 +297,53 @@ class WatchHub:
             self._publish(view.tenant_id, "event", {"type": "conversation.updated", **view.to_json()})
             return
         del self._conversations[view.conversation_id]
-        self._publish(
-            view.tenant_id,
-            "event",
-            {
-                "type": "conversation.ended",
-                "conversation_id": view.conversation_id,
-                "utterances": view.utterances,
-            },
-        )
+        message = {"type": "conversation.ended", "conversation_id": view.conversation_id,
+                   "utterances": view.utterances}
+        self._publish(view.tenant_id, "event", message, offer=view.conversation_id not in self._remote)
+
+    # --- the other front-ends ---------------------------------------------------------------
+
+    def own_conversations(self) -> list[tuple[str, dict[str, Any]]]:
+        """(tenant id, `conversation.started` message) of each conversation live here."""
+        return [(v.tenant_id, {"type": "conversation.started", **v.to_json()})
+                for v in self._conversations.values()]
+
+    def relayed(self, origin: str, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
+        """Take a message another front-end published: its conversations join the snapshots and
+        figures here, and this front-end's watchers of the tenant receive it (once: a conversation
+        also live here is announced by this front-end)."""
+        conversation_id = message.get("conversation_id")
+        remote = self._remote.get(conversation_id) if isinstance(conversation_id, str) else None
+        if remote is not None and remote.tenant_id != tenant_id:
+            return
+        kind_of = message.get("type")
+        local = conversation_id in self._conversations
+        if kind_of == "conversation.started" and isinstance(conversation_id, str):
+            view = {k: v for k, v in message.items() if k != "type"}
+            self._remote[conversation_id] = RemoteView(origin, tenant_id, view)
+            if remote is not None or local:
+                return
+        elif kind_of == "conversation.ended":
+            if remote is None or remote.origin != origin:
+                return
+            del self._remote[str(conversation_id)]
+            if local:
+                return
+        elif remote is not None:
+            _follow(remote.view, message)
+        self._offer(tenant_id, kind, message)
+
+    def forget(self, origin: str, keep: set[str] | None = None) -> None:
+        """End the conversations of front-end `origin` but those in `keep` (it has closed them
+        without telling, or went silent): watchers here receive their `conversation.ended`."""
+        for conversation_id, remote in list(self._remote.items()):
+            if remote.origin != origin or (keep is not None and conversation_id in keep):
+                continue
+            del self._remote[conversation_id]
+            if conversation_id not in self._conversations:
+                self._offer(remote.tenant_id, "event", {
+                    "type": "conversation.ended", "conversation_id": conversation_id,
+                    "utterances": remote.view.get("utterances", 0)})
 
     # --- the subscriber side ----------------------------------------------------------------
 
@@ -289,9 +353,12 @@ class WatchHub:
         subscriber = Subscriber(
             principal.tenant_id, principal.allows(Scope.ADMIN), self.max_queued, conversation_id
         )
-        views = self.conversations(principal.tenant_id)
-        views = [v for v in views if subscriber.follows(v.tenant_id, v.conversation_id)]
-        snapshot: dict[str, Any] = {"type": "snapshot", "conversations": [v.to_json() for v in views]}
+        views = [
+            v
+            for v in self._listed(principal.tenant_id)
+            if subscriber.follows(principal.tenant_id, str(v.get("conversation_id")))
+        ]
+        snapshot: dict[str, Any] = {"type": "snapshot", "conversations": views}
         if conversation_id is None:
             snapshot["stats"] = self._figures(subscriber)
         subscriber.offer("snapshot", _dumps(snapshot))
@@ -315,6 +382,13 @@ class WatchHub:
         views = [v for v in self._conversations.values() if v.tenant_id == tenant_id]
         return sorted(views, key=lambda v: v.started_at)
 
+    def _listed(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tenant's running conversations on every front-end, oldest first, as JSON."""
+        views = [v.to_json() for v in self.conversations(tenant_id)]
+        views += [r.view for cid, r in self._remote.items()
+                  if r.tenant_id == tenant_id and cid not in self._conversations]
+        return sorted(views, key=lambda v: float(v.get("started_at") or 0))
+
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
@@ -322,7 +396,15 @@ class WatchHub:
                 await self._ticker
             self._ticker = None
 
-    def _publish(self, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
+    def _publish(self, tenant_id: str, kind: Kind, message: dict[str, Any], *, offer: bool = True) -> None:
+        """Send a message about this front-end's sessions to its watchers (unless `offer` is
+        false) and to the other front-ends' (`relay`)."""
+        if offer:
+            self._offer(tenant_id, kind, message)
+        if self.relay is not None:
+            self.relay(tenant_id, kind, message)
+
+    def _offer(self, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
         text: str | None = None
         for subscriber in self._subscribers:
             if subscriber.follows(tenant_id, message["conversation_id"]):
@@ -376,7 +458,7 @@ class WatchHub:
             self._rate_base[tenant_id] = (now, total)
         return {
             "sessions": len(sessions),
-            "conversations": sum(1 for v in self._conversations.values() if v.tenant_id == tenant_id),
+            "conversations": len(self._listed(tenant_id)),
             "audio_seconds": round(total, 1),
             "audio_seconds_per_second": round(max(rate, 0.0), 2),
         }
@@ -406,6 +488,24 @@ class WatchHub:
                 "compute_seconds": asr.get("compute_seconds"),
             }
         return out
+
+
+def _follow(view: dict[str, Any], message: dict[str, Any]) -> None:
+    """Update a remote conversation's view (`ConversationView.to_json`) with one of its messages."""
+    kind = message.get("type")
+    if kind == "conversation.updated":  # a participant joined or left
+        view.update({k: v for k, v in message.items() if k != "type"})
+    elif kind == "speech_started":
+        view["speaking"] = True
+    elif kind == "final":
+        view["speaking"] = False
+        if message.get("text"):
+            view["utterances"] = int(view.get("utterances", 0)) + 1
+            view["last_final"] = str(message["text"])[:LAST_FINAL_CHARS]
+            if message.get("final_latency_ms") is not None:
+                view["final_latency_ms"] = message["final_latency_ms"]
+    elif kind == "summary":
+        view["summary"] = message.get("items")
 
 
 def _dumps(message: dict[str, Any]) -> str:

@@ -66,6 +66,12 @@ LOAD_LOOKBACK = 1000
 still committing while it loaded)."""
 
 
+EMBED_CHUNK = 256
+"""Rows a load or rebuild submits to the embedding service at once: its scheduler's work per batch
+grows with what is pending (100,000 rows at once took minutes of scheduling alone), and live
+finals queue behind what is pending."""
+
+
 class TenantIndexes:
     """The per-tenant vector indexes over the store's utterances."""
 
@@ -189,7 +195,10 @@ class TenantIndexes:
         for loaded in self._loaded:
             loaded(tenant_id, stored)
         if missing:
-            vectors = await asyncio.gather(*(self._embed(tenant_id, row.text) for row in missing))
+            vectors: list[Vector] = []
+            for first in range(0, len(missing), EMBED_CHUNK):
+                chunk = missing[first:first + EMBED_CHUNK]
+                vectors += await asyncio.gather(*(self._embed(tenant_id, row.text) for row in chunk))
             row_ids = np.array([row.id for row in missing], dtype=np.int64)
             await asyncio.to_thread(index.add, row_ids, np.stack(vectors))
             log.info("index of tenant %s: %d utterances added from the store", tenant_id, len(missing))
