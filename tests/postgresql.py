@@ -76,6 +76,18 @@ class PostgresServer:
         )
         return proc.stdout
 
+    def dump(self, database: str) -> str:
+        """`pg_dump` of a database (plain SQL, schema and every row), as the superuser."""
+        command = [str(self.bin_dir / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        proc = subprocess.run(
+            _as_owner([*command, "-d", database], self.owner),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        return proc.stdout
+
     def create_database(self) -> str:
         """A new empty database owned by `palabre`; returns its connection URI."""
         name = "t_" + secrets.token_hex(6)

@@ -44,9 +44,9 @@ def secrets_in(transcript: str) -> set[str]:
     return set(spans) | {re.sub(r"\D", "", s) for s in spans if re.sub(r"\D", "", s)}
 
 
-async def test_redacted_numbers_are_nowhere_on_disk_or_on_the_wire(
-    palabre_server: Any, tmp_path: Path
-) -> None:
+async def synthesised_call(tmp_path: Path) -> tuple[Path, set[str]]:
+    """The call as a WAV file, and the secrets in what tiny.en writes for it (heard by the engine
+    directly, so the unredacted text never enters a server's store)."""
     from models.registry import load_asr
 
     pcm = np.concatenate([np.concatenate([espeak(s, 16_000), np.zeros(8000, "<i2")]) for s in CALL])
@@ -62,7 +62,13 @@ async def test_redacted_numbers_are_nowhere_on_disk_or_on_the_wire(
     ]
     secrets = set().union(*(secrets_in(text) for text in control))
     assert "0612345678" in secrets, control  # the phone number is heard, so the test means something
+    return wav, secrets
 
+
+async def test_redacted_numbers_are_nowhere_on_disk_or_on_the_wire(
+    palabre_server: Any, tmp_path: Path
+) -> None:
+    wav, secrets = await synthesised_call(tmp_path)
     server = palabre_server("tiny.en")
     events = await stream_file(server.url, wav, language="en", speed=4.0, redact=KINDS)
     finals = [e for e in events if e["type"] == "final"]
