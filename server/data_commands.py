@@ -1,7 +1,8 @@
 """`palabre erase|purge|audit` and `palabre tenant set`: the data lifecycle, on the server's database.
 
-Like `palabre token`, the commands work on the SQLite file directly (`--data-dir`), so they run
-beside a live server (SQLite's WAL lets both write). A running server notices an erasure at its
+Like `palabre token`, the commands work on the store directly — the SQLite file of `--data-dir`,
+or the PostgreSQL database of `--store` — so they run beside live servers (SQLite's WAL lets both
+write; PostgreSQL is shared by every front-end anyway). A running server notices an erasure at its
 next search of the tenant (the erasure log replayed into its vector index) and closes a session
 still streaming into an erased conversation at its next final (`conversation_erased`).
 """
@@ -9,6 +10,7 @@ still streaming into an erased conversation at its next final (`conversation_era
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from dataclasses import asdict
@@ -18,7 +20,9 @@ from typing import TextIO
 
 from server.audit import AuditAction
 from server.config import ServerConfig
-from server.store import ErasedConversation, Store, StoreError
+from server.store import AsyncStore, ErasedConversation, StoreError
+from server.store_interface import ConversationStore
+from server.store_postgresql import PostgresStore, is_postgresql
 from stream.redaction import REDACTION_KINDS, check_redaction
 
 
@@ -30,7 +34,7 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Erase a conversation (--conversation) or all of a tenant's (--tenant alone): its "
         "utterances, summaries, answers and their vectors. Prints what was erased, never the text.",
     )
-    erase.add_argument("--data-dir", type=Path, required=True, help="the server's data dir")
+    _add_store_arguments(erase)
     erase.add_argument("--conversation", help="the conversation to erase")
     erase.add_argument("--tenant", help="the tenant (alone: erase every conversation of it)")
     purge = sub.add_parser(
@@ -39,7 +43,7 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Erase every conversation (of --tenant, or of all tenants) whose last utterance is "
         "older than --before, one conversation per transaction so a server beside it keeps going.",
     )
-    purge.add_argument("--data-dir", type=Path, required=True, help="the server's data dir")
+    _add_store_arguments(purge)
     purge.add_argument(
         "--before", required=True, type=_date, help="a date or time, ISO 8601 (UTC if no zone)"
     )
@@ -48,7 +52,7 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
     tenant_set = tenant_sub.add_parser("set", help="set a tenant's retention and redaction")
     tenant_set.add_argument("tenant", help="the tenant id")
-    tenant_set.add_argument("--data-dir", type=Path, required=True, help="the server's data dir")
+    _add_store_arguments(tenant_set)
     tenant_set.add_argument(
         "--retention-days",
         type=int,
@@ -66,47 +70,71 @@ def add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="print the audit log (exports, erasures, purges, reads across conversations)",
         description="Print the audit log, newest first, one JSON object a line (never transcript text).",
     )
-    audit.add_argument("--data-dir", type=Path, required=True, help="the server's data dir")
+    _add_store_arguments(audit)
     audit.add_argument("--tenant", help="only this tenant's actions")
     audit.add_argument("--limit", type=int, default=100, help="at most this many rows (default: 100)")
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", type=Path, help="the server's data dir (its SQLite store)")
+    where.add_argument(
+        "--store", help="the servers' PostgreSQL store: postgresql://USER:PASSWORD@HOST:PORT/DB"
+    )
 
 
 def run_data_command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run `palabre erase|purge|audit|tenant`; exit status 0, 1 (nothing to erase), or 2 (bad
     arguments, bad store)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    return asyncio.run(_run(args, out or sys.stdout, err or sys.stderr))
+
+
+async def _open(args: argparse.Namespace) -> ConversationStore:
+    """The store the command names: PostgreSQL (`--store`) or the SQLite file of `--data-dir`."""
+    if args.store is not None:
+        if not is_postgresql(args.store):
+            raise ValueError(f"--store: expected a postgresql:// URI, got {args.store.split(':', 1)[0]!r}…")
+        return await PostgresStore.open(args.store, min_size=1, max_size=1)
     database = ServerConfig(data_dir=args.data_dir).database_path
     if not database.exists():
-        print(f"palabre: no database in {args.data_dir}", file=err)
-        return 2
+        raise ValueError(f"no database in {args.data_dir}")
+    return await AsyncStore.open(database)
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        with Store.open(database) as store:
-            if args.command == "purge":
-                return _purge(store, args.before.timestamp(), args.tenant, out)
-            if args.command == "tenant":
-                return _tenant_set(store, args, out, err)
-            if args.command == "audit":
-                for row in store.audit(args.tenant, max(args.limit, 1)):
-                    print(json.dumps(asdict(row), ensure_ascii=False), file=out)
-                return 0
-            return _erase(store, args.conversation, args.tenant, out, err)
+        store = await _open(args)
     except (StoreError, ValueError) as error:
         print(f"palabre: {error}", file=err)
         return 2
+    try:
+        if args.command == "purge":
+            return await _purge(store, args.before.timestamp(), args.tenant, out)
+        if args.command == "tenant":
+            return await _tenant_set(store, args, out, err)
+        if args.command == "audit":
+            for row in await store.audit(args.tenant, max(args.limit, 1)):
+                print(json.dumps(asdict(row), ensure_ascii=False), file=out)
+            return 0
+        return await _erase(store, args.conversation, args.tenant, out, err)
+    except (StoreError, ValueError) as error:
+        print(f"palabre: {error}", file=err)
+        return 2
+    finally:
+        await store.close()
 
 
-def _tenant_set(store: Store, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+async def _tenant_set(store: ConversationStore, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.retention_days is None and args.redact is None:
         print("palabre: tenant set needs --retention-days, --redact, or both", file=err)
         return 2
     if args.retention_days is not None:
         days = args.retention_days or None
-        store.set_retention(args.tenant, days)
+        await store.set_retention(args.tenant, days)
         kept = f"{days} days after their last utterance" if days else "for ever"
         print(f"tenant {args.tenant} keeps its conversations {kept}", file=out)
     if args.redact is not None:
-        store.set_redaction(args.tenant, args.redact)
+        await store.set_redaction(args.tenant, args.redact)
         redacted = ", ".join(args.redact) or "only what sessions ask"
         print(f"tenant {args.tenant} redacts {redacted}", file=out)
     return 0
@@ -120,25 +148,27 @@ def _kinds(value: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _erase(store: Store, conversation_id: str | None, tenant_id: str | None, out: TextIO, err: TextIO) -> int:
+async def _erase(
+    store: ConversationStore, conversation_id: str | None, tenant_id: str | None, out: TextIO, err: TextIO
+) -> int:
     if conversation_id is None and tenant_id is None:
         print("palabre: erase needs --conversation, --tenant, or both", file=err)
         return 2
     if conversation_id is not None:
-        tenant = tenant_id or store.conversation_tenant(conversation_id)
-        erased = store.erase_conversation(tenant, conversation_id) if tenant is not None else None
+        tenant = tenant_id or await store.conversation_tenant(conversation_id)
+        erased = await store.erase_conversation(tenant, conversation_id) if tenant is not None else None
         if erased is None:
             print(f"palabre: no conversation {conversation_id!r}", file=err)
             return 1
-        _audit_erased(store, erased)
+        await _audit_erased(store, erased)
         print(_erased_line(erased), file=out)
         return 0
     assert tenant_id is not None
     count = 0
-    for cid in store.conversation_ids(tenant_id):
-        erased = store.erase_conversation(tenant_id, cid)
+    for cid in await store.conversation_ids(tenant_id):
+        erased = await store.erase_conversation(tenant_id, cid)
         if erased is not None:
-            _audit_erased(store, erased)
+            await _audit_erased(store, erased)
             print(_erased_line(erased), file=out)
             count += 1
     print(f"erased {count} conversations of tenant {tenant_id}", file=out)
@@ -152,9 +182,11 @@ def _erased_line(erased: ErasedConversation) -> str:
     )
 
 
-def _audit_erased(store: Store, erased: ErasedConversation, action: AuditAction = AuditAction.ERASE) -> None:
+async def _audit_erased(
+    store: ConversationStore, erased: ErasedConversation, action: AuditAction = AuditAction.ERASE
+) -> None:
     counts = {"utterances": erased.utterances, "summaries": erased.summaries, "answers": erased.answers}
-    store.add_audit(erased.tenant_id, "cli", action.value, erased.conversation_id, counts)
+    await store.add_audit(erased.tenant_id, "cli", action.value, erased.conversation_id, counts)
 
 
 def _date(text: str) -> datetime:
@@ -166,14 +198,14 @@ def _date(text: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _purge(store: Store, cutoff: float, tenant_id: str | None, out: TextIO) -> int:
+async def _purge(store: ConversationStore, cutoff: float, tenant_id: str | None, out: TextIO) -> int:
     """Erase the conversations idle since before `cutoff`, in batches, one transaction each."""
     count = 0
-    while batch := store.conversations_idle_since(cutoff, tenant_id, limit=100):
+    while batch := await store.conversations_idle_since(cutoff, tenant_id, limit=100):
         for tenant, conversation_id in batch:
-            erased = store.erase_conversation(tenant, conversation_id)
+            erased = await store.erase_conversation(tenant, conversation_id)
             if erased is not None:
-                _audit_erased(store, erased, AuditAction.PURGE)
+                await _audit_erased(store, erased, AuditAction.PURGE)
                 count += 1
     print(f"purged {count} conversations", file=out)
     return 0

@@ -1336,6 +1336,7 @@ class AsyncStore:
     erase_conversation = _OnStoreThread(Store.erase_conversation)
     erasures_after = _OnStoreThread(Store.erasures_after)
     conversation_ids = _OnStoreThread(Store.conversation_ids)
+    conversation_tenant = _OnStoreThread(Store.conversation_tenant)
     add_audit = _OnStoreThread(Store.add_audit)
     retention = _OnStoreThread(Store.retention)
     set_redaction = _OnStoreThread(Store.set_redaction)

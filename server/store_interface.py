@@ -210,6 +210,9 @@ class ConversationStore(Protocol):
     async def conversation_ids(self, tenant_id: str) -> list[str]:
         """Every conversation id of the tenant (oldest first)."""
 
+    async def conversation_tenant(self, conversation_id: str) -> str | None:
+        """The tenant a conversation belongs to, or None (for administration, not for requests)."""
+
     async def set_retention(self, tenant_id: str, days: int | None) -> None:
         """Keep the tenant's conversations `days` days after their last utterance (None: for ever)."""
 

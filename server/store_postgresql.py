@@ -858,6 +858,13 @@ class PostgresStore:
         )
         return [str(row["id"]) for row in rows]
 
+    async def conversation_tenant(self, conversation_id: str) -> str | None:
+        """The tenant a conversation belongs to, or None (for administration, not for requests)."""
+        value = await self._pool.fetchval(
+            "SELECT tenant_id FROM conversations WHERE id = $1", conversation_id
+        )
+        return None if value is None else str(value)
+
     async def set_retention(self, tenant_id: str, days: int | None) -> None:
         """Keep the tenant's conversations `days` days after their last utterance (None: for ever)."""
         if days is not None and days <= 0:

@@ -6,9 +6,9 @@ memory on, each its own data dir and vector index) on one database.
   without its text; a second DELETE is 404.
 * Redaction: a synthesised call streamed with `redact: ["phone","email","card"]` leaves its numbers
   nowhere in the database (a `pg_dump` of it), the front-ends' data dirs or the events.
-* Retention: `palabre purge` and `palabre tenant set` work on SQLite only (`--data-dir`), so here
-  the server's retention job erases, at start, a conversation older than the configured
-  `retention_days` (aged by moving its timestamps back in the database), and only that one.
+* Retention: the server's retention job erases, at start, a conversation older than the
+  configured `retention_days` (aged by moving its timestamps back in the database), and only that
+  one; then `palabre purge --store URL` beside the running front-ends erases the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 
 from palabre_client import PalabreError, ask, stream_file
 from tests.conftest import PalabreServer, start_server
-from tests.e2e.test_lifecycle_e2e import PACED, request, search
+from tests.e2e.test_lifecycle_e2e import PACED, palabre, request, search
 from tests.e2e.test_redaction_e2e import KINDS, synthesised_call
 from tests.postgresql import PostgresServer
 
@@ -183,3 +183,9 @@ def test_the_retention_job_erases_exactly_the_older_conversations(
     purges = [a for a in audit if a["action"] == "purge"]
     assert [(a["conversation_id"], a["actor"]) for a in purges] == [(old_id, "retention")], purges
     assert purges[0]["detail"]["retention_days"] == RETENTION_DAYS
+
+    purged = palabre("purge", "--store", cluster.url, "--before", "2100-01-01")
+    assert purged.returncode == 0 and "purged 2 conversations" in purged.stdout, purged  # + the call's
+    for server in (cluster.a, cluster.b):
+        absent(server, recent_id)
+        assert server.get_json("/v1/conversations")["conversations"] == []
