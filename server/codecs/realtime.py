@@ -64,6 +64,9 @@ from stream.segmenter import SegmenterConfig
 
 Dialect = Literal["beta", "ga"]
 SessionKind = Literal["transcription", "realtime"]
+DIARIZE_MODEL_SUFFIX = "-diarize"
+"""A transcription model whose name ends so (OpenAI's `gpt-4o-transcribe-diarize`) asks for
+speaker labels."""
 UpdateShape = Literal["transcription_session", "beta", "ga"]
 """`transcription_session.update` (beta), a flat `session.update` (beta), a nested one (ga)."""
 TurnMode = Literal["vad", "manual"]
@@ -175,12 +178,19 @@ class Transcription:
     """`input_audio_transcription` (beta) / `audio.input.transcription` (ga).
 
         `language` and `prompt` change what Palabre does (the prompt is given to the recogniser as
-    the session's vocabulary, `stream.vocabulary`); `model` is echoed back.
+    the session's vocabulary, `stream.vocabulary`); `model` is echoed back, and a diarizing
+    model (`gpt-4o-transcribe-diarize`, any name ending in `-diarize`) asks for speaker labels
+    (`start.diarize`): each `completed` then carries `speaker`.
     """
 
     model: str = DEFAULT_TRANSCRIPTION_MODEL
     language: str | None = None
     prompt: str = ""
+
+    @property
+    def diarize(self) -> bool:
+        """Whether the model named asks for speaker labels."""
+        return self.model.endswith(DIARIZE_MODEL_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,6 +618,7 @@ class RealtimeTranslator:
             language=cfg.transcription.language,
             partials=True,
             vocabulary=(cfg.transcription.prompt,) if cfg.transcription.prompt.strip() else (),
+            diarize=cfg.transcription.diarize,
         )
         return start, "vad" if cfg.server_vad else "manual"
 
@@ -678,6 +689,11 @@ class RealtimeTranslator:
     def _completed(self, final: Final) -> list[JsonObject]:
         item = self._items.pop(final.utterance_id, None) or _Item(self._new_id("item"))
         out = self._delta(item, final.text)
+        speaker: JsonObject = {}
+        if self.config.transcription.diarize:  # an extension: the Realtime API has no such field
+            speaker["speaker"] = final.speaker
+            if final.speaker_name is not None:
+                speaker["speaker_name"] = final.speaker_name
         out.append(
             self._event(
                 "conversation.item.input_audio_transcription.completed",
@@ -685,6 +701,7 @@ class RealtimeTranslator:
                 content_index=0,
                 transcript=final.text,
                 usage={"type": "duration", "seconds": round(max(0.0, final.end - final.start), 3)},
+                **speaker,
             )
         )
         if self.dialect == "ga":

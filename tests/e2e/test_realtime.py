@@ -233,3 +233,41 @@ async def test_errors_and_clear_raw_socket(
     assert "error" not in types
     assert types.count("input_audio_buffer.committed") == 1
     assert "conversation.item.created" in types
+
+
+async def test_a_diarizing_model_labels_each_completed_with_its_speaker(
+    palabre_server: Any, speech_dir: Path, speech_manifest: dict[str, Any]
+) -> None:
+    """`gpt-4o-transcribe-diarize` turns on Palabre's diarization: two synthesised voices taking
+    turns come back as two alternating speaker labels on the `completed` events (an extension
+    field the SDK keeps)."""
+    server = palabre_server("tiny.en")
+    turns = [(f"en_speaker_{who}.wav", index) for index in (0, 1) for who in ("a", "b")]
+    clips = [clip_24k(speech_dir, speech_manifest, name, index) for name, index in turns]
+    async with client(server.port).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcm", "rate": RATE},
+                        "transcription": {"model": "gpt-4o-transcribe-diarize", "language": "en"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+                    }
+                },
+            }
+        )
+        assert (await conn.recv()).type == "session.updated"
+        for pcm, _ in clips:
+            for audio in chunks(pcm):
+                await conn.input_audio_buffer.append(audio=audio)
+        events = await collect(conn, lambda got: len(completed(got)) >= len(clips))
+
+    done = [e for e in completed(events) if e.transcript.strip()]
+    for event, (_, reference) in zip(done, clips, strict=True):
+        assert wer(reference, event.transcript) <= 0.5, (reference, event.transcript)
+    speakers = [getattr(e, "speaker", None) for e in done]
+    assert speakers[0] is not None and speakers[1] is not None, speakers
+    assert speakers[0] != speakers[1], speakers
+    assert speakers == [speakers[0], speakers[1], speakers[0], speakers[1]], speakers

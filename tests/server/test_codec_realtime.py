@@ -832,3 +832,26 @@ def test_the_transcription_prompt_is_the_sessions_vocabulary() -> None:
     t.apply(parse({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
         "transcription": {"model": "whisper-1", "prompt": "  "}}}}}))
     assert t.start()[0].vocabulary == ()
+
+
+def test_a_diarizing_model_asks_for_speakers_and_completed_carries_them() -> None:
+    plain = translator()
+    plain.apply(parse({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "gpt-4o-transcribe"}}}}}))
+    assert plain.start()[0].diarize is False
+    done = translate_all(plain, [SpeechStarted("c:0", 0.0), SpeechStopped("c:0", 1.0),
+                                 Final("c:0", "hi", 0, 1, "en", 0, speaker="S1")])
+    assert "speaker" not in next(e for e in done if e["type"].endswith("completed"))
+
+    t = translator()
+    t.apply(parse({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "transcription": {"model": "gpt-4o-transcribe-diarize"}}}}}))
+    assert t.start()[0].diarize is True
+    out = translate_all(t, [
+        SpeechStarted("c:0", 0.0), SpeechStopped("c:0", 1.0), Final("c:0", "hi", 0, 1, "en", 0, speaker="S1"),
+        SpeechStarted("c:1", 2.0), SpeechStopped("c:1", 3.0),
+        Final("c:1", "yes", 2, 3, "en", 1, speaker="S2", speaker_name="Bob"),
+    ])
+    completed = [e for e in out if e["type"].endswith("completed")]
+    assert [(e.get("speaker"), e.get("speaker_name")) for e in completed] == [("S1", None), ("S2", "Bob")]
+    assert "speaker_name" not in completed[0]
