@@ -47,8 +47,8 @@ def session_requests(vad: VadModel, speech: Audio, language: str, seed: int) -> 
     samples = (samples + rng.normal(0.0, DITHER, len(samples))).astype(np.float32)
     session = Session("bench", "bench", vad.open_stream(), language=language)
     kept: Requests = []
-    outputs = [session.feed(samples[k:k + 320]) for k in range(0, len(samples), 320)]
-    for output in [*outputs, session.stop()]:
+    for k in range(0, len(samples) + 320, 320):
+        output = session.feed(samples[k:k + 320]) if k < len(samples) else session.stop()
         for request in output.requests:
             kept.append((request.kind, request.payload.input.audio))
             if request.kind == "partial":  # answered at once, so that the next partial comes
