@@ -4,7 +4,7 @@ Real read speech with reference text (the files of refs.json that have a `text`:
 jfk.flac), decoded with PyAV to 16 kHz mono. For each model and each `pad_seconds` (30 = the full
 window, as faster-whisper does; 5; 3), every file is transcribed alone (language given, greedy)
 and the script prints the WER (lowercase, punctuation stripped; jiwer), the total wall time and
-how many inputs the repetition guard sent back to the full window.
+how many inputs the repetition guard cut.
 
 Then batching at the default padding: B = 1, 2, 4, 8 inputs of about 3 s (the sb_* files,
 cycled) in one `transcribe_batch` call, against the same inputs one call each.

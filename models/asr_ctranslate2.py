@@ -4,9 +4,15 @@ faster-whisper's `WhisperModel.transcribe` always encodes a full 30 s window. He
 padded with silence only to its longest input plus `pad_seconds` (5 s by default), which keeps the
 accuracy of the full window at a fraction of the encoder cost (measured by bench/asr_padding.py).
 A short window can make the decoder repeat itself past the end of the speech; a guard detects that
-(repeated words at the end, a high compression ratio, or a decode that ran out of tokens). A text
-that is one phrase said over and over ("And so my fellow Americans. And so my fellow Americans.")
-is cut to its first saying, at no cost; any other suspect is re-decoded in the full 30 s window.
+(repeated words at the end, a high compression ratio, or a decode that ran out of tokens) and cuts
+the text, at no cost: a text that is one phrase said over and over ("And so my fellow Americans. And
+so my fellow Americans. And so") is cut to its first saying, a text ending in a phrase said four
+times or more keeps what came before and one saying. Nothing is re-decoded: the token budget
+follows the speech (`TOKENS_PER_SECOND` per second + `EXTRA_TOKENS`, room for French, whose words
+take more tokens than English ones), so a looping decode stops early. Re-decoding suspects in the
+full 30 s window, as this engine once did, cost `base` on CPU 4-5 times a first decode (about 2 s
+of CPU for a 1.5-3 s partial) and, on the synthetic French of bench/capacity.py, did not read it
+better; bench/asr_guard.py measures both.
 
 The pipeline, in `CTranslate2Whisper.transcribe_batch`:
     audio → (digital silence is answered empty, not decoded)
@@ -14,7 +20,7 @@ The pipeline, in `CTranslate2Whisper.transcribe_batch`:
           → language detection on the encoder output (multilingual models, language=None),
             the most probable of `auto_languages` (the languages the deployment serves)
           → greedy decoding, one `generate` call per (language, task, prompt length in tokens)
-          → repetition guard (cut a repeated phrase, or re-decode in the full window) → non-speech rule
+          → repetition guard (cut a repeated phrase or a looped tail) → non-speech rule
 """
 
 from __future__ import annotations
@@ -66,9 +72,10 @@ MAX_DECODER_POSITIONS = 448
 """Whisper's text context (prompt + generated tokens)."""
 MAX_PREVIOUS_TOKENS = MAX_DECODER_POSITIONS // 2 - 1
 """At most this many tokens of previous text are given as a prompt (faster-whisper's limit)."""
-TOKENS_PER_SECOND = 6.0
+TOKENS_PER_SECOND = 10.0
 EXTRA_TOKENS = 10
-"""Decoding budget: `TOKENS_PER_SECOND` per second of speech + `EXTRA_TOKENS`; hitting it counts as a loop."""
+"""Decoding budget: `TOKENS_PER_SECOND` per second of speech + `EXTRA_TOKENS`; hitting it counts as a
+loop. Read speech takes about 3-4 tokens a second in English, 5-6 in French (bench/asr_guard.py)."""
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
 """faster-whisper's non-speech rule: both exceeded means the text is a hallucination on silence."""
@@ -165,32 +172,23 @@ class CTranslate2Whisper:
         audible = [i for i, a in enumerate(audios) if a.size and float(np.abs(a).max()) >= SILENCE_PEAK]
         languages: dict[int, tuple[str, float]] = {}
         decoded: dict[int, _Decoded] = {}
-        fallback: set[int] = set()
+        guarded: set[int] = set()
         if audible:
             longest = max(len(audios[i]) for i in audible)
             window = min(WINDOW_SAMPLES, longest + round(self.pad_seconds * SAMPLE_RATE))
             decoded = self._decode(inputs, audios, audible, window, languages)
-            # The repetition guard: a decode looping past the end of the speech is redone in the full window.
-            suspects = [i for i in audible
-                        if window < WINDOW_SAMPLES and decoded[i].looks_looped and not decoded[i].is_silence]
-            for i in list(suspects):
-                once = first_saying(decoded[i].text)
-                if once is not None:
-                    decoded[i] = dataclasses.replace(decoded[i], text=once, hit_max_length=False,
-                                                     words=_words_within(decoded[i].words, once))
-                    suspects.remove(i)
-            if suspects:
-                decoded.update(self._decode(inputs, audios, suspects, WINDOW_SAMPLES, languages))
-                fallback.update(suspects)
+            for i in audible:  # the repetition guard: cut a decode that looped, never re-decode it
+                if decoded[i].looks_looped and not decoded[i].is_silence:
+                    decoded[i] = _guarded(decoded[i])
+                    guarded.add(i)
 
         outputs = []
         for i, x in enumerate(inputs):
             d = decoded.get(i, _SILENCE)
             language, probability = languages.get(i, (x.language or ("" if self.multilingual else "en"), 1.0))
-            d = _without_loop(d)
             outputs.append(AsrOutput(text="" if d.is_silence else d.text, language=language,
                                      language_probability=probability, no_speech_probability=d.no_speech_prob,
-                                     avg_logprob=d.avg_logprob, fallback=i in fallback,
+                                     avg_logprob=d.avg_logprob, fallback=i in guarded,
                                      words=(() if d.is_silence else d.words) if x.word_timestamps else None))
         return outputs
 
@@ -336,11 +334,12 @@ def _shorten_leading_words(words: list[Word]) -> tuple[Word, ...]:
     return tuple(out)
 
 
-def _without_loop(decoded: _Decoded) -> _Decoded:
-    """`decoded` with the loop at the end of its text cut (`without_looped_tail`), its words too."""
-    if not decoded.looks_looped:
-        return decoded
-    text = without_looped_tail(decoded.text)
+def _guarded(decoded: _Decoded) -> _Decoded:
+    """`decoded`, which looks looped, cut: to its first saying when it only repeats one phrase
+    (`first_saying`), else after the first saying of a phrase repeated at its end
+    (`without_looped_tail`); its words too. A text with neither is kept as it is."""
+    once = first_saying(decoded.text)
+    text = once if once is not None else without_looped_tail(decoded.text)
     if text == decoded.text:
         return decoded
     return dataclasses.replace(decoded, text=text, words=_words_within(decoded.words, text))
@@ -386,12 +385,16 @@ def first_saying(text: str, min_words: int = 2) -> str | None:
 
     "And so my fellow Americans. And so my fellow Americans. And so" → "And so my fellow
     Americans." (case and punctuation ignored when comparing; at least two full sayings of at
-    least `min_words` words). "no no no" is not cut: a one-word period may be real speech.
+    least `min_words` words). The last word may be cut short, as a decode stopped by its token
+    budget leaves it ("... Nous devons réduire les tours. Nous dev"). "no no no" is not cut: a
+    one-word period may be real speech.
     """
     matches = list(_WORD.finditer(text))
     words = [m.group().lower() for m in matches]
     for period in range(min_words, len(words) // 2 + 1):
-        if all(words[i] == words[i % period] for i in range(period, len(words))):
+        last = len(words) - 1
+        if (all(words[i] == words[i % period] for i in range(period, last))
+                and words[last % period].startswith(words[last])):
             end = matches[period - 1].end()
             while end < len(text) and not text[end].isspace():
                 end += 1  # keep the punctuation that ends the phrase

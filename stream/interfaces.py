@@ -74,7 +74,7 @@ class AsrOutput:
     no_speech_probability: float = 0.0
     avg_logprob: float = 0.0
     fallback: bool = False
-    """True when the engine re-decoded the input padded to a full window (a repetition guard fired)."""
+    """True when the engine's repetition guard fired: the decode looked looped and was cut."""
     words: tuple[Word, ...] | None = None
     """The words of `text`, in seconds of the input audio, when `word_timestamps` was asked (and
     the engine can align): their concatenation is the text, up to surrounding spaces."""
