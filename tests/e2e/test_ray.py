@@ -1,11 +1,14 @@
-"""`palabre serve --ray`: two front-ends share one ASR actor in a local Ray cluster.
+"""`palabre serve --ray`: two front-ends share one ASR actor in a local Ray cluster, and one
+PostgreSQL store.
 
 A Ray head (`ray start --head --block`, 2 CPUs, its own temporary folder and ports, token
 authentication with a token made for the test) runs in its own process group; two
 `palabre serve --ray ADDRESS` front-ends (separate data directories) attach to it, the first one
 to start creating the detached ASR actor that both then use. Two different speech files are
-streamed at once, one to each front-end: each gets its own words, and the actor's figures count
-requests from both front-ends. Then the actor is killed: Ray restarts it and a third stream works.
+streamed at once, one to each front-end: each gets its own words, the actor's figures count
+requests from both front-ends, and each front-end lists and reads the conversation streamed on
+the other (`--store postgresql://…`, a real PostgreSQL started by the `postgres_server` fixture).
+Then the actor is killed: Ray restarts it and a third stream works.
 
 Teardown, even on failure: the front-ends, then the head (SIGTERM; it stops its Ray processes,
 and the workers, which run in sessions of their own, exit with their raylet), then SIGKILL to
@@ -36,6 +39,7 @@ import pytest
 
 from palabre_client import stream_file
 from tests.conftest import PalabreServer, free_port, start_server
+from tests.postgresql import PostgresServer
 from tests.requirements import missing, require_module
 
 pytestmark = pytest.mark.slow
@@ -139,9 +143,9 @@ def words_of(events: list[dict[str, Any]]) -> set[str]:
 
 
 async def test_two_front_ends_share_one_asr_actor(
-    ray_head: RayHead, speech_dir: Path, tmp_path: Path
+    ray_head: RayHead, postgres_server: PostgresServer, speech_dir: Path, tmp_path: Path
 ) -> None:
-    args = ("--ray", ray_head.address, "--no-memory")
+    args = ("--ray", ray_head.address, "--no-memory", "--store", postgres_server.create_database())
     servers: list[PalabreServer] = []
     try:
         # Both start at once: one creates the named actor, the other finds it (get_if_exists).
@@ -169,6 +173,15 @@ async def test_two_front_ends_share_one_asr_actor(
             heard = words_of(events)
             assert len(heard & WORDS[name]) >= len(WORDS[name]) - 2, (name, sorted(heard))
             assert not heard & WORDS[other], (name, sorted(heard & WORDS[other]))
+
+        # One store: each front-end lists and reads the conversation streamed on the other.
+        for events, reader in ((results[0], front_b), (results[1], front_a)):
+            conversation_id = next(e["conversation_id"] for e in events if e["type"] == "ready")
+            listed = reader.get_json("/v1/conversations")["conversations"]
+            assert conversation_id in {c["id"] for c in listed}, listed
+            stored = reader.get_json(f"/v1/conversations/{conversation_id}")["utterances"]
+            finals = [e["text"] for e in events if e["type"] == "final" and e["text"]]
+            assert [u["text"] for u in stored] == finals
 
         # The actor's figures (each front-end polls them every second) count both front-ends:
         # 3 finals each, and the partials.
