@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from palabre_client import Event, stream_file
-from server.store_postgresql import PostgresStore
+from server.store_postgresql import UTTERANCE_CHANNEL, PostgresStore
 from tests.conftest import PalabreServer, free_port, start_server
 from tests.postgresql import PostgresServer, postgresql_bin, start_postgres
 from tests.requirements import missing
@@ -30,6 +30,10 @@ pytestmark = pytest.mark.slow
 
 MEETING = "en_meeting.wav"
 DOWN_S = 7.0
+SEARCHABLE_S = 20.0
+"""How soon B must find A's final after the restart: a bound a loaded 2-core machine meets (B
+embeds it after its listening connection is back, or by the catch-up by id every 2 s); the
+delay itself is measured by bench/store_write.py."""
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +159,10 @@ def test_after_a_database_restart_b_finds_a_final_committed_on_a(
         while not any(
             hit["utterance_id"] == competitor["utterance_id"] for hit in b.get_json(query)["results"]
         ):
-            assert time.monotonic() - committed < 5.0, "not searchable on B after the restart"
+            assert time.monotonic() - committed < SEARCHABLE_S, "not searchable on B after the restart"
             time.sleep(0.1)
-        log_b = b.log_tail()
+        log_b = b.log_path.read_text(errors="replace")  # all of it: the reconnection is early
     finally:
         a.stop()
         b.stop()
-    assert "change feed of" in log_b and "reconnecting" in log_b, log_b
+    assert f"{UTTERANCE_CHANNEL} of postgresql://" in log_b and "lost; reconnecting" in log_b, log_b
