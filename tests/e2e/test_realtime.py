@@ -86,6 +86,20 @@ async def collect(connection: Any, done: Callable[[list[Any]], bool]) -> list[An
     raise AssertionError(f"connection closed early; got {[e.type for e in events]}")
 
 
+def server_vad_session(model: str) -> dict[str, Any]:
+    """A GA transcription session: pcm16 at RATE, English, server VAD, `model` transcribing."""
+    return {
+        "type": "transcription",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": RATE},
+                "transcription": {"model": model, "language": "en"},
+                "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
+            }
+        },
+    }
+
+
 def completed(events: list[Any]) -> list[Any]:
     return [e for e in events if e.type == "conversation.item.input_audio_transcription.completed"]
 
@@ -99,18 +113,7 @@ async def test_server_vad_ga_client(
         created = await conn.recv()
         assert created.type == "session.created"
         assert created.session.type == "transcription"
-        await conn.session.update(
-            session={
-                "type": "transcription",
-                "audio": {
-                    "input": {
-                        "format": {"type": "audio/pcm", "rate": RATE},
-                        "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
-                    }
-                },
-            }
-        )
+        await conn.session.update(session=server_vad_session("gpt-4o-transcribe"))
         updated = await conn.recv()
         assert updated.type == "session.updated"
         assert updated.session.audio.input.format.rate == RATE
@@ -246,18 +249,7 @@ async def test_a_diarizing_model_labels_each_completed_with_its_speaker(
     clips = [clip_24k(speech_dir, speech_manifest, name, index) for name, index in turns]
     async with client(server.port).realtime.connect(extra_query={"intent": "transcription"}) as conn:
         assert (await conn.recv()).type == "session.created"
-        await conn.session.update(
-            session={
-                "type": "transcription",
-                "audio": {
-                    "input": {
-                        "format": {"type": "audio/pcm", "rate": RATE},
-                        "transcription": {"model": "gpt-4o-transcribe-diarize", "language": "en"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
-                    }
-                },
-            }
-        )
+        await conn.session.update(session=server_vad_session("gpt-4o-transcribe-diarize"))
         assert (await conn.recv()).type == "session.updated"
         for pcm, _ in clips:
             for audio in chunks(pcm):
