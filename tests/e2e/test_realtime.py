@@ -35,6 +35,8 @@ MAX_WER = 0.3
 LEAD_S = 0.3
 TAIL_S = 0.9
 """Silence kept around a sentence: more than the VAD's 480 ms, less than the files' 1 s gaps."""
+PACE = 8.0
+"""Times real time the tests stream at: under the server's 16x limit, whatever the burst left."""
 
 
 def clip_24k(speech_dir: Path, manifest: dict[str, Any], name: str, index: int) -> tuple[bytes, str]:
@@ -55,6 +57,14 @@ def chunks(pcm: bytes) -> list[str]:
     """Base64 appends of CHUNK_S each."""
     size = round(CHUNK_S * RATE) * 2
     return [base64.b64encode(pcm[i : i + size]).decode() for i in range(0, len(pcm), size)]
+
+
+async def append_paced(connection: Any, pcm: bytes) -> None:
+    """Append `pcm` in CHUNK_S pieces at PACE times real time, as a client that respects the
+    server's audio rate limit does (an unpaced test is refused once the 10 s burst is spent)."""
+    for audio in chunks(pcm):
+        await connection.input_audio_buffer.append(audio=audio)
+        await asyncio.sleep(CHUNK_S / PACE)
 
 
 def normalise(text: str) -> str:
@@ -117,8 +127,7 @@ async def test_server_vad_ga_client(
         updated = await conn.recv()
         assert updated.type == "session.updated"
         assert updated.session.audio.input.format.rate == RATE
-        for audio in chunks(pcm):
-            await conn.input_audio_buffer.append(audio=audio)
+        await append_paced(conn, pcm)
         events = await collect(conn, lambda got: bool(completed(got)))
 
     types = [e.type for e in events]
@@ -159,8 +168,7 @@ async def test_manual_commit_beta_client(
         updated = await conn.recv()
         assert updated.type == "transcription_session.updated"
         assert updated.session.turn_detection is None
-        for audio in chunks(pcm):
-            await conn.input_audio_buffer.append(audio=audio)
+        await append_paced(conn, pcm)
         await conn.input_audio_buffer.commit()
         events = await collect(conn, lambda got: bool(completed(got)))
         await conn.input_audio_buffer.commit(event_id="evt_empty")
@@ -252,8 +260,7 @@ async def test_a_diarizing_model_labels_each_completed_with_its_speaker(
         await conn.session.update(session=server_vad_session("gpt-4o-transcribe-diarize"))
         assert (await conn.recv()).type == "session.updated"
         for pcm, _ in clips:
-            for audio in chunks(pcm):
-                await conn.input_audio_buffer.append(audio=audio)
+            await append_paced(conn, pcm)
         events = await collect(conn, lambda got: len(completed(got)) >= len(clips))
 
     done = [e for e in completed(events) if e.transcript.strip()]
