@@ -2,7 +2,8 @@
 
 A final is sent to its client only once its row is committed, so while the database is lost a
 session's writer holds the final it could not commit (and the events queued behind it) and
-retries the commit with a growing delay. The hold is bounded: once the oldest held final has
+retries the commit with a growing, jittered delay (sessions held by one outage do not all retry at
+the same instants when it ends). The hold is bounded: once the oldest held final has
 waited `HoldLimits.seconds`, or more than `HoldLimits.finals` finals wait, the session is told
 (`unavailable`) and closed; its held finals are still retried, so a client that resumes the
 conversation once the database is back gets them replayed. `FinalHold` keeps the count of one
@@ -11,6 +12,8 @@ session's hold; `server/live.py` drives it with the real clock, tests with a fak
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["FinalHold", "HoldLimits"]
@@ -27,6 +30,9 @@ class HoldLimits:
     first_retry_s: float = 0.1
     """Delay before the first retry; each further one doubles it, up to `max_retry_s`."""
     max_retry_s: float = 2.0
+    retry_jitter: float = 0.5
+    """Each retry's delay is shortened by a random fraction of itself, up to this (0: none), so
+    that the sessions one outage held spread their retries instead of retrying together."""
     attempt_s: float = 10.0
     """Longest one commit may take before it counts as failed (a database that stopped
     answering without closing its connections); a commit that went through meanwhile is not
@@ -36,8 +42,10 @@ class HoldLimits:
 class FinalHold:
     """One session's hold: when it began, how many retries, whether the bound was passed."""
 
-    def __init__(self, limits: HoldLimits) -> None:
+    def __init__(self, limits: HoldLimits, uniform: Callable[[], float] = random.random) -> None:
+        """`uniform` draws the jitter (a float in [0, 1)); tests give a fixed one."""
         self.limits = limits
+        self._uniform = uniform
         self.since: float | None = None
         """When the first commit of the current hold failed (None: not holding)."""
         self.retries = 0
@@ -50,12 +58,13 @@ class FinalHold:
         return self.since is not None
 
     def failed(self, now: float) -> float:
-        """A commit failed at `now`: returns the seconds to wait before retrying it."""
+        """A commit failed at `now`: returns the seconds to wait before retrying it (the backoff,
+        less up to `retry_jitter` of it)."""
         if self.since is None:
             self.since = now
         delay = min(self.limits.first_retry_s * 2**self.retries, self.limits.max_retry_s)
         self.retries += 1
-        return delay
+        return delay * (1.0 - self.limits.retry_jitter * self._uniform())
 
     def over_bound(self, now: float, waiting: int) -> bool:
         """Whether the hold just passed its bound, with `waiting` finals held (the one being

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from server.final_hold import FinalHold, HoldLimits
 
 
 def test_retries_back_off_doubling_up_to_the_cap() -> None:
-    hold = FinalHold(HoldLimits(first_retry_s=0.1, max_retry_s=1.0))
+    hold = FinalHold(HoldLimits(first_retry_s=0.1, max_retry_s=1.0, retry_jitter=0.0))
     assert not hold.holding
     delays = [hold.failed(now) for now in (10.0, 10.1, 10.3, 10.7, 11.5, 12.5)]
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert hold.holding and hold.since == 10.0 and hold.retries == 6
 
 
+def test_jitter_shortens_each_delay_by_up_to_its_fraction() -> None:
+    limits = HoldLimits(first_retry_s=0.4, max_retry_s=2.0, retry_jitter=0.5)
+    assert FinalHold(limits, uniform=lambda: 0.0).failed(0.0) == 0.4
+    assert FinalHold(limits, uniform=lambda: 0.999).failed(0.0) == pytest.approx(0.2, abs=1e-3)
+    draws = iter([0.5, 0.25])
+    hold = FinalHold(limits, uniform=lambda: next(draws))
+    assert [hold.failed(0.0), hold.failed(0.3)] == pytest.approx([0.3, 0.7])
+
+
+def test_sessions_held_by_one_outage_spread_their_retries() -> None:
+    """With the default jitter, twenty holds failing at the same instant do not all retry at the
+    same instant (a seeded source, so the test is the same every run)."""
+    source = random.Random(7)
+    delays = {FinalHold(HoldLimits(), uniform=source.random).failed(0.0) for _ in range(20)}
+    assert len(delays) == 20
+    assert all(0.05 <= d <= 0.1 for d in delays), delays
+
+
 def test_a_commit_ends_the_hold_and_says_how_long_it_lasted() -> None:
-    hold = FinalHold(HoldLimits(first_retry_s=0.1))
+    hold = FinalHold(HoldLimits(first_retry_s=0.1, retry_jitter=0.0))
     assert hold.committed(5.0) == 0.0
     hold.failed(5.0)
     hold.failed(5.5)
