@@ -1,6 +1,6 @@
 """Live fuzzing: malformed messages and frames against a running `palabre serve`, a good session alongside.
 
-    python bench/fuzz_live.py --messages 10000 [--seed 1] [--audio-dir ../shared/audio]
+    .venv/bin/python -m bench.fuzz_live --messages 10000 [--seed 1] [--audio-dir ../shared/audio]
 
 One server (tiny.en, no memory) with every listener: `/v1/stream`, the Twilio media stream,
 AudioSocket (TCP), the OpenAI Realtime endpoint and SIP (UDP). Generated bad input, shared out
