@@ -211,6 +211,9 @@ class WatchHub:
         self._ticker: asyncio.Task[None] | None = None
         self.relay: Relay | None = None
         """Shares this front-end's messages with the others (set by `server.watch_relay`)."""
+        self.on_new_tenant: Callable[[str], None] | None = None
+        """Told of a tenant that has a watcher here and had none before (set by
+        `server.watch_relay`, which then tells the other front-ends at once)."""
         self._remote: dict[str, RemoteView] = {}
         """Conversation id → its view, for the conversations live on other front-ends."""
 
@@ -362,7 +365,10 @@ class WatchHub:
         if conversation_id is None:
             snapshot["stats"] = self._figures(subscriber)
         subscriber.offer("snapshot", _dumps(snapshot))
+        new_tenant = principal.tenant_id not in self.watched_tenants()
         self._subscribers.add(subscriber)
+        if new_tenant and self.on_new_tenant is not None:
+            self.on_new_tenant(principal.tenant_id)
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="watch-stats")
         return subscriber
@@ -376,6 +382,10 @@ class WatchHub:
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+    def watched_tenants(self) -> set[str]:
+        """The tenants that have at least one watcher on this front-end."""
+        return {subscriber.tenant_id for subscriber in self._subscribers}
 
     def conversations(self, tenant_id: str) -> list[ConversationView]:
         """The tenant's running conversations, oldest first."""

@@ -16,6 +16,11 @@ the conversations of all. `WatchRelay` connects this front-end's `WatchHub` to t
 * every `heartbeat_s` each front-end sends the ids of its live conversations (`"beat"`): a
   receiver ends the remote conversations missing from it, and all those of a front-end not heard
   from for `SILENT_BEATS` beats (killed: its `conversation.ended` never came);
+* a beat also names the tenants that have watchers on its front-end (`"w"`; sent at once, out
+  of turn, when a tenant gets its first watcher there): partials, the bulk of the messages (a few
+  a second per speaking session), are sent only while another front-end watches their tenant;
+  the rest is always sent, since it keeps every front-end's list of conversations for snapshots.
+  A beat without `"w"` (a front-end from before it) counts as watching every tenant;
 * after each (re)connection a front-end asks the others to announce their live conversations
   again (`"sync"`), since notifications are not stored.
 
@@ -69,6 +74,10 @@ class WatchRelay:
         self._ready = asyncio.Event()
         self._heard: dict[str, float] = {}
         """Other front-end → when (monotonic) it was last heard from."""
+        self._watching: dict[str, set[str] | None] = {}
+        """Other front-end → the tenants it has watchers of (None: it does not say; all)."""
+        self.partials_held_back = 0
+        """Partials not sent because no other front-end watched their tenant."""
         self._tasks = TaskSet()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -79,6 +88,7 @@ class WatchRelay:
             return False
         self._channel.start()
         self.hub.relay = self._share
+        self.hub.on_new_tenant = lambda _tenant: self._send_beat()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._send_all(), name="watch-relay-send"),
                        loop.create_task(self._beat(), name="watch-relay-beat")]
@@ -87,6 +97,7 @@ class WatchRelay:
     async def close(self) -> None:
         """Stop relaying (the others end this front-end's conversations after its silence)."""
         self.hub.relay = None
+        self.hub.on_new_tenant = None
         for task in self._loops:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -98,7 +109,11 @@ class WatchRelay:
     # --- sending ----------------------------------------------------------------------------
 
     def _share(self, tenant_id: str, kind: Kind, message: dict[str, Any]) -> None:
-        """Queue one of the hub's messages for the other front-ends (see `WatchHub.relay`)."""
+        """Queue one of the hub's messages for the other front-ends (see `WatchHub.relay`); a
+        partial only when one of them watches its tenant."""
+        if kind == "partial" and not self._watched_elsewhere(tenant_id):
+            self.partials_held_back += 1
+            return
         text = self._envelope(t=tenant_id, k=kind, m=message)
         if len(text.encode()) > NOTIFY_MAX_BYTES:
             left_out = _FILLED.get(str(message.get("type")))
@@ -108,6 +123,9 @@ class WatchRelay:
             short = {k: v for k, v in message.items() if k not in left_out}
             text = self._envelope(t=tenant_id, k=kind, m=short, fill=True)
         self._queue(kind, text)
+
+    def _watched_elsewhere(self, tenant_id: str) -> bool:
+        return any(tenants is None or tenant_id in tenants for tenants in self._watching.values())
 
     def _envelope(self, **fields: Any) -> str:
         return json.dumps({"o": self.origin, **fields}, separators=(",", ":"), ensure_ascii=False)
@@ -140,15 +158,20 @@ class WatchRelay:
     async def _beat(self) -> None:
         """Every `heartbeat_s`: announce this front-end's live conversations, end silent ones'."""
         while True:
-            ids = [m["conversation_id"] for _, m in self.hub.own_conversations()]
-            self._queue(None, self._envelope(beat=ids))
+            self._send_beat()
             silent = time.monotonic() - SILENT_BEATS * self.heartbeat_s
             for origin, heard in list(self._heard.items()):
                 if heard < silent:
                     log.info("watch relay: front-end %s silent; its conversations end", origin)
                     del self._heard[origin]
+                    self._watching.pop(origin, None)
                     self.hub.forget(origin)
             await asyncio.sleep(self.heartbeat_s)
+
+    def _send_beat(self) -> None:
+        """Queue a beat: this front-end's live conversations and its watched tenants."""
+        ids = [m["conversation_id"] for _, m in self.hub.own_conversations()]
+        self._queue(None, self._envelope(beat=ids, w=sorted(self.hub.watched_tenants())))
 
     def _connected(self) -> None:
         """(Re)connected: messages may have been missed; ask the others to announce theirs."""
@@ -165,7 +188,10 @@ class WatchRelay:
         if envelope.get("sync"):
             for tenant_id, message in self.hub.own_conversations():
                 self._queue("event", self._envelope(t=tenant_id, k="event", m=message))
+            self._send_beat()  # and who watches here, so that it sends partials from now on
         elif "beat" in envelope:
+            watched = envelope.get("w")
+            self._watching[origin] = None if watched is None else {str(t) for t in watched}
             self.hub.forget(origin, keep=set(envelope["beat"]))
         elif envelope.get("fill"):
             self._tasks.start(self._fill_and_relay(origin, envelope), name="watch-relay-fill")

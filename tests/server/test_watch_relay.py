@@ -18,7 +18,7 @@ import pytest
 from server.store_postgresql import PostgresStore
 from server.watch import Subscriber, WatchHub
 from server.watch_relay import WatchRelay
-from stream.events import Closed, Final, SpeechStarted
+from stream.events import Closed, Final, Partial, SpeechStarted
 from tests.postgresql import PostgresServer
 from tests.server.test_watch import READER_A, READER_B, emit, final, ready, server_stats, session
 
@@ -30,10 +30,10 @@ BEAT_S = 0.2
 class FrontEnd:
     """A watch hub and its relay over a store of its own (as a front-end has)."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, heartbeat_s: float = BEAT_S) -> None:
         self.store = store
         self.hub = WatchHub(server_stats)
-        self.relay = WatchRelay(self.hub, store, heartbeat_s=BEAT_S)
+        self.relay = WatchRelay(self.hub, store, heartbeat_s=heartbeat_s)
 
     async def close(self) -> None:
         await self.relay.close()
@@ -42,8 +42,8 @@ class FrontEnd:
 
 
 @contextlib.asynccontextmanager
-async def front_end(url: str) -> AsyncIterator[FrontEnd]:
-    node = FrontEnd(await PostgresStore.open(url))
+async def front_end(url: str, heartbeat_s: float = BEAT_S) -> AsyncIterator[FrontEnd]:
+    node = FrontEnd(await PostgresStore.open(url), heartbeat_s)
     assert node.relay.start()
     try:
         yield node
@@ -132,3 +132,30 @@ async def test_b_learns_of_a_conversation_started_before_it_and_ends_it_when_a_g
             await a.relay.close()  # A stops talking without ending c1, as a killed front-end
             ended = await until(watcher, lambda got: "conversation.ended" in types(got), timeout=10)
             assert ended[-1]["conversation_id"] == "c1"
+
+
+async def test_partials_are_relayed_only_while_another_front_end_watches_their_tenant(
+    postgres_server: PostgresServer,
+) -> None:
+    """Partials (the bulk of the messages) cross to another front-end only while it has a watcher
+    of their tenant. B beats every 60 s here (once at start): only the beat B sends at once when
+    its first watcher of tenant A subscribes can tell A to send them."""
+    url = postgres_server.create_database()
+    async with front_end(url, heartbeat_s=60.0) as a, front_end(url, heartbeat_s=60.0) as b:
+        other_tenant = b.hub.subscribe(READER_B)
+        await asyncio.sleep(0.5)  # both listening, and each has had the other's first beat
+        live = session("s1", "c1")
+        emit(a.hub, live, ready(live), SpeechStarted("c1:0", 0.5))
+        for n in range(5):
+            emit(a.hub, live, Partial("c1:0", f"hello {n}", "hello", f" {n}", 0.5, 1.0 + n))
+        assert a.relay.partials_held_back == 5
+
+        watcher = b.hub.subscribe(READER_A)
+        await asyncio.sleep(0.5)  # B's beat naming tenant A reaches A
+        emit(a.hub, live, Partial("c1:0", "hello again", "hello", " again", 0.5, 7.0))
+        got = await until(watcher, lambda got: "partial" in types(got))
+        assert got[-1]["conversation_id"] == "c1" and got[-1]["text"] == "hello again"
+        assert a.relay.partials_held_back == 5
+        await asyncio.sleep(0.3)
+        leaked = [json.loads(t) for t in [await other_tenant.get() for _ in range(other_tenant.pending())]]
+        assert "partial" not in types(leaked), "a partial crossed to another tenant's watcher"
