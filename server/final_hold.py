@@ -57,11 +57,23 @@ class FinalHold:
     def holding(self) -> bool:
         return self.since is not None
 
-    def failed(self, now: float) -> float:
-        """A commit failed at `now`: returns the seconds to wait before retrying it (the backoff,
-        less up to `retry_jitter` of it)."""
+    def attempt_timeout(self, now: float, began: float) -> float:
+        """How long the next commit attempt may take, for a final whose first attempt began at
+        `began`: `attempt_s`, but no later than the hold's time bound (counted from `began` when
+        not yet holding), so that a commit that hangs rather than fails cannot keep the session
+        from being told in time. At least 50 ms; `attempt_s` once the bound was passed."""
+        if self.exceeded:
+            return self.limits.attempt_s
+        since = began if self.since is None else self.since
+        left = self.limits.seconds - (now - since)
+        return max(0.05, min(self.limits.attempt_s, left))
+
+    def failed(self, now: float, began: float | None = None) -> float:
+        """A commit failed (or timed out) at `now`: returns the seconds to wait before retrying
+        it (the backoff, less up to `retry_jitter` of it). The hold counts from `began`, when its
+        first attempt began, if given (an attempt that timed out held the final all along)."""
         if self.since is None:
-            self.since = now
+            self.since = now if began is None else began
         delay = min(self.limits.first_retry_s * 2**self.retries, self.limits.max_retry_s)
         self.retries += 1
         return delay * (1.0 - self.limits.retry_jitter * self._uniform())

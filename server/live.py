@@ -718,12 +718,14 @@ class LiveSession:
         behind it) and retry with a growing delay; past the hold's bound, the session is told
         and closed (`_store_lost`) and the retries go on."""
         hold = self.hold
+        began = time.monotonic()
         while True:
             try:
-                row = await asyncio.wait_for(self._insert_final(final), hold.limits.attempt_s)
+                timeout = hold.attempt_timeout(time.monotonic(), began)
+                row = await asyncio.wait_for(self._insert_final(final), timeout)
             except (StoreUnavailable, TimeoutError) as error:
                 now = time.monotonic()
-                delay = hold.failed(now)
+                delay = hold.failed(now, began)
                 if hold.retries == 1:
                     log.warning(
                         "session %s: final %d not stored (%s); holding it and retrying",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import jiwer
@@ -18,7 +19,9 @@ from models.asr_ctranslate2 import (
     without_looped_tail,
 )
 from models.registry import load_asr
+from palabre_client import load_audio
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
+from tests.requirements import shared_audio_dir
 
 from .conftest import Speak, words
 
@@ -50,10 +53,16 @@ def test_tiny_en_transcribes_english(tiny_en: CTranslate2Whisper, speak: Speak) 
 
 
 @pytest.mark.slow
-def test_base_transcribes_the_quick_brown_fox(base: CTranslate2Whisper, speak: Speak) -> None:
-    # tiny.en greedy hears "the quick round-fark jump" in this espeak voice (so does faster-whisper, WER 0.33)
-    [out] = base.transcribe_batch([AsrInput(audio=speak(FOX), language="en")])
-    assert wer(FOX, out) < 0.3, out
+@pytest.mark.real_speech
+def test_base_transcribes_real_english_speech(base: CTranslate2Whisper) -> None:
+    """jfk.flac, a real recording: base gets it word for word. (On espeak-ng's fox sentence its
+    int8 output depends on the CPU's instruction set: right on one 2-core VM, "jump, so ver ver
+    lazy dog" on another; real speech does not sit on such an edge.)"""
+    audio_dir = shared_audio_dir()
+    reference = json.loads((audio_dir / "refs.json").read_text())["jfk.flac"]["text"]
+    [out] = base.transcribe_batch([AsrInput(audio=load_audio(audio_dir / "jfk.flac"), language="en")])
+    assert wer(reference, out) < 0.1, out
+    assert out.language == "en"
 
 
 @pytest.mark.slow

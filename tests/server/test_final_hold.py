@@ -69,3 +69,15 @@ def test_a_hold_that_ended_in_time_does_not_count_against_the_next() -> None:
     hold.failed(100.0)
     assert not hold.over_bound(102.0, 1)
     assert hold.over_bound(103.0, 1)
+
+
+def test_an_attempt_may_not_run_past_the_bound() -> None:
+    hold = FinalHold(HoldLimits(seconds=3.0, attempt_s=10.0, retry_jitter=0.0))
+    assert hold.attempt_timeout(now=5.0, began=5.0) == 3.0  # a first attempt: up to the bound
+    assert hold.attempt_timeout(now=7.5, began=5.0) == 0.5
+    assert hold.attempt_timeout(now=9.0, began=5.0) == 0.05  # at least 50 ms
+    hold.failed(8.0, began=5.0)  # a timed-out attempt: the hold counts from the first one
+    assert hold.since == 5.0 and hold.over_bound(8.0, waiting=1)
+    assert hold.attempt_timeout(now=9.0, began=5.0) == 10.0  # past the bound: attempt_s again
+    roomy = FinalHold(HoldLimits(seconds=30.0, attempt_s=10.0))
+    assert roomy.attempt_timeout(now=0.0, began=0.0) == 10.0

@@ -133,6 +133,24 @@ async def test_past_the_bound_the_session_is_told_and_its_finals_still_stored(
     assert client.finals == []
 
 
+async def test_a_commit_that_hangs_still_tells_the_session_at_the_bound(
+    losable: tuple[SessionServices, LosableStore],
+) -> None:
+    """No attempt fails (each would take `attempt_s`, 10 s, to time out): the session is still
+    told at the hold's bound (0.3 s), since an attempt may not run past it."""
+    services, store = losable
+    client = Client()
+    live = await open_session(services, client, store_hold_s=0.3)
+    store.hangs = True
+    live.feed(speech(1))
+    live.stop()
+    await until(lambda: client.evicted != [], timeout=3.0)
+    assert client.evicted == [ErrorCode.UNAVAILABLE] and client.finals == []
+    store.hangs = False  # the hanging attempt times out after attempt_s; the next one commits
+    await asyncio.wait_for(live.wait_closed(), 15)
+    assert await stored_seqs(services, live) == [0]
+
+
 async def test_the_bound_in_finals(losable: tuple[SessionServices, LosableStore]) -> None:
     services, store = losable
     client = Client()
