@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import jiwer
 import numpy as np
 import pytest
 
+from bench.common import load_references
 from models import asr_ctranslate2
 from models.asr_ctranslate2 import (
     CTranslate2Whisper,
@@ -19,7 +19,6 @@ from models.asr_ctranslate2 import (
     without_looped_tail,
 )
 from models.registry import load_asr
-from palabre_client import load_audio
 from stream.interfaces import SAMPLE_RATE, AsrInput, AsrOutput
 from tests.requirements import shared_audio_dir
 
@@ -58,10 +57,9 @@ def test_base_transcribes_real_english_speech(base: CTranslate2Whisper) -> None:
     """jfk.flac, a real recording: base gets it word for word. (On espeak-ng's fox sentence its
     int8 output depends on the CPU's instruction set: right on one 2-core VM, "jump, so ver ver
     lazy dog" on another; real speech does not sit on such an edge.)"""
-    audio_dir = shared_audio_dir()
-    reference = json.loads((audio_dir / "refs.json").read_text())["jfk.flac"]["text"]
-    [out] = base.transcribe_batch([AsrInput(audio=load_audio(audio_dir / "jfk.flac"), language="en")])
-    assert wer(reference, out) < 0.1, out
+    (jfk,) = load_references(shared_audio_dir(), ["jfk.flac"])
+    [out] = base.transcribe_batch([AsrInput(audio=jfk.samples, language="en")])
+    assert wer(jfk.text, out) < 0.1, out
     assert out.language == "en"
 
 
